@@ -1,0 +1,191 @@
+//! Endpoint specs: small serde values that the parent creates and hands to both roles.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use nix::sys::stat::Mode;
+use serde::{Deserialize, Serialize};
+
+use crate::SetupError;
+
+/// The largest frame a transport accepts unless configured otherwise (16 MiB).
+pub const DEFAULT_MAX_FRAME: u32 = 16 << 20;
+
+/// The transport kinds this build knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TransportKind {
+    /// A pair of named FIFOs, one per direction.
+    Pipe,
+    /// A Unix domain stream socket.
+    Uds,
+    /// TCP, loopback by default.
+    Tcp,
+}
+
+impl TransportKind {
+    /// Every kind, in the order `harness list` shows them.
+    pub const ALL: [TransportKind; 3] =
+        [TransportKind::Pipe, TransportKind::Uds, TransportKind::Tcp];
+
+    /// The name used in configs and CSV files.
+    pub fn name(self) -> &'static str {
+        match self {
+            TransportKind::Pipe => "pipe",
+            TransportKind::Uds => "uds",
+            TransportKind::Tcp => "tcp",
+        }
+    }
+
+    /// One line on what the kind is.
+    pub fn describe(self) -> &'static str {
+        match self {
+            TransportKind::Pipe => "two named FIFOs (one per direction), u32 length prefix",
+            TransportKind::Uds => {
+                "Unix domain stream socket in a private 0700 directory, u32 length prefix"
+            }
+            TransportKind::Tcp => {
+                "TCP over loopback, TCP_NODELAY, OS-chosen port, u32 length prefix"
+            }
+        }
+    }
+}
+
+impl fmt::Display for TransportKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for TransportKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        TransportKind::ALL
+            .into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<_> = TransportKind::ALL.iter().map(|k| k.name()).collect();
+                format!("unknown transport `{s}` (known: {})", names.join(", "))
+            })
+    }
+}
+
+/// Options for [`Endpoint::prepare`].
+#[derive(Debug, Clone)]
+pub struct EndpointOptions {
+    /// Largest frame either side may send.
+    pub max_frame: u32,
+    /// Address TCP listens on; the port is always chosen by the OS.
+    pub tcp_host: IpAddr,
+}
+
+impl Default for EndpointOptions {
+    fn default() -> Self {
+        EndpointOptions {
+            max_frame: DEFAULT_MAX_FRAME,
+            tcp_host: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        }
+    }
+}
+
+/// Where and how two roles meet. Side A listens (or opens first), side B connects.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Endpoint {
+    /// Two FIFOs created by the parent.
+    Pipe {
+        /// FIFO that side A writes and side B reads.
+        a_to_b: PathBuf,
+        /// FIFO that side B writes and side A reads.
+        b_to_a: PathBuf,
+        /// Largest frame.
+        max_frame: u32,
+    },
+    /// A Unix socket path inside a private directory.
+    Uds {
+        /// Socket file path.
+        path: PathBuf,
+        /// Largest frame.
+        max_frame: u32,
+    },
+    /// A TCP address; port 0 until side A has bound it.
+    Tcp {
+        /// Address to bind or connect to.
+        addr: SocketAddr,
+        /// Largest frame.
+        max_frame: u32,
+    },
+}
+
+impl Endpoint {
+    /// Creates what the endpoint needs inside `dir` (a private directory the caller owns
+    /// and removes): the FIFOs for `pipe`, nothing yet for `uds` and `tcp`.
+    pub fn prepare(
+        kind: TransportKind,
+        dir: &Path,
+        opts: &EndpointOptions,
+    ) -> Result<Endpoint, SetupError> {
+        if opts.max_frame == 0 || opts.max_frame > u32::MAX - 8 {
+            return Err(SetupError::Invalid(format!(
+                "max_frame {} out of range",
+                opts.max_frame
+            )));
+        }
+        let max_frame = opts.max_frame;
+        Ok(match kind {
+            TransportKind::Pipe => {
+                let a_to_b = dir.join("a_to_b.fifo");
+                let b_to_a = dir.join("b_to_a.fifo");
+                for p in [&a_to_b, &b_to_a] {
+                    nix::unistd::mkfifo(p, Mode::S_IRUSR | Mode::S_IWUSR)
+                        .map_err(|e| SetupError::io("mkfifo", p.display(), e))?;
+                }
+                Endpoint::Pipe {
+                    a_to_b,
+                    b_to_a,
+                    max_frame,
+                }
+            }
+            TransportKind::Uds => Endpoint::Uds {
+                path: dir.join("uds.sock"),
+                max_frame,
+            },
+            TransportKind::Tcp => Endpoint::Tcp {
+                addr: SocketAddr::new(opts.tcp_host, 0),
+                max_frame,
+            },
+        })
+    }
+
+    /// This endpoint's transport kind.
+    pub fn kind(&self) -> TransportKind {
+        match self {
+            Endpoint::Pipe { .. } => TransportKind::Pipe,
+            Endpoint::Uds { .. } => TransportKind::Uds,
+            Endpoint::Tcp { .. } => TransportKind::Tcp,
+        }
+    }
+
+    /// Largest frame either side may send.
+    pub fn max_frame(&self) -> usize {
+        match self {
+            Endpoint::Pipe { max_frame, .. }
+            | Endpoint::Uds { max_frame, .. }
+            | Endpoint::Tcp { max_frame, .. } => *max_frame as usize,
+        }
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Endpoint::Pipe { a_to_b, b_to_a, .. } => {
+                write!(f, "pipe {} / {}", a_to_b.display(), b_to_a.display())
+            }
+            Endpoint::Uds { path, .. } => write!(f, "uds {}", path.display()),
+            Endpoint::Tcp { addr, .. } => write!(f, "tcp {addr}"),
+        }
+    }
+}

@@ -1,0 +1,105 @@
+//! ipcbench-transport: how ipcbench moves frames between two processes.
+//!
+//! A transport is a pair of halves split by direction, [`Tx`] and [`Rx`], both taking
+//! `&mut self`. Setup is separate from transfer: the parent process prepares an
+//! [`Endpoint`] (creating FIFOs, choosing a socket path or a loopback address), one role
+//! *listens* on it and hands the resolved endpoint back to the parent, the other role
+//! *connects*. Every transport here frames with a little-endian `u32` length prefix and
+//! checks it: a claimed length over the maximum is [`Corruption::LengthTooLarge`], never an
+//! allocation of what the peer claims.
+//!
+//! ```
+//! use std::time::Duration;
+//! use ipcbench_transport::{Endpoint, EndpointOptions, Rx, Transport, TransportKind, Tx, Uds};
+//!
+//! let dir = tempfile::tempdir().unwrap();
+//! let spec = Endpoint::prepare(TransportKind::Uds, dir.path(), &EndpointOptions::default()).unwrap();
+//! let listener = Uds::listen(&spec).unwrap();
+//! let resolved = Uds::resolved(&listener);
+//! // In ipcbench the connecting side is another process; a thread shows the same calls.
+//! let peer = std::thread::spawn(move || {
+//!     let (mut tx, mut rx) = Uds::connect(&resolved, Duration::from_secs(5)).unwrap();
+//!     let mut buf = [0u8; 64];
+//!     let n = rx.recv(&mut buf).unwrap();
+//!     tx.send(&buf[..n]).unwrap();
+//! });
+//! let (mut tx, mut rx) = Uds::accept(listener, Duration::from_secs(5)).unwrap();
+//! tx.send(b"ping").unwrap();
+//! let mut buf = [0u8; 64];
+//! let n = rx.recv(&mut buf).unwrap();
+//! assert_eq!(&buf[..n], b"ping");
+//! peer.join().unwrap();
+//! ```
+#![deny(unsafe_code)]
+
+use std::time::Duration;
+
+pub mod baseline;
+mod endpoint;
+mod error;
+pub mod segment;
+mod stream;
+
+pub use endpoint::{Endpoint, EndpointOptions, TransportKind, DEFAULT_MAX_FRAME};
+pub use error::{
+    Corruption, RecvError, RecvTimeoutError, SendError, SetupError, TryRecvError, TrySendError,
+};
+pub use stream::{Pipe, StreamRx, StreamTx, Tcp, Uds};
+
+/// The sending half of a transport.
+pub trait Tx {
+    /// Sends one frame, blocking until the transport has accepted all of it.
+    fn send(&mut self, frame: &[u8]) -> Result<(), SendError>;
+    /// Sends one frame if the transport can accept it now; never blocks.
+    ///
+    /// `Err(TrySendError::Full)` means nothing of the frame was sent.
+    fn try_send(&mut self, frame: &[u8]) -> Result<(), TrySendError>;
+    /// The longest frame this half accepts.
+    fn max_frame_len(&self) -> usize;
+}
+
+/// The receiving half of a transport.
+pub trait Rx {
+    /// Receives one frame into `buf`, blocking until one arrives; returns its length.
+    ///
+    /// A frame longer than `buf` is `Err(RecvError::Truncated { needed })` and stays
+    /// queued: a second call with a buffer of `needed` bytes receives it whole.
+    fn recv(&mut self, buf: &mut [u8]) -> Result<usize, RecvError>;
+    /// Receives one frame if a whole one is there now; never blocks.
+    fn try_recv(&mut self, buf: &mut [u8]) -> Result<usize, TryRecvError>;
+    /// Receives one frame, waiting at most `timeout` for it.
+    fn recv_timeout(
+        &mut self,
+        buf: &mut [u8],
+        timeout: Duration,
+    ) -> Result<usize, RecvTimeoutError>;
+    /// The longest frame this half can receive.
+    fn max_frame_len(&self) -> usize;
+}
+
+/// A kind of transport: how its two halves are set up from an [`Endpoint`].
+///
+/// The harness matches on the configured [`TransportKind`] once and calls code generic
+/// over `T: Transport`, so timed loops use the concrete halves, never `dyn`.
+pub trait Transport {
+    /// Which kind this is.
+    const KIND: TransportKind;
+    /// The sending half.
+    type Tx: Tx + Send + 'static;
+    /// The receiving half.
+    type Rx: Rx + Send + 'static;
+    /// A bound, not yet connected, listening side.
+    type Listener: Send;
+
+    /// Binds or opens the listening side of `endpoint`.
+    fn listen(endpoint: &Endpoint) -> Result<Self::Listener, SetupError>;
+    /// The endpoint the connecting side must use (a TCP port the OS chose, for example).
+    fn resolved(listener: &Self::Listener) -> Endpoint;
+    /// Waits at most `timeout` for the peer, then checks the handshake.
+    fn accept(
+        listener: Self::Listener,
+        timeout: Duration,
+    ) -> Result<(Self::Tx, Self::Rx), SetupError>;
+    /// Connects to a listening peer, retrying until `timeout`, then checks the handshake.
+    fn connect(endpoint: &Endpoint, timeout: Duration) -> Result<(Self::Tx, Self::Rx), SetupError>;
+}

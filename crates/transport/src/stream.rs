@@ -1,0 +1,868 @@
+//! Length-prefixed framing over a byte stream, shared by `pipe`, `uds` and `tcp`.
+//!
+//! Wire format: each frame is a little-endian `u32` length, then that many bytes. Before
+//! the first frame each side sends a 16-byte hello (`IPCBENCH`, protocol version, maximum
+//! frame length) and checks the peer's, so a stray peer or a mismatched spec fails setup
+//! instead of producing garbage.
+//!
+//! Receiving reads into a 64 KiB buffer, so one `read` can bring in many small frames; a
+//! large frame's payload is read straight into the caller's buffer. Blocking sends use a
+//! blocking descriptor, so a full pipe or socket sleeps in the kernel rather than in a
+//! `poll` loop; `try_send` uses a non-blocking write (a second open of the FIFO, or
+//! `MSG_DONTWAIT` on a socket) and keeps the unsent tail of a partly written frame, which
+//! counts as accepted and goes out before the next frame.
+
+use std::io::IoSlice;
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::fcntl::{fcntl, open, FcntlArg, OFlag};
+use nix::poll::{PollFd, PollFlags};
+use nix::sys::socket::{sendmsg, shutdown, MsgFlags, Shutdown};
+use nix::sys::stat::Mode;
+use nix::sys::time::TimeSpec;
+
+use crate::{
+    Corruption, Endpoint, RecvError, RecvTimeoutError, SendError, SetupError, Transport,
+    TransportKind, TryRecvError, TrySendError,
+};
+
+const HEADER: usize = 4;
+const RX_BUF: usize = 64 * 1024;
+const HELLO_MAGIC: &[u8; 8] = b"IPCBENCH";
+const PROTOCOL_VERSION: u32 = 1;
+const HELLO_LEN: usize = 16;
+
+fn send_errno(e: Errno) -> SendError {
+    match e {
+        Errno::EPIPE | Errno::ECONNRESET | Errno::ENOTCONN | Errno::ESHUTDOWN => {
+            SendError::Disconnected
+        }
+        e => SendError::Io(e),
+    }
+}
+
+fn recv_errno(e: Errno) -> RecvError {
+    match e {
+        Errno::ECONNRESET | Errno::ENOTCONN => RecvError::Disconnected,
+        e => RecvError::Io(e),
+    }
+}
+
+/// Waits until `fd` has `events` or `deadline` passes; `None` means do not wait at all.
+/// Returns whether it is ready (an error or hang-up counts as ready: the next call reports it).
+fn wait_for(
+    fd: BorrowedFd<'_>,
+    events: PollFlags,
+    deadline: Option<Instant>,
+) -> Result<bool, Errno> {
+    loop {
+        let timeout = match deadline {
+            None => TimeSpec::new(0, 0),
+            Some(d) => TimeSpec::from_duration(d.saturating_duration_since(Instant::now())),
+        };
+        let mut fds = [PollFd::new(fd, events)];
+        match nix::poll::ppoll(&mut fds, Some(timeout), None) {
+            Ok(0) => return Ok(false),
+            Ok(_) => return Ok(true),
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The sending half of a framed stream (`pipe`, `uds`, `tcp`).
+#[derive(Debug)]
+pub struct StreamTx {
+    fd: OwnedFd,
+    /// For a FIFO: a second, non-blocking open of the same FIFO, used by `try_send`.
+    nonblocking: Option<OwnedFd>,
+    socket: bool,
+    max_frame: usize,
+    /// Unsent tail of a frame that `try_send` accepted but could not write whole.
+    pending: Vec<u8>,
+    pending_off: usize,
+}
+
+impl StreamTx {
+    fn new_socket(fd: OwnedFd, max_frame: usize) -> Self {
+        StreamTx {
+            fd,
+            nonblocking: None,
+            socket: true,
+            max_frame,
+            pending: Vec::new(),
+            pending_off: 0,
+        }
+    }
+
+    fn new_fifo(fd: OwnedFd, nonblocking: OwnedFd, max_frame: usize) -> Self {
+        StreamTx {
+            fd,
+            nonblocking: Some(nonblocking),
+            socket: false,
+            max_frame,
+            pending: Vec::new(),
+            pending_off: 0,
+        }
+    }
+
+    /// The blocking descriptor, for the bare baselines in [`crate::baseline`].
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// Writes with the same system call `send` uses (`sendmsg` on a socket, `writev` on a
+    /// FIFO), blocking; returns the bytes written.
+    pub(crate) fn write_blocking(&self, iov: &[IoSlice<'_>]) -> Result<usize, Errno> {
+        if self.socket {
+            sendmsg::<()>(self.fd.as_raw_fd(), iov, &[], MsgFlags::MSG_NOSIGNAL, None)
+        } else {
+            nix::sys::uio::writev(&self.fd, iov)
+        }
+    }
+
+    fn write_nonblocking(&self, iov: &[IoSlice<'_>]) -> Result<usize, Errno> {
+        match &self.nonblocking {
+            Some(fd) => nix::sys::uio::writev(fd, iov),
+            None => sendmsg::<()>(
+                self.fd.as_raw_fd(),
+                iov,
+                &[],
+                MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+                None,
+            ),
+        }
+    }
+
+    fn write_all_blocking(&self, head: &[u8], body: &[u8]) -> Result<(), SendError> {
+        let total = head.len() + body.len();
+        let mut off = 0;
+        while off < total {
+            let res = if off < head.len() {
+                self.write_blocking(&[IoSlice::new(&head[off..]), IoSlice::new(body)])
+            } else {
+                self.write_blocking(&[IoSlice::new(&body[off - head.len()..])])
+            };
+            match res {
+                Ok(n) => off += n,
+                Err(Errno::EINTR) => {}
+                // A blocking descriptor should not say EAGAIN; if it does, wait properly.
+                Err(Errno::EAGAIN) => {
+                    wait_for(
+                        self.fd.as_fd(),
+                        PollFlags::POLLOUT,
+                        Some(Instant::now() + Duration::from_secs(1)),
+                    )
+                    .map_err(SendError::Io)?;
+                }
+                Err(e) => return Err(send_errno(e)),
+            }
+        }
+        Ok(())
+    }
+
+    fn check_len(&self, frame: &[u8]) -> Result<[u8; HEADER], SendError> {
+        if frame.len() > self.max_frame {
+            return Err(SendError::FrameTooLarge {
+                len: frame.len(),
+                max: self.max_frame,
+            });
+        }
+        // The maximum is at most u32::MAX - 8 (checked in `Endpoint::prepare`), so this fits.
+        Ok((frame.len() as u32).to_le_bytes())
+    }
+
+    fn has_pending(&self) -> bool {
+        self.pending_off < self.pending.len()
+    }
+
+    /// Pushes out the unsent tail of an earlier `try_send`; `Ok(false)` if some is left.
+    fn flush_nonblocking(&mut self) -> Result<bool, SendError> {
+        while self.has_pending() {
+            match self.write_nonblocking(&[IoSlice::new(&self.pending[self.pending_off..])]) {
+                Ok(n) => self.pending_off += n,
+                Err(Errno::EINTR) => {}
+                Err(Errno::EAGAIN) => return Ok(false),
+                Err(e) => return Err(send_errno(e)),
+            }
+        }
+        self.pending.clear();
+        self.pending_off = 0;
+        Ok(true)
+    }
+
+    fn send_raw(&mut self, bytes: &[u8]) -> Result<(), SendError> {
+        self.flush()?;
+        self.write_all_blocking(bytes, &[])
+    }
+
+    /// Blocks until every byte accepted by earlier `try_send` calls is written.
+    pub fn flush(&mut self) -> Result<(), SendError> {
+        if self.has_pending() {
+            let (off, pending) = (self.pending_off, std::mem::take(&mut self.pending));
+            let res = self.write_all_blocking(&pending[off..], &[]);
+            self.pending = pending;
+            self.pending.clear();
+            self.pending_off = 0;
+            res?;
+        }
+        Ok(())
+    }
+}
+
+impl crate::Tx for StreamTx {
+    fn send(&mut self, frame: &[u8]) -> Result<(), SendError> {
+        let header = self.check_len(frame)?;
+        self.flush()?;
+        self.write_all_blocking(&header, frame)
+    }
+
+    fn try_send(&mut self, frame: &[u8]) -> Result<(), TrySendError> {
+        let header = self.check_len(frame)?;
+        if !self.flush_nonblocking()? {
+            return Err(TrySendError::Full);
+        }
+        let total = HEADER + frame.len();
+        let written = loop {
+            match self.write_nonblocking(&[IoSlice::new(&header), IoSlice::new(frame)]) {
+                Ok(n) => break n,
+                Err(Errno::EINTR) => {}
+                Err(Errno::EAGAIN) => return Err(TrySendError::Full),
+                Err(e) => return Err(send_errno(e).into()),
+            }
+        };
+        if written < total {
+            // Part of the frame is in the kernel already: the frame is accepted and its
+            // tail goes out before anything else. The buffer grows to the largest tail
+            // seen and is then reused.
+            self.pending.clear();
+            if written < HEADER {
+                self.pending.extend_from_slice(&header[written..]);
+                self.pending.extend_from_slice(frame);
+            } else {
+                self.pending.extend_from_slice(&frame[written - HEADER..]);
+            }
+            self.pending_off = 0;
+        }
+        Ok(())
+    }
+
+    fn max_frame_len(&self) -> usize {
+        self.max_frame
+    }
+}
+
+impl Drop for StreamTx {
+    fn drop(&mut self) {
+        if self.socket {
+            // The receiving half holds a duplicate of this socket; shutting down the write
+            // direction tells the peer we are done even while that half lives on.
+            let _ = shutdown(self.fd.as_raw_fd(), Shutdown::Write);
+        }
+    }
+}
+
+/// The receiving half of a framed stream (`pipe`, `uds`, `tcp`).
+#[derive(Debug)]
+pub struct StreamRx {
+    fd: OwnedFd,
+    /// Received bytes not yet handed out live in `buf[start..end]`.
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    /// Length of the frame whose header has been consumed but whose payload has not.
+    frame_len: Option<usize>,
+    max_frame: usize,
+    broken: bool,
+}
+
+/// Outcome of a bounded receive that found no whole frame in time.
+enum NotYet {
+    Waiting,
+    Failed(RecvError),
+}
+
+impl From<RecvError> for NotYet {
+    fn from(e: RecvError) -> Self {
+        NotYet::Failed(e)
+    }
+}
+
+impl StreamRx {
+    fn new(fd: OwnedFd, max_frame: usize) -> Self {
+        StreamRx {
+            fd,
+            buf: vec![0; RX_BUF],
+            start: 0,
+            end: 0,
+            frame_len: None,
+            max_frame,
+            broken: false,
+        }
+    }
+
+    /// The descriptor, for the bare baselines in [`crate::baseline`].
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    fn avail(&self) -> usize {
+        self.end - self.start
+    }
+
+    /// Makes room for `need` bytes from `start` on, moving or growing the buffer.
+    fn make_room(&mut self, need: usize) {
+        if self.start + need <= self.buf.len() {
+            return;
+        }
+        self.buf.copy_within(self.start..self.end, 0);
+        self.end -= self.start;
+        self.start = 0;
+        if need > self.buf.len() {
+            // Only a frame larger than 64 KiB received with try_recv/recv_timeout gets here;
+            // `need` is bounded by the checked maximum frame length.
+            self.buf.resize(need, 0);
+        }
+    }
+
+    /// One `read` into the free part of the buffer. `Ok(0)` never comes back: end of
+    /// stream is `Disconnected`.
+    fn read_some(&mut self) -> Result<usize, RecvError> {
+        loop {
+            match nix::unistd::read(&self.fd, &mut self.buf[self.end..]) {
+                Ok(0) => return Err(RecvError::Disconnected),
+                Ok(n) => {
+                    self.end += n;
+                    return Ok(n);
+                }
+                Err(Errno::EINTR) => {}
+                Err(e) => return Err(recv_errno(e)),
+            }
+        }
+    }
+
+    /// Parses the next header if enough bytes are there.
+    fn header(&mut self) -> Result<Option<usize>, RecvError> {
+        if self.broken {
+            return Err(RecvError::Corrupt(Corruption::Broken));
+        }
+        if let Some(len) = self.frame_len {
+            return Ok(Some(len));
+        }
+        if self.avail() < HEADER {
+            return Ok(None);
+        }
+        let mut h = [0u8; HEADER];
+        h.copy_from_slice(&self.buf[self.start..self.start + HEADER]);
+        let len = u32::from_le_bytes(h) as usize;
+        if len > self.max_frame {
+            self.broken = true;
+            return Err(RecvError::Corrupt(Corruption::LengthTooLarge {
+                len: len as u64,
+                max: self.max_frame,
+            }));
+        }
+        self.start += HEADER;
+        self.frame_len = Some(len);
+        Ok(Some(len))
+    }
+
+    fn take(&mut self, out: &mut [u8], len: usize) -> usize {
+        out[..len].copy_from_slice(&self.buf[self.start..self.start + len]);
+        self.start += len;
+        self.frame_len = None;
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+        len
+    }
+
+    /// Receives a frame, waiting until `deadline` (`None`: not at all).
+    fn recv_until(&mut self, out: &mut [u8], deadline: Option<Instant>) -> Result<usize, NotYet> {
+        loop {
+            let need = match self.header()? {
+                Some(len) if out.len() < len => {
+                    return Err(RecvError::Truncated { needed: len }.into())
+                }
+                Some(len) if self.avail() >= len => return Ok(self.take(out, len)),
+                Some(len) => len,
+                None => HEADER,
+            };
+            self.make_room(need);
+            if !wait_for(self.fd.as_fd(), PollFlags::POLLIN, deadline).map_err(RecvError::Io)? {
+                return Err(NotYet::Waiting);
+            }
+            self.read_some()?;
+        }
+    }
+
+    /// Reads exactly `n` raw bytes (no framing), waiting until `deadline`.
+    fn read_raw(&mut self, n: usize, deadline: Instant) -> Result<&[u8], NotYet> {
+        self.make_room(n);
+        while self.avail() < n {
+            if !wait_for(self.fd.as_fd(), PollFlags::POLLIN, Some(deadline))
+                .map_err(RecvError::Io)?
+            {
+                return Err(NotYet::Waiting);
+            }
+            self.read_some()?;
+        }
+        let s = self.start;
+        self.start += n;
+        Ok(&self.buf[s..s + n])
+    }
+}
+
+impl crate::Rx for StreamRx {
+    fn recv(&mut self, out: &mut [u8]) -> Result<usize, RecvError> {
+        let len = loop {
+            if let Some(len) = self.header()? {
+                break len;
+            }
+            self.make_room(HEADER);
+            self.read_some()?;
+        };
+        if out.len() < len {
+            return Err(RecvError::Truncated { needed: len });
+        }
+        let have = self.avail().min(len);
+        if len <= self.buf.len() && len - have <= RX_BUF / 2 {
+            // A small remainder: read into the buffer, which may bring the next frames too.
+            self.make_room(len);
+            while self.avail() < len {
+                self.read_some()?;
+            }
+            return Ok(self.take(out, len));
+        }
+        // A large remainder: read it straight into the caller's buffer.
+        let mut got = self.take(out, have);
+        self.frame_len = Some(len);
+        while got < len {
+            match nix::unistd::read(&self.fd, &mut out[got..len]) {
+                Ok(0) => {
+                    self.broken = true;
+                    return Err(RecvError::Disconnected);
+                }
+                Ok(n) => got += n,
+                Err(Errno::EINTR) => {}
+                Err(e) => {
+                    self.broken = true;
+                    return Err(recv_errno(e));
+                }
+            }
+        }
+        self.frame_len = None;
+        Ok(len)
+    }
+
+    fn try_recv(&mut self, out: &mut [u8]) -> Result<usize, TryRecvError> {
+        self.recv_until(out, None).map_err(|e| match e {
+            NotYet::Waiting => TryRecvError::Empty,
+            NotYet::Failed(e) => TryRecvError::Recv(e),
+        })
+    }
+
+    fn recv_timeout(
+        &mut self,
+        out: &mut [u8],
+        timeout: Duration,
+    ) -> Result<usize, RecvTimeoutError> {
+        self.recv_until(out, Some(Instant::now() + timeout))
+            .map_err(|e| match e {
+                NotYet::Waiting => RecvTimeoutError::Timeout,
+                NotYet::Failed(e) => RecvTimeoutError::Recv(e),
+            })
+    }
+
+    fn max_frame_len(&self) -> usize {
+        self.max_frame
+    }
+}
+
+/// Both sides send a hello and check the peer's before any frame.
+fn handshake(
+    mut tx: StreamTx,
+    mut rx: StreamRx,
+    target: &str,
+    deadline: Instant,
+) -> Result<(StreamTx, StreamRx), SetupError> {
+    let mut hello = [0u8; HELLO_LEN];
+    hello[..8].copy_from_slice(HELLO_MAGIC);
+    hello[8..12].copy_from_slice(&PROTOCOL_VERSION.to_le_bytes());
+    hello[12..16].copy_from_slice(&(tx.max_frame as u32).to_le_bytes());
+    let fail = |reason: String| SetupError::Handshake {
+        target: target.to_string(),
+        reason,
+    };
+    tx.send_raw(&hello)
+        .map_err(|e| fail(format!("sending hello: {e}")))?;
+    let got = match rx.read_raw(HELLO_LEN, deadline) {
+        Ok(b) => b,
+        Err(NotYet::Waiting) => return Err(fail("no hello from the peer in time".into())),
+        Err(NotYet::Failed(e)) => return Err(fail(format!("reading hello: {e}"))),
+    };
+    if &got[..8] != HELLO_MAGIC {
+        return Err(fail("the peer is not an ipcbench endpoint".into()));
+    }
+    let mut word = [0u8; 4];
+    word.copy_from_slice(&got[8..12]);
+    let version = u32::from_le_bytes(word);
+    word.copy_from_slice(&got[12..16]);
+    let peer_max = u32::from_le_bytes(word) as usize;
+    if version != PROTOCOL_VERSION {
+        return Err(fail(format!(
+            "protocol version {version}, expected {PROTOCOL_VERSION}"
+        )));
+    }
+    if peer_max != rx.max_frame {
+        return Err(fail(format!(
+            "peer's max frame {peer_max}, ours {}",
+            rx.max_frame
+        )));
+    }
+    Ok((tx, rx))
+}
+
+fn wrong_kind(expected: TransportKind, found: &Endpoint) -> SetupError {
+    SetupError::WrongKind {
+        expected,
+        found: found.kind(),
+    }
+}
+
+fn timeout_error(
+    what: &'static str,
+    target: impl std::fmt::Display,
+    timeout: Duration,
+) -> SetupError {
+    SetupError::Timeout {
+        what,
+        target: target.to_string(),
+        timeout_ms: timeout.as_millis(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// pipe
+
+/// Transport over two named FIFOs, one per direction.
+#[derive(Debug, Clone, Copy)]
+pub struct Pipe;
+
+/// Opens our read FIFO and our write FIFO. Opening a FIFO's write end without a reader
+/// fails with ENXIO when non-blocking, so we open our read end first (which never
+/// blocks non-blocking) and retry the write end until the peer has opened its read end.
+fn open_fifos(
+    read: &Path,
+    write: &Path,
+    max_frame: usize,
+    timeout: Duration,
+) -> Result<(StreamTx, StreamRx), SetupError> {
+    let deadline = Instant::now() + timeout;
+    let cloexec = OFlag::O_CLOEXEC;
+    let rfd = open(
+        read,
+        OFlag::O_RDONLY | OFlag::O_NONBLOCK | cloexec,
+        Mode::empty(),
+    )
+    .map_err(|e| SetupError::io("open FIFO", read.display(), e))?;
+    let nb_wfd = loop {
+        match open(
+            write,
+            OFlag::O_WRONLY | OFlag::O_NONBLOCK | cloexec,
+            Mode::empty(),
+        ) {
+            Ok(fd) => break fd,
+            Err(Errno::ENXIO) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(1))
+            }
+            Err(Errno::ENXIO) => return Err(timeout_error("open FIFO", write.display(), timeout)),
+            Err(e) => return Err(SetupError::io("open FIFO", write.display(), e)),
+        }
+    };
+    // A second, blocking open of the write end: `send` sleeps in the kernel on a full pipe.
+    let wfd = open(
+        write,
+        OFlag::O_WRONLY | OFlag::O_NONBLOCK | cloexec,
+        Mode::empty(),
+    )
+    .map_err(|e| SetupError::io("open FIFO", write.display(), e))?;
+    fcntl(&wfd, FcntlArg::F_SETFL(OFlag::empty()))
+        .map_err(|e| SetupError::io("fcntl", write.display(), e))?;
+    fcntl(&rfd, FcntlArg::F_SETFL(OFlag::empty()))
+        .map_err(|e| SetupError::io("fcntl", read.display(), e))?;
+    let tx = StreamTx::new_fifo(wfd, nb_wfd, max_frame);
+    let rx = StreamRx::new(rfd, max_frame);
+    handshake(tx, rx, &read.display().to_string(), deadline)
+}
+
+impl Transport for Pipe {
+    const KIND: TransportKind = TransportKind::Pipe;
+    type Tx = StreamTx;
+    type Rx = StreamRx;
+    type Listener = Endpoint;
+
+    fn listen(endpoint: &Endpoint) -> Result<Endpoint, SetupError> {
+        match endpoint {
+            Endpoint::Pipe { .. } => Ok(endpoint.clone()),
+            other => Err(wrong_kind(Self::KIND, other)),
+        }
+    }
+
+    fn resolved(listener: &Endpoint) -> Endpoint {
+        listener.clone()
+    }
+
+    fn accept(listener: Endpoint, timeout: Duration) -> Result<(StreamTx, StreamRx), SetupError> {
+        match &listener {
+            Endpoint::Pipe {
+                a_to_b,
+                b_to_a,
+                max_frame,
+            } => open_fifos(b_to_a, a_to_b, *max_frame as usize, timeout),
+            other => Err(wrong_kind(Self::KIND, other)),
+        }
+    }
+
+    fn connect(endpoint: &Endpoint, timeout: Duration) -> Result<(StreamTx, StreamRx), SetupError> {
+        match endpoint {
+            Endpoint::Pipe {
+                a_to_b,
+                b_to_a,
+                max_frame,
+            } => open_fifos(a_to_b, b_to_a, *max_frame as usize, timeout),
+            other => Err(wrong_kind(Self::KIND, other)),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// sockets
+
+fn socket_halves(
+    fd: OwnedFd,
+    max_frame: usize,
+    target: &str,
+    deadline: Instant,
+) -> Result<(StreamTx, StreamRx), SetupError> {
+    let dup = fd
+        .try_clone()
+        .map_err(|e| SetupError::io("dup socket", target, e))?;
+    handshake(
+        StreamTx::new_socket(fd, max_frame),
+        StreamRx::new(dup, max_frame),
+        target,
+        deadline,
+    )
+}
+
+/// Waits for a connection on a non-blocking listener.
+fn accept_within<L: AsFd, S>(
+    listener: &L,
+    accept: impl Fn(&L) -> std::io::Result<S>,
+    target: &str,
+    timeout: Duration,
+) -> Result<S, SetupError> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let ready = wait_for(listener.as_fd(), PollFlags::POLLIN, Some(deadline))
+            .map_err(|e| SetupError::io("poll", target, e))?;
+        if !ready {
+            return Err(timeout_error("accept on", target, timeout));
+        }
+        match accept(listener) {
+            Ok(s) => return Ok(s),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(SetupError::io("accept on", target, e)),
+        }
+    }
+}
+
+/// Retries `connect` while the peer is not listening yet.
+fn connect_within<S>(
+    connect: impl Fn(Duration) -> std::io::Result<S>,
+    target: &str,
+    timeout: Duration,
+) -> Result<S, SetupError> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match connect(left.max(Duration::from_millis(1))) {
+            Ok(s) => return Ok(s),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound
+                        | std::io::ErrorKind::ConnectionRefused
+                        | std::io::ErrorKind::Interrupted
+                ) && !left.is_zero() =>
+            {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Err(e) if left.is_zero() => {
+                return Err(SetupError::Timeout {
+                    what: "connect to",
+                    target: format!("{target} ({e})"),
+                    timeout_ms: timeout.as_millis(),
+                })
+            }
+            Err(e) => return Err(SetupError::io("connect to", target, e)),
+        }
+    }
+}
+
+/// Transport over a Unix domain stream socket.
+#[derive(Debug, Clone, Copy)]
+pub struct Uds;
+
+/// A bound Unix socket waiting for its peer.
+#[derive(Debug)]
+pub struct UdsListener {
+    listener: UnixListener,
+    endpoint: Endpoint,
+}
+
+impl Transport for Uds {
+    const KIND: TransportKind = TransportKind::Uds;
+    type Tx = StreamTx;
+    type Rx = StreamRx;
+    type Listener = UdsListener;
+
+    fn listen(endpoint: &Endpoint) -> Result<UdsListener, SetupError> {
+        let Endpoint::Uds { path, .. } = endpoint else {
+            return Err(wrong_kind(Self::KIND, endpoint));
+        };
+        let listener =
+            UnixListener::bind(path).map_err(|e| SetupError::io("bind", path.display(), e))?;
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| SetupError::io("set non-blocking", path.display(), e))?;
+        Ok(UdsListener {
+            listener,
+            endpoint: endpoint.clone(),
+        })
+    }
+
+    fn resolved(listener: &UdsListener) -> Endpoint {
+        listener.endpoint.clone()
+    }
+
+    fn accept(
+        listener: UdsListener,
+        timeout: Duration,
+    ) -> Result<(StreamTx, StreamRx), SetupError> {
+        let Endpoint::Uds { path, max_frame } = &listener.endpoint else {
+            return Err(wrong_kind(Self::KIND, &listener.endpoint));
+        };
+        let target = path.display().to_string();
+        let deadline = Instant::now() + timeout;
+        let (stream, _) = accept_within(&listener.listener, |l| l.accept(), &target, timeout)?;
+        // The socket file has served its purpose; the connection lives on without it.
+        let _ = std::fs::remove_file(path);
+        stream
+            .set_nonblocking(false)
+            .map_err(|e| SetupError::io("set blocking", &target, e))?;
+        socket_halves(stream.into(), *max_frame as usize, &target, deadline)
+    }
+
+    fn connect(endpoint: &Endpoint, timeout: Duration) -> Result<(StreamTx, StreamRx), SetupError> {
+        let Endpoint::Uds { path, max_frame } = endpoint else {
+            return Err(wrong_kind(Self::KIND, endpoint));
+        };
+        let target = path.display().to_string();
+        let deadline = Instant::now() + timeout;
+        let stream = connect_within(|_| UnixStream::connect(path), &target, timeout)?;
+        socket_halves(stream.into(), *max_frame as usize, &target, deadline)
+    }
+}
+
+/// Transport over TCP (loopback unless configured otherwise), with `TCP_NODELAY`.
+#[derive(Debug, Clone, Copy)]
+pub struct Tcp;
+
+/// A bound TCP socket waiting for its peer.
+#[derive(Debug)]
+pub struct TcpListenerHalf {
+    listener: TcpListener,
+    endpoint: Endpoint,
+}
+
+impl Transport for Tcp {
+    const KIND: TransportKind = TransportKind::Tcp;
+    type Tx = StreamTx;
+    type Rx = StreamRx;
+    type Listener = TcpListenerHalf;
+
+    fn listen(endpoint: &Endpoint) -> Result<TcpListenerHalf, SetupError> {
+        let Endpoint::Tcp { addr, max_frame } = endpoint else {
+            return Err(wrong_kind(Self::KIND, endpoint));
+        };
+        let listener = TcpListener::bind(addr).map_err(|e| SetupError::io("bind", addr, e))?;
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| SetupError::io("set non-blocking", addr, e))?;
+        let local = listener
+            .local_addr()
+            .map_err(|e| SetupError::io("getsockname", addr, e))?;
+        Ok(TcpListenerHalf {
+            listener,
+            endpoint: Endpoint::Tcp {
+                addr: local,
+                max_frame: *max_frame,
+            },
+        })
+    }
+
+    fn resolved(listener: &TcpListenerHalf) -> Endpoint {
+        listener.endpoint.clone()
+    }
+
+    fn accept(
+        listener: TcpListenerHalf,
+        timeout: Duration,
+    ) -> Result<(StreamTx, StreamRx), SetupError> {
+        let Endpoint::Tcp { addr, max_frame } = &listener.endpoint else {
+            return Err(wrong_kind(Self::KIND, &listener.endpoint));
+        };
+        let target = addr.to_string();
+        let deadline = Instant::now() + timeout;
+        let (stream, _) = accept_within(&listener.listener, |l| l.accept(), &target, timeout)?;
+        stream
+            .set_nonblocking(false)
+            .map_err(|e| SetupError::io("set blocking", &target, e))?;
+        stream
+            .set_nodelay(true)
+            .map_err(|e| SetupError::io("set TCP_NODELAY", &target, e))?;
+        socket_halves(stream.into(), *max_frame as usize, &target, deadline)
+    }
+
+    fn connect(endpoint: &Endpoint, timeout: Duration) -> Result<(StreamTx, StreamRx), SetupError> {
+        let Endpoint::Tcp { addr, max_frame } = endpoint else {
+            return Err(wrong_kind(Self::KIND, endpoint));
+        };
+        if addr.port() == 0 {
+            return Err(SetupError::Invalid(format!(
+                "tcp endpoint {addr} has no port yet: connect to the resolved endpoint"
+            )));
+        }
+        let target = addr.to_string();
+        let deadline = Instant::now() + timeout;
+        let stream = connect_within(
+            |left| TcpStream::connect_timeout(addr, left),
+            &target,
+            timeout,
+        )?;
+        stream
+            .set_nodelay(true)
+            .map_err(|e| SetupError::io("set TCP_NODELAY", &target, e))?;
+        socket_halves(stream.into(), *max_frame as usize, &target, deadline)
+    }
+}

@@ -1,0 +1,404 @@
+//! The conformance suite: written once, generic over [`Transport`], instantiated for every
+//! transport, and run across two processes. Each case's peer is this test binary run
+//! again as a child (`--exact peer_entry`) with the case, the transport and the resolved
+//! endpoint in its environment, as servo/ipc-channel does. A watchdog kills a peer that
+//! outlives its bound, so no case can hang.
+
+// Test code: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use ipcbench_transport::{
+    Corruption, Endpoint, EndpointOptions, Pipe, RecvError, RecvTimeoutError, Rx, SendError, Tcp,
+    Transport, TransportKind, TryRecvError, TrySendError, Tx, Uds,
+};
+
+const ENV_CASE: &str = "IPCBENCH_CONFORMANCE_CASE";
+const ENV_ENDPOINT: &str = "IPCBENCH_CONFORMANCE_ENDPOINT";
+const ENV_DIR: &str = "IPCBENCH_CONFORMANCE_DIR";
+const SETUP: Duration = Duration::from_secs(20);
+const WATCHDOG: Duration = Duration::from_secs(60);
+/// Largest frame in these tests: small enough to fill kernel buffers quickly.
+const MAX: u32 = 256 * 1024;
+const ORDER_FRAMES: u64 = if cfg!(debug_assertions) {
+    20_000
+} else {
+    100_000
+};
+
+fn frame_for(seq: u64, buf: &mut Vec<u8>) {
+    let len = 8 + (seq as usize * 7919) % 600;
+    buf.clear();
+    buf.extend_from_slice(&seq.to_le_bytes());
+    buf.extend((8..len).map(|i| (seq as usize).wrapping_mul(31).wrapping_add(i) as u8));
+}
+
+fn send_ordered(tx: &mut impl Tx, n: u64) {
+    let mut buf = Vec::new();
+    for seq in 0..n {
+        frame_for(seq, &mut buf);
+        tx.send(&buf).unwrap_or_else(|e| panic!("send {seq}: {e}"));
+    }
+}
+
+fn recv_ordered(rx: &mut impl Rx, n: u64) {
+    let (mut expect, mut got) = (Vec::new(), vec![0u8; MAX as usize]);
+    for seq in 0..n {
+        frame_for(seq, &mut expect);
+        let len = rx
+            .recv(&mut got)
+            .unwrap_or_else(|e| panic!("recv {seq}: {e}"));
+        assert_eq!(
+            &got[..len],
+            &expect[..],
+            "frame {seq} differs (lost, reordered or corrupted)"
+        );
+    }
+}
+
+fn recv_exact(rx: &mut impl Rx, want: &[u8]) {
+    let mut buf = vec![0u8; MAX as usize];
+    let n = rx
+        .recv_timeout(&mut buf, SETUP)
+        .unwrap_or_else(|e| panic!("waiting for {want:?}: {e}"));
+    assert_eq!(&buf[..n], want);
+}
+
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 13 + 7) as u8).collect()
+}
+
+fn wait_for_file(path: &Path) {
+    let deadline = Instant::now() + SETUP;
+    while !path.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+// ---- the cases: what the test process does, and what its peer does ---------------------
+
+fn parent_case(case: &str, tx: &mut impl Tx, rx: &mut impl Rx, dir: &Path) {
+    match case {
+        "order_kept" => {
+            send_ordered(tx, ORDER_FRAMES);
+            recv_ordered(rx, ORDER_FRAMES);
+        }
+        "empty_frames" => {
+            tx.send(&[]).unwrap();
+            tx.send(b"x").unwrap();
+            tx.send(&[]).unwrap();
+            recv_exact(rx, b"");
+            recv_exact(rx, b"done");
+        }
+        "max_and_over_max" => {
+            let max = tx.max_frame_len();
+            assert_eq!(max, MAX as usize);
+            tx.send(&pattern(max)).unwrap();
+            let over = pattern(max + 1);
+            assert_eq!(
+                tx.send(&over),
+                Err(SendError::FrameTooLarge { len: max + 1, max })
+            );
+            assert_eq!(
+                tx.try_send(&over),
+                Err(TrySendError::Send(SendError::FrameTooLarge {
+                    len: max + 1,
+                    max
+                }))
+            );
+            // Nothing of the refused frame went out: the stream is still in step.
+            tx.send(b"after").unwrap();
+            recv_exact(rx, b"done");
+        }
+        "truncated_keeps_frame" => {
+            tx.send(&pattern(100)).unwrap();
+            recv_exact(rx, b"done");
+        }
+        "peer_exit_is_disconnected" => {
+            let mut buf = [0u8; 16];
+            let t0 = Instant::now();
+            assert_eq!(
+                rx.recv_timeout(&mut buf, SETUP),
+                Err(RecvTimeoutError::Recv(RecvError::Disconnected))
+            );
+            assert!(t0.elapsed() < SETUP);
+            assert_eq!(
+                rx.recv(&mut buf),
+                Err(RecvError::Disconnected),
+                "and it stays disconnected"
+            );
+            // The first sends may land in a kernel buffer; within a few the peer's absence shows.
+            let mut result = Ok(());
+            for _ in 0..1000 {
+                result = tx.send(b"anyone?");
+                if result.is_err() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            assert_eq!(result, Err(SendError::Disconnected));
+        }
+        "try_on_empty_and_full" => {
+            let mut buf = vec![0u8; MAX as usize];
+            assert_eq!(rx.try_recv(&mut buf), Err(TryRecvError::Empty));
+            assert_eq!(
+                rx.recv_timeout(&mut buf, Duration::from_millis(50)),
+                Err(RecvTimeoutError::Timeout)
+            );
+            let chunk = pattern(64 * 1024);
+            let mut accepted = 0u64;
+            loop {
+                match tx.try_send(&chunk) {
+                    Ok(()) => accepted += 1,
+                    Err(TrySendError::Full) => break,
+                    Err(e) => panic!("try_send: {e}"),
+                }
+                assert!(accepted < 100_000, "try_send never reported Full");
+            }
+            assert!(accepted > 0);
+            assert_eq!(
+                tx.try_send(&chunk),
+                Err(TrySendError::Full),
+                "still full while the peer sleeps"
+            );
+            std::fs::write(dir.join("drain"), b"").unwrap();
+            tx.send(b"end").unwrap();
+            let n = rx.recv_timeout(&mut buf, SETUP).unwrap();
+            assert_eq!(
+                &buf[..n],
+                &accepted.to_le_bytes(),
+                "the peer got every accepted frame"
+            );
+        }
+        "garbage_length_is_corrupt" => {
+            let mut buf = vec![0u8; 64];
+            let e = rx.recv_timeout(&mut buf, SETUP).unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    RecvTimeoutError::Recv(RecvError::Corrupt(Corruption::LengthTooLarge { .. }))
+                ),
+                "got {e:?}"
+            );
+            assert_eq!(
+                rx.recv(&mut buf),
+                Err(RecvError::Corrupt(Corruption::Broken))
+            );
+        }
+        other => panic!("unknown case {other}"),
+    }
+}
+
+fn peer_case(
+    case: &str,
+    tx: &mut impl Tx,
+    rx: &mut impl Rx,
+    dir: &Path,
+    raw_fd: Option<std::os::fd::BorrowedFd<'_>>,
+) {
+    match case {
+        "order_kept" => {
+            recv_ordered(rx, ORDER_FRAMES);
+            send_ordered(tx, ORDER_FRAMES);
+        }
+        "empty_frames" => {
+            recv_exact(rx, b"");
+            recv_exact(rx, b"x");
+            recv_exact(rx, b"");
+            tx.send(&[]).unwrap();
+            tx.send(b"done").unwrap();
+        }
+        "max_and_over_max" => {
+            recv_exact(rx, &pattern(MAX as usize));
+            recv_exact(rx, b"after");
+            tx.send(b"done").unwrap();
+        }
+        "truncated_keeps_frame" => {
+            let mut small = [0u8; 10];
+            assert_eq!(
+                rx.recv(&mut small),
+                Err(RecvError::Truncated { needed: 100 })
+            );
+            assert_eq!(
+                rx.try_recv(&mut small),
+                Err(TryRecvError::Recv(RecvError::Truncated { needed: 100 }))
+            );
+            let mut big = [0u8; 100];
+            assert_eq!(rx.recv(&mut big), Ok(100));
+            assert_eq!(
+                &big[..],
+                &pattern(100)[..],
+                "the frame survives a too-small buffer"
+            );
+            tx.send(b"done").unwrap();
+        }
+        "peer_exit_is_disconnected" => std::process::exit(0),
+        "try_on_empty_and_full" => {
+            wait_for_file(&dir.join("drain"));
+            let chunk = pattern(64 * 1024);
+            let mut buf = vec![0u8; MAX as usize];
+            let mut n_frames = 0u64;
+            loop {
+                let n = rx.recv_timeout(&mut buf, SETUP).unwrap();
+                if &buf[..n] == b"end" {
+                    break;
+                }
+                assert_eq!(&buf[..n], &chunk[..], "frame {n_frames} intact");
+                n_frames += 1;
+            }
+            tx.send(&n_frames.to_le_bytes()).unwrap();
+        }
+        "garbage_length_is_corrupt" => {
+            let fd = raw_fd.expect("stream transports expose their descriptor");
+            let claim = (MAX + 1).to_le_bytes();
+            assert_eq!(nix::unistd::write(fd, &claim).unwrap(), 4);
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        other => panic!("unknown case {other}"),
+    }
+}
+
+// ---- the two-process plumbing ----------------------------------------------------------
+
+fn run_case<T: Transport>(case: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = EndpointOptions {
+        max_frame: MAX,
+        ..Default::default()
+    };
+    let spec = Endpoint::prepare(T::KIND, dir.path(), &opts).unwrap();
+    let listener = T::listen(&spec).unwrap();
+    let resolved = serde_json::to_string(&T::resolved(&listener)).unwrap();
+    let child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "peer_entry", "--nocapture", "--test-threads=1"])
+        .env(ENV_CASE, case)
+        .env(ENV_ENDPOINT, resolved)
+        .env(ENV_DIR, dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let (done_tx, done_rx) = mpsc::channel();
+    let waiter = std::thread::spawn(move || {
+        let out = child.wait_with_output();
+        let _ = done_tx.send(());
+        out
+    });
+    let guard = Watchdog(pid);
+    let (mut tx, mut rx) = T::accept(listener, SETUP).unwrap();
+    parent_case(case, &mut tx, &mut rx, dir.path());
+    drop((tx, rx));
+    if done_rx.recv_timeout(WATCHDOG).is_err() {
+        panic!(
+            "peer for {case} over {} did not finish within {WATCHDOG:?}",
+            T::KIND
+        );
+    }
+    std::mem::forget(guard);
+    let out = waiter.join().unwrap().unwrap();
+    assert!(
+        out.status.success(),
+        "peer for {case} over {} failed: {}\n{}",
+        T::KIND,
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Kills the peer if the test side panics, so no process outlives its test.
+struct Watchdog(nix::unistd::Pid);
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(self.0, nix::sys::signal::Signal::SIGKILL);
+    }
+}
+
+fn run_peer<T: Transport>(case: &str, endpoint: &Endpoint, dir: &Path)
+where
+    T::Tx: AsStreamFd,
+{
+    let (mut tx, mut rx) = T::connect(endpoint, SETUP).unwrap();
+    // A duplicate of the sending descriptor, so that the borrow of `tx` ends here.
+    let raw = tx.stream_fd().map(|f| f.try_clone_to_owned().unwrap());
+    use std::os::fd::AsFd;
+    peer_case(case, &mut tx, &mut rx, dir, raw.as_ref().map(|f| f.as_fd()));
+}
+
+/// Stream transports can hand out their descriptor, for the garbage-writing case.
+trait AsStreamFd {
+    fn stream_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>>;
+}
+impl AsStreamFd for ipcbench_transport::StreamTx {
+    fn stream_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        Some(self.fd())
+    }
+}
+
+/// Entry point of the peer process; a no-op when run as an ordinary test.
+#[test]
+fn peer_entry() {
+    let (Ok(case), Ok(endpoint), Ok(dir)) = (
+        std::env::var(ENV_CASE),
+        std::env::var(ENV_ENDPOINT),
+        std::env::var(ENV_DIR),
+    ) else {
+        return;
+    };
+    let endpoint: Endpoint = serde_json::from_str(&endpoint).unwrap();
+    let dir = PathBuf::from(dir);
+    match endpoint.kind() {
+        TransportKind::Pipe => run_peer::<Pipe>(&case, &endpoint, &dir),
+        TransportKind::Uds => run_peer::<Uds>(&case, &endpoint, &dir),
+        TransportKind::Tcp => run_peer::<Tcp>(&case, &endpoint, &dir),
+    }
+}
+
+macro_rules! conformance {
+    ($module:ident, $transport:ty) => {
+        mod $module {
+            #[test]
+            fn order_kept() {
+                super::run_case::<$transport>("order_kept");
+            }
+            #[test]
+            fn empty_frames() {
+                super::run_case::<$transport>("empty_frames");
+            }
+            #[test]
+            fn max_and_over_max() {
+                super::run_case::<$transport>("max_and_over_max");
+            }
+            #[test]
+            fn truncated_keeps_frame() {
+                super::run_case::<$transport>("truncated_keeps_frame");
+            }
+            #[test]
+            fn peer_exit_is_disconnected() {
+                super::run_case::<$transport>("peer_exit_is_disconnected");
+            }
+            #[test]
+            fn try_on_empty_and_full() {
+                super::run_case::<$transport>("try_on_empty_and_full");
+            }
+            #[test]
+            fn garbage_length_is_corrupt() {
+                super::run_case::<$transport>("garbage_length_is_corrupt");
+            }
+        }
+    };
+}
+
+conformance!(pipe, ipcbench_transport::Pipe);
+conformance!(uds, ipcbench_transport::Uds);
+conformance!(tcp, ipcbench_transport::Tcp);

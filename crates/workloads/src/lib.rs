@@ -1,0 +1,165 @@
+//! ipcbench-workloads: each workload is a set of roles written against the transport
+//! traits only ([`Tx`], [`Rx`]), returning a [`Measurement`]. Nothing here reads a config,
+//! spawns a process or writes a file: the harness does.
+//!
+//! ```
+//! use std::time::Duration;
+//! use ipcbench_transport::{Endpoint, EndpointOptions, Transport, TransportKind, Uds};
+//! use ipcbench_workloads::latency::{self, LatencyParams};
+//!
+//! let dir = tempfile::tempdir().unwrap();
+//! let spec = Endpoint::prepare(TransportKind::Uds, dir.path(), &EndpointOptions::default()).unwrap();
+//! let listener = Uds::listen(&spec).unwrap();
+//! let resolved = Uds::resolved(&listener);
+//! let params = LatencyParams { msg_bytes: 64, count: 100, warmup: 10, rate: 0.0 };
+//! let echo = std::thread::spawn(move || {
+//!     let (mut tx, mut rx) = Uds::connect(&resolved, Duration::from_secs(5)).unwrap();
+//!     latency::echo(&mut tx, &mut rx, &params).unwrap()
+//! });
+//! let (mut tx, mut rx) = Uds::accept(listener, Duration::from_secs(5)).unwrap();
+//! let m = latency::client(&mut tx, &mut rx, &params).unwrap();
+//! assert_eq!(m.count, 100);
+//! assert_eq!(m.histogram.unwrap().len(), 100);
+//! echo.join().unwrap();
+//! ```
+#![forbid(unsafe_code)]
+
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use ipcbench_transport::{RecvError, SendError};
+
+pub mod latency;
+pub mod throughput;
+
+pub use ipcbench_transport::{Rx, Tx};
+
+/// Highest latency a histogram records exactly (60 s, in ns); longer ones saturate.
+pub const HISTOGRAM_MAX_NS: u64 = 60_000_000_000;
+
+/// A new latency histogram in nanoseconds, 3 significant digits.
+pub fn new_histogram() -> Histogram<u64> {
+    // Constant bounds that hdrhistogram accepts (1 <= low, high >= 2 * low, sigfig <= 5):
+    // nothing a user or a peer sends can make this fail.
+    Histogram::new_with_bounds(1, HISTOGRAM_MAX_NS, 3).expect("constant histogram bounds are valid")
+}
+
+/// What one role measured.
+#[derive(Debug, Clone, Default)]
+pub struct Measurement {
+    /// Latencies in nanoseconds, if this role times individual messages.
+    pub histogram: Option<Histogram<u64>>,
+    /// Messages measured (warm-up excluded).
+    pub count: u64,
+    /// Payload bytes measured.
+    pub bytes: u64,
+    /// Wall time of the measured part.
+    pub duration: Duration,
+    /// Workload-specific figures, by CSV column name.
+    pub metrics: Vec<(String, f64)>,
+}
+
+/// Why a role failed.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkloadError {
+    /// Sending failed.
+    #[error("send: {0}")]
+    Send(#[from] SendError),
+    /// Receiving failed.
+    #[error("receive: {0}")]
+    Recv(#[from] RecvError),
+    /// What arrived is not what was sent.
+    #[error("integrity check failed: {0}")]
+    Integrity(String),
+    /// A parameter the role cannot work with.
+    #[error("invalid parameter: {0}")]
+    Param(String),
+}
+
+/// Bytes at the start of every workload message that carry its sequence number.
+pub const SEQ_BYTES: usize = 8;
+
+pub(crate) fn check_msg_bytes(msg_bytes: usize) -> Result<(), WorkloadError> {
+    if msg_bytes < SEQ_BYTES {
+        return Err(WorkloadError::Param(format!(
+            "msg_bytes {msg_bytes} is below {SEQ_BYTES} (the sequence number)"
+        )));
+    }
+    Ok(())
+}
+
+pub(crate) fn stamp(buf: &mut [u8], seq: u64) {
+    buf[..SEQ_BYTES].copy_from_slice(&seq.to_le_bytes());
+}
+
+pub(crate) fn seq_of(buf: &[u8]) -> u64 {
+    let mut b = [0u8; SEQ_BYTES];
+    b.copy_from_slice(&buf[..SEQ_BYTES]);
+    u64::from_le_bytes(b)
+}
+
+/// Fills `buf` with a reproducible pseudo-random pattern (splitmix64 from `seed`).
+pub fn fill_pattern(buf: &mut [u8], seed: u64) {
+    let mut x = seed;
+    for chunk in buf.chunks_mut(8) {
+        x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = x;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        chunk.copy_from_slice(&z.to_le_bytes()[..chunk.len()]);
+    }
+}
+
+/// A Fletcher-style checksum over little-endian 64-bit words (order-sensitive, fast).
+pub fn checksum(buf: &[u8]) -> u64 {
+    let (mut a, mut b) = (0u64, 0u64);
+    let mut words = buf.chunks_exact(8);
+    for w in &mut words {
+        let mut x = [0u8; 8];
+        x.copy_from_slice(w);
+        a = a.wrapping_add(u64::from_le_bytes(x));
+        b = b.wrapping_add(a);
+    }
+    for &byte in words.remainder() {
+        a = a.wrapping_add(u64::from(byte));
+        b = b.wrapping_add(a);
+    }
+    a ^ b.rotate_left(32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checksum_sees_order_and_content() {
+        let mut a = vec![0u8; 100];
+        fill_pattern(&mut a, 7);
+        let mut b = a.clone();
+        assert_eq!(checksum(&a), checksum(&b));
+        b.swap(0, 8);
+        assert_ne!(
+            checksum(&a),
+            checksum(&b),
+            "swapped words must change the checksum"
+        );
+        b.swap(0, 8);
+        b[99] ^= 1;
+        assert_ne!(
+            checksum(&a),
+            checksum(&b),
+            "a flipped tail bit must change the checksum"
+        );
+    }
+
+    #[test]
+    fn pattern_is_reproducible_and_seed_dependent() {
+        let (mut a, mut b, mut c) = (vec![0u8; 37], vec![0u8; 37], vec![0u8; 37]);
+        fill_pattern(&mut a, 1);
+        fill_pattern(&mut b, 1);
+        fill_pattern(&mut c, 2);
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+    }
+}

@@ -1,1 +1,6 @@
-fn main() {}
+//! The `harness` binary: a thin main over `ipcbench-harness`.
+#![forbid(unsafe_code)]
+
+fn main() -> std::process::ExitCode {
+    ipcbench_harness::main()
+}

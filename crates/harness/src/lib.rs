@@ -1,1 +1,600 @@
+//! ipcbench-harness: everything behind the `harness` binary — config, run matrix,
+//! spawning and pinning roles, collecting their measurements, CSV and `.hgrm` output,
+//! `calibrate`, `validate` and `list`. It is the only part of ipcbench that reads TOML,
+//! spawns processes or writes result files.
+//!
+//! ```no_run
+//! // The `harness` binary is a thin main over this crate:
+//! fn main() -> std::process::ExitCode {
+//!     ipcbench_harness::main()
+//! }
+//! ```
+#![forbid(unsafe_code)]
 
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context};
+use clap::{Parser, Subcommand};
+use ipcbench_transport::segment::Segment;
+use ipcbench_transport::{Endpoint, EndpointOptions, TransportKind};
+use ipcbench_workloads::latency::LatencyParams;
+use ipcbench_workloads::throughput::ThroughputParams;
+
+pub mod builtin;
+pub mod catalog;
+pub mod config;
+pub mod report;
+pub mod role;
+pub mod runner;
+pub mod wire;
+
+use catalog::{WorkloadKind, COMMON};
+use config::RunSpec;
+use report::{Floor, Summary, TableRow};
+use runner::{RolePlan, RunPlan, Status};
+use wire::RoleTask;
+
+/// Exit code for bad input (config, arguments, output directory).
+pub const EXIT_USAGE: u8 = 2;
+/// Exit code after Ctrl-C.
+pub const EXIT_INTERRUPTED: u8 = 130;
+/// Bound on spawning, connecting and reaching the start barrier.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Bad input: reported as one line (or one per problem), exit code 2, nothing written.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(String);
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "harness",
+    version,
+    about = "ipcbench: benchmark IPC transports between pinned processes",
+    long_about = "Runs an experiment matrix (or, with no --config, a built-in one-minute default) and writes \
+                  summary.csv, .hgrm histograms and env.json under --out."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Experiment config (TOML); without it, the built-in default runs.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Where results directories are created.
+    #[arg(long, value_name = "DIR", default_value = "results")]
+    out: PathBuf,
+    /// Keep only runs whose KEY equals VALUE (e.g. transport=uds, msg_bytes=64); repeatable.
+    #[arg(long = "filter", value_name = "KEY=VALUE")]
+    filters: Vec<String>,
+    /// Divide counts and warm-ups by 10 (at least 100 and 10) for a quick look.
+    #[arg(long)]
+    quick: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Parse a config, expand its matrix and check its cores; run nothing.
+    Validate {
+        /// The config to check.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Transports, workloads and their parameters.
+    List,
+    /// Measure the hardware floor and the bare system-call baselines.
+    Calibrate {
+        /// The two cores to measure between (default: the first two usable).
+        #[arg(long, value_delimiter = ',', num_args = 2, value_name = "A,B")]
+        cores: Option<Vec<usize>>,
+        /// Where the results directory is created.
+        #[arg(long, value_name = "DIR", default_value = "results")]
+        out: PathBuf,
+    },
+    /// Internal: run one role of a run (spawned by the harness).
+    #[command(name = "__role", hide = true)]
+    Role,
+}
+
+/// The `harness` binary's main.
+pub fn main() -> ExitCode {
+    if std::env::args().nth(1).as_deref() == Some("__role") {
+        return role::main();
+    }
+    let cli = Cli::parse();
+    match dispatch(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            if let Some(u) = e.downcast_ref::<UsageError>() {
+                eprintln!("harness: {u}");
+                ExitCode::from(EXIT_USAGE)
+            } else {
+                eprintln!("harness: {e:#}");
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Some(Command::Role) => Ok(role::main()),
+        Some(Command::List) => {
+            print_list();
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Validate { config }) => {
+            let (label, text) = read_config(&config)?;
+            let runs = parse_config(&label, &text)?;
+            println!("{label}: ok, {} runs", runs.len());
+            for r in &runs {
+                println!(
+                    "  {:<40} cores {:?}  timeout {:?}",
+                    r.run_id, r.cores, r.timeout
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Calibrate { cores, out }) => {
+            let usable = usable_cores();
+            let pair = match cores.as_deref() {
+                Some([a, b]) => [*a, *b],
+                _ => default_pair(&usable),
+            };
+            for c in pair {
+                if !usable.contains(&c) {
+                    return Err(UsageError(format!(
+                        "--cores: core {c} is not usable on this machine (usable: {usable:?})"
+                    ))
+                    .into());
+                }
+            }
+            let text = builtin::calibrate_config(pair);
+            let runs = parse_config("calibrate", &text)?;
+            run_matrix("calibrate", &text, runs, &out)
+        }
+        None => {
+            let (stem, label, text) = match &cli.config {
+                Some(path) => {
+                    let (label, text) = read_config(path)?;
+                    let stem = path
+                        .file_stem()
+                        .map(|s| s.to_string_lossy().into_owned())
+                        .unwrap_or_else(|| "config".into());
+                    (stem, label, text)
+                }
+                None => (
+                    "default".to_string(),
+                    "built-in default".to_string(),
+                    builtin::DEFAULT_CONFIG.to_string(),
+                ),
+            };
+            let mut runs = parse_config(&label, &text)?;
+            runs = apply_filters(runs, &cli.filters)?;
+            if cli.quick {
+                for r in &mut runs {
+                    for (key, floor) in [("count", 100), ("warmup", 10)] {
+                        if let Some(config::Value::Int(v)) = r.values.get_mut(key) {
+                            *v = (*v / 10).max(floor.min(*v));
+                        }
+                    }
+                }
+            }
+            run_matrix(&stem, &text, runs, &cli.out)
+        }
+    }
+}
+
+fn read_config(path: &Path) -> anyhow::Result<(String, String)> {
+    let label = path.display().to_string();
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| UsageError(format!("{label}: cannot read config: {e}")))?;
+    Ok((label, text))
+}
+
+fn usable_cores() -> Vec<usize> {
+    let mut ids: Vec<usize> = core_affinity::get_core_ids()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    ids.sort_unstable();
+    if ids.is_empty() {
+        ids.push(0);
+    }
+    ids
+}
+
+fn default_pair(usable: &[usize]) -> [usize; 2] {
+    match usable {
+        [a, b, ..] => [*a, *b],
+        [a] => [*a, *a],
+        [] => [0, 0],
+    }
+}
+
+fn parse_config(label: &str, text: &str) -> anyhow::Result<Vec<RunSpec>> {
+    config::parse(label, text, &usable_cores()).map_err(|errs| {
+        let lines: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+        anyhow!(UsageError(lines.join("\nharness: ")))
+    })
+}
+
+fn apply_filters(runs: Vec<RunSpec>, filters: &[String]) -> anyhow::Result<Vec<RunSpec>> {
+    let mut runs = runs;
+    for f in filters {
+        let Some((key, value)) = f.split_once('=') else {
+            return Err(UsageError(format!("--filter {f:?}: expected KEY=VALUE")).into());
+        };
+        let known = matches!(key, "rep" | "run_id") || catalog::known_anywhere(key);
+        if !known {
+            return Err(UsageError(format!(
+                "--filter {f:?}: no parameter `{key}` (see `harness list`)"
+            ))
+            .into());
+        }
+        runs.retain(|r| r.matches(key, value));
+    }
+    if runs.is_empty() {
+        return Err(UsageError(format!("--filter {}: no run matches", filters.join(" "))).into());
+    }
+    Ok(runs)
+}
+
+fn print_list() {
+    println!("Transports:");
+    for t in TransportKind::ALL {
+        println!("  {:<10} {}", t.name(), t.describe());
+    }
+    println!("\nWait strategies:\n  kernel     pipe, uds and tcp block in the kernel (the `wait` column says `kernel`)");
+    println!("\nKeys of every experiment:");
+    for d in COMMON {
+        println!(
+            "  {:<12} {:<34} {}{}",
+            d.key,
+            d.ty.describe(),
+            d.doc,
+            d.default
+                .map(|v| format!(" [default {v}]"))
+                .unwrap_or_else(|| " [required]".into())
+        );
+    }
+    for w in WorkloadKind::ALL {
+        println!(
+            "\nWorkload `{}`: {}\n  roles (one core each, in order): {}",
+            w.name(),
+            w.describe(),
+            w.roles().join(", ")
+        );
+        for d in w.params() {
+            println!(
+                "  {:<12} {:<34} {}{}",
+                d.key,
+                d.ty.describe(),
+                d.doc,
+                d.default
+                    .map(|v| format!(" [default {v}]"))
+                    .unwrap_or_else(|| " [required]".into())
+            );
+        }
+    }
+    println!("\nA list value sweeps the key: msg_bytes = [64, 1024] makes two runs; cores = [[0, 1], [0, 0]] sweeps placements.");
+}
+
+/// Builds the plan of one run: its roles, their cores and tasks, and its endpoint.
+fn plan_run(spec: &RunSpec, dir: &Path) -> anyhow::Result<RunPlan> {
+    let opts = EndpointOptions {
+        max_frame: spec.int("max_frame") as u32,
+        ..Default::default()
+    };
+    let endpoint = Endpoint::prepare(spec.transport, dir, &opts)?;
+    let msg_bytes = spec.msg_bytes().unwrap_or(0);
+    let (count, warmup, bare) = (
+        spec.int("count") as u64,
+        spec.int("warmup") as u64,
+        spec.flag("bare"),
+    );
+    let roles = spec.workload.roles();
+    let task = |first: bool| match spec.workload {
+        WorkloadKind::Latency => RoleTask::Latency {
+            endpoint: endpoint.clone(),
+            listen: first,
+            client: first,
+            params: LatencyParams {
+                msg_bytes,
+                count,
+                warmup,
+                rate: spec.float("rate"),
+            },
+            bare,
+        },
+        WorkloadKind::Throughput => RoleTask::Throughput {
+            endpoint: endpoint.clone(),
+            listen: first,
+            sender: first,
+            params: ThroughputParams {
+                msg_bytes,
+                count,
+                warmup,
+            },
+            bare,
+        },
+    };
+    Ok(RunPlan {
+        run_id: spec.run_id.clone(),
+        roles: roles
+            .iter()
+            .enumerate()
+            .map(|(i, name)| RolePlan {
+                name: (*name).to_string(),
+                core: spec.cores.get(i).copied(),
+                task: task(i == 0),
+            })
+            .collect(),
+        setup_timeout: SETUP_TIMEOUT.min(spec.timeout.max(Duration::from_secs(5))),
+        timeout: spec.timeout,
+        dir: dir.to_path_buf(),
+    })
+}
+
+fn run_dir() -> anyhow::Result<tempfile::TempDir> {
+    // tempfile creates the directory with mode 0700.
+    tempfile::Builder::new()
+        .prefix("ipcbench-run-")
+        .tempdir()
+        .context("creating a private run directory")
+}
+
+/// Measures the floor between two cores: a cache-line ping-pong between two pinned
+/// processes over a shared segment, the clock's cost and memcpy bandwidth.
+pub fn calibrate(exe: &Path, cores: [usize; 2], interrupted: &AtomicBool) -> anyhow::Result<Floor> {
+    let dir = run_dir()?;
+    let shm_dir = Path::new("/dev/shm");
+    let base = if shm_dir.is_dir() {
+        shm_dir.to_path_buf()
+    } else {
+        dir.path().to_path_buf()
+    };
+    let seg_path = base.join(format!(
+        "ipcbench-floor-{}-{}",
+        std::process::id(),
+        cores[0] * 1000 + cores[1]
+    ));
+    let _segment = Segment::create(&seg_path, role::FLOOR_SEGMENT_BYTES)?;
+    let iterations = if cores[0] == cores[1] {
+        20_000
+    } else {
+        200_000
+    };
+    let plan = RunPlan {
+        run_id: format!("floor-{}-{}", cores[0], cores[1]),
+        roles: [("ping", true, cores[0]), ("pong", false, cores[1])]
+            .into_iter()
+            .map(|(name, ping, core)| RolePlan {
+                name: name.into(),
+                core: Some(core),
+                task: RoleTask::Floor {
+                    segment: seg_path.clone(),
+                    ping,
+                    iterations,
+                },
+            })
+            .collect(),
+        setup_timeout: SETUP_TIMEOUT,
+        timeout: Duration::from_secs(90),
+        dir: dir.path().to_path_buf(),
+    };
+    let outcome = runner::execute(exe, &plan, interrupted);
+    if outcome.status != Status::Ok {
+        return Err(anyhow!(
+            "calibration on cores {cores:?}: {}",
+            outcome.status.text()
+        ));
+    }
+    let report = outcome
+        .reports
+        .first()
+        .cloned()
+        .flatten()
+        .ok_or_else(|| anyhow!("calibration: no report"))?;
+    let get = |k: &str| {
+        report
+            .metric(k)
+            .ok_or_else(|| anyhow!("calibration: no {k}"))
+    };
+    Ok(Floor {
+        cores,
+        rtt_ns: get("floor_rtt_ns")?,
+        clock_read_ns: get("clock_read_ns")?,
+        memcpy_gb_s: get("memcpy_gb_s")?,
+    })
+}
+
+fn interrupted_flag() -> Arc<AtomicBool> {
+    let flag = Arc::new(AtomicBool::new(false));
+    let f = flag.clone();
+    // If a handler is already set (a second matrix in one process), keep the first.
+    let _ = ctrlc::set_handler(move || f.store(true, Ordering::SeqCst));
+    flag
+}
+
+fn run_matrix(
+    stem: &str,
+    config_text: &str,
+    runs: Vec<RunSpec>,
+    out: &Path,
+) -> anyhow::Result<ExitCode> {
+    let exe = std::env::current_exe().context("locating the harness binary")?;
+    let interrupted = interrupted_flag();
+    let results =
+        report::create_results_dir(out, stem).map_err(|e| UsageError(format!("{e:#}")))?;
+    eprintln!(
+        "harness: {} runs; results in {}",
+        runs.len(),
+        results.display()
+    );
+
+    let mut floors: BTreeMap<[usize; 2], Floor> = BTreeMap::new();
+    for r in &runs {
+        let pair = [r.cores[0], *r.cores.get(1).unwrap_or(&r.cores[0])];
+        if floors.contains_key(&pair) || interrupted.load(Ordering::Relaxed) {
+            continue;
+        }
+        match calibrate(&exe, pair, &interrupted) {
+            Ok(f) => {
+                eprintln!(
+                    "harness: floor on cores {}-{}: cache-line round trip {:.0} ns, clock read {:.1} ns, memcpy {:.1} GB/s",
+                    pair[0], pair[1], f.rtt_ns, f.clock_read_ns, f.memcpy_gb_s
+                );
+                floors.insert(pair, f);
+            }
+            Err(e) => eprintln!("harness: {e:#} (floor columns left empty)"),
+        }
+    }
+    env_json(&results.join("env.json"), config_text, &runs, &floors)?;
+
+    let workloads: Vec<WorkloadKind> = runs.iter().map(|r| r.workload).collect();
+    let mut summary = Summary::create(&results.join("summary.csv"), &workloads)?;
+    let bar = indicatif::ProgressBar::new(runs.len() as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} runs, {elapsed} elapsed  {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let mut table = Vec::new();
+    let mut failed = 0;
+    for (i, spec) in runs.iter().enumerate() {
+        if interrupted.load(Ordering::Relaxed) {
+            break;
+        }
+        bar.set_message(spec.run_id.clone());
+        let dir = run_dir()?;
+        let outcome = match plan_run(spec, dir.path()) {
+            Ok(plan) => runner::execute(&exe, &plan, &interrupted),
+            Err(e) => runner::RunOutcome {
+                status: Status::Failed(format!("setup: {e:#}")),
+                reports: vec![],
+            },
+        };
+        // Removes the FIFOs, sockets and role logs of this run.
+        drop(dir);
+        if outcome.status == Status::Interrupted {
+            break;
+        }
+        let pair = [spec.cores[0], *spec.cores.get(1).unwrap_or(&spec.cores[0])];
+        let (figures, hist) = match report::figures(spec, &outcome, floors.get(&pair)) {
+            Ok(x) => x,
+            Err(e) => {
+                let status = Status::Failed(format!("bad report: {e:#}"));
+                summary.row(spec, &status, &Default::default())?;
+                failed += 1;
+                continue;
+            }
+        };
+        if let Some(h) = &hist {
+            report::write_hgrm(
+                &results
+                    .join("histograms")
+                    .join(format!("{}.hgrm", spec.run_id)),
+                h,
+            )?;
+        }
+        summary.row(spec, &outcome.status, &figures)?;
+        if outcome.status != Status::Ok {
+            failed += 1;
+        }
+        let line = format!(
+            "[{}/{}] {}: {}{}",
+            i + 1,
+            runs.len(),
+            spec.run_id,
+            outcome.status.text(),
+            figures
+                .latency
+                .map(|l| format!(", p50 {:.2} µs", l[0] / 1000.0))
+                .unwrap_or_default()
+        );
+        if bar.is_hidden() {
+            eprintln!("{line}");
+        } else {
+            bar.println(line);
+        }
+        bar.inc(1);
+        table.push(TableRow {
+            run_id: spec.run_id.clone(),
+            status: outcome.status.text(),
+            figures,
+        });
+    }
+    bar.finish_and_clear();
+    report::print_table(&table);
+    if interrupted.load(Ordering::Relaxed) {
+        eprintln!(
+            "harness: interrupted after {} of {} runs; every role stopped and its files removed; completed rows are in {}",
+            table.len(),
+            runs.len(),
+            results.display()
+        );
+        return Ok(ExitCode::from(EXIT_INTERRUPTED));
+    }
+    println!("\nresults: {}", results.display());
+    if failed > 0 {
+        eprintln!(
+            "harness: {failed} of {} runs did not end ok (see the status column)",
+            runs.len()
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn first_line_of(path: &str, key: &str) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    text.lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, v)| v.trim().to_string())
+}
+
+fn env_json(
+    path: &Path,
+    config_text: &str,
+    runs: &[RunSpec],
+    floors: &BTreeMap<[usize; 2], Floor>,
+) -> anyhow::Result<()> {
+    let uts = nix::sys::utsname::uname().ok();
+    let mut cores_used: Vec<usize> = runs.iter().flat_map(|r| r.cores.iter().copied()).collect();
+    cores_used.sort_unstable();
+    cores_used.dedup();
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let hypervisor = cpuinfo
+        .lines()
+        .any(|l| l.starts_with("flags") && l.split_whitespace().any(|f| f == "hypervisor"));
+    let virt = std::fs::read_to_string("/sys/hypervisor/type")
+        .ok()
+        .map(|s| s.trim().to_string());
+    let env = serde_json::json!({
+        "ipcbench_version": env!("CARGO_PKG_VERSION"),
+        "git_commit": env!("IPCBENCH_GIT_COMMIT"),
+        "rustc": env!("IPCBENCH_RUSTC_VERSION"),
+        "created_utc": report::utc_stamp(std::time::SystemTime::now()),
+        "cpu_model": first_line_of("/proc/cpuinfo", "model name").unwrap_or_else(|| "unknown".into()),
+        "logical_cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "usable_cores": usable_cores(),
+        "cores_used": cores_used,
+        "kernel": uts.as_ref().map(|u| format!("{} {} {}", u.sysname().to_string_lossy(), u.release().to_string_lossy(), u.version().to_string_lossy())),
+        "machine": uts.as_ref().map(|u| u.machine().to_string_lossy().into_owned()),
+        "governor": std::fs::read_to_string("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor").map(|s| s.trim().to_string()).unwrap_or_else(|_| "unavailable".into()),
+        "virtualisation": if hypervisor { virt.unwrap_or_else(|| "hypervisor present".into()) } else { "none detected".into() },
+        "floors": floors.values().collect::<Vec<_>>(),
+        "runs": runs.len(),
+        "config": config_text,
+    });
+    std::fs::write(path, serde_json::to_string_pretty(&env)?)
+        .with_context(|| format!("writing {}", path.display()))
+}

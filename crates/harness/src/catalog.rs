@@ -1,0 +1,258 @@
+//! What the harness knows: workloads, their roles and parameters, and the keys common to
+//! every experiment. One table drives config validation, `harness list` and the CSV.
+
+use std::fmt;
+
+/// A workload the harness can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum WorkloadKind {
+    /// Ping-pong round trips.
+    Latency,
+    /// One-way stream.
+    Throughput,
+}
+
+impl WorkloadKind {
+    /// Every workload, in `list` order.
+    pub const ALL: [WorkloadKind; 2] = [WorkloadKind::Latency, WorkloadKind::Throughput];
+
+    /// Its name in configs and CSV.
+    pub fn name(self) -> &'static str {
+        match self {
+            WorkloadKind::Latency => "latency",
+            WorkloadKind::Throughput => "throughput",
+        }
+    }
+
+    /// One line on what it measures.
+    pub fn describe(self) -> &'static str {
+        match self {
+            WorkloadKind::Latency => "ping-pong round trips; HDR histogram of every round trip; open-loop with rate > 0",
+            WorkloadKind::Throughput => "one-way stream; every sequence number and payload checksum checked; msgs/s and bytes/s",
+        }
+    }
+
+    /// Its roles, in the order `cores` assigns them. The first listens, the others connect.
+    pub fn roles(self) -> &'static [&'static str] {
+        match self {
+            WorkloadKind::Latency => &["client", "server"],
+            WorkloadKind::Throughput => &["sender", "receiver"],
+        }
+    }
+
+    /// Its own parameters (beyond [`COMMON`]).
+    pub fn params(self) -> &'static [ParamDef] {
+        match self {
+            WorkloadKind::Latency => LATENCY,
+            WorkloadKind::Throughput => THROUGHPUT,
+        }
+    }
+
+    /// Extra CSV columns this workload fills (after the fixed ones).
+    pub fn metric_columns(self) -> &'static [&'static str] {
+        &[]
+    }
+
+    /// Looks a workload up by name.
+    pub fn from_name(name: &str) -> Option<WorkloadKind> {
+        WorkloadKind::ALL.into_iter().find(|w| w.name() == name)
+    }
+}
+
+impl fmt::Display for WorkloadKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The type and range of a parameter.
+#[derive(Debug, Clone, Copy)]
+pub enum ParamType {
+    /// An integer in `min..=max`.
+    Int { min: i64, max: i64 },
+    /// A number (integer or float) at least `min`.
+    Float { min: f64 },
+    /// true or false.
+    Bool,
+    /// A string.
+    Str,
+    /// A transport name.
+    Transport,
+    /// A workload name.
+    Workload,
+    /// A list of core ids, one per role.
+    Cores,
+}
+
+impl ParamType {
+    /// How the type reads in an error or in `list`.
+    pub fn describe(self) -> String {
+        match self {
+            ParamType::Int { min, max } if max == i64::MAX => format!("integer >= {min}"),
+            ParamType::Int { min, max } => format!("integer {min}..={max}"),
+            ParamType::Float { min } => format!("number >= {min}"),
+            ParamType::Bool => "true or false".into(),
+            ParamType::Str => "string".into(),
+            ParamType::Transport => "transport name".into(),
+            ParamType::Workload => "workload name".into(),
+            ParamType::Cores => "list of core ids, one per role".into(),
+        }
+    }
+}
+
+/// A parameter: key, type, default (None: required) and what it does.
+#[derive(Debug, Clone, Copy)]
+pub struct ParamDef {
+    /// The key in the config.
+    pub key: &'static str,
+    /// Its type and range.
+    pub ty: ParamType,
+    /// Its default as TOML text; `None` means the key is required.
+    pub default: Option<&'static str>,
+    /// What it does.
+    pub doc: &'static str,
+}
+
+const fn p(
+    key: &'static str,
+    ty: ParamType,
+    default: Option<&'static str>,
+    doc: &'static str,
+) -> ParamDef {
+    ParamDef {
+        key,
+        ty,
+        default,
+        doc,
+    }
+}
+
+const COUNT: ParamType = ParamType::Int {
+    min: 1,
+    max: 1_000_000_000_000,
+};
+const MSG: ParamType = ParamType::Int {
+    min: 8,
+    max: u32::MAX as i64,
+};
+
+/// Keys every experiment has.
+pub const COMMON: &[ParamDef] = &[
+    p(
+        "name",
+        ParamType::Str,
+        None,
+        "experiment name, the prefix of its run ids",
+    ),
+    p(
+        "workload",
+        ParamType::Workload,
+        None,
+        "which workload to run",
+    ),
+    p(
+        "transport",
+        ParamType::Transport,
+        None,
+        "transport(s) to run it over",
+    ),
+    p(
+        "repetitions",
+        ParamType::Int {
+            min: 1,
+            max: 10_000,
+        },
+        Some("1"),
+        "runs of each point of the matrix",
+    ),
+    p(
+        "timeout_s",
+        ParamType::Float { min: 0.001 },
+        Some("120"),
+        "a run still going after this long is killed and reported",
+    ),
+    p(
+        "cores",
+        ParamType::Cores,
+        Some("[0, 1]"),
+        "core per role, in role order ([[0, 1], [0, 0]] sweeps placements)",
+    ),
+    p(
+        "max_frame",
+        ParamType::Int {
+            min: 8,
+            max: 1 << 30,
+        },
+        Some("16777216"),
+        "largest frame the transport accepts, bytes",
+    ),
+];
+
+const LATENCY: &[ParamDef] = &[
+    p(
+        "msg_bytes",
+        MSG,
+        None,
+        "message size in bytes (>= 8: the sequence number)",
+    ),
+    p("count", COUNT, Some("10000"), "round trips recorded"),
+    p(
+        "warmup",
+        ParamType::Int {
+            min: 0,
+            max: 1_000_000_000,
+        },
+        Some("1000"),
+        "round trips before recording",
+    ),
+    p(
+        "rate",
+        ParamType::Float { min: 0.0 },
+        Some("0"),
+        "open-loop messages/s, latency from intended send time; 0 = closed loop",
+    ),
+    p(
+        "bare",
+        ParamType::Bool,
+        Some("false"),
+        "bare baseline: the same system calls with no framing or checks",
+    ),
+];
+
+const THROUGHPUT: &[ParamDef] = &[
+    p(
+        "msg_bytes",
+        MSG,
+        None,
+        "message size in bytes (>= 8: the sequence number)",
+    ),
+    p("count", COUNT, Some("100000"), "messages measured"),
+    p(
+        "warmup",
+        ParamType::Int {
+            min: 0,
+            max: 1_000_000_000,
+        },
+        Some("1000"),
+        "messages before the clock starts",
+    ),
+    p(
+        "bare",
+        ParamType::Bool,
+        Some("false"),
+        "bare baseline: the same system calls with no framing or checks",
+    ),
+];
+
+/// Looks a key up among the common keys and `workload`'s own.
+pub fn param(workload: WorkloadKind, key: &str) -> Option<&'static ParamDef> {
+    COMMON
+        .iter()
+        .chain(workload.params())
+        .find(|d| d.key == key)
+}
+
+/// Whether any workload knows `key`.
+pub fn known_anywhere(key: &str) -> bool {
+    WorkloadKind::ALL.iter().any(|w| param(*w, key).is_some())
+}

@@ -1,0 +1,412 @@
+//! Results: `DIR/<config-stem>-<UTC timestamp>/` with `summary.csv` (one row per run,
+//! flushed as each run ends), `histograms/<run_id>.hgrm` and `env.json`.
+//! `results/README.md` is the schema.
+
+use std::fmt::Write as _;
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use hdrhistogram::Histogram;
+
+use crate::catalog::WorkloadKind;
+use crate::config::RunSpec;
+use crate::runner::{RunOutcome, Status};
+
+/// The fixed columns of `summary.csv`, in order. A column never changes meaning.
+pub const FIXED_COLUMNS: &[&str] = &[
+    "run_id",
+    "workload",
+    "transport",
+    "wait",
+    "msg_bytes",
+    "params",
+    "cores",
+    "rep",
+    "status",
+    "count",
+    "duration_s",
+    "msgs_per_s",
+    "bytes_per_s",
+    "p50_ns",
+    "p90_ns",
+    "p99_ns",
+    "p999_ns",
+    "max_ns",
+    "mean_ns",
+    "stdev_ns",
+    "floor_ns",
+    "ratio_to_floor",
+];
+
+/// The hardware floor on one pair of cores (see `harness calibrate`).
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Floor {
+    /// Cores measured.
+    pub cores: [usize; 2],
+    /// Cache-line ping-pong round trip, median of batch means, ns.
+    pub rtt_ns: f64,
+    /// Cost of one clock read, ns.
+    pub clock_read_ns: f64,
+    /// Single-core memcpy bandwidth, GB/s (10^9 bytes copied per second).
+    pub memcpy_gb_s: f64,
+}
+
+/// UTC time as `YYYYMMDDTHHMMSSZ`.
+pub fn utc_stamp(t: SystemTime) -> String {
+    let secs = t
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Creates `out/<stem>-<stamp>/` and its `histograms/`.
+pub fn create_results_dir(out: &Path, stem: &str) -> anyhow::Result<PathBuf> {
+    std::fs::create_dir_all(out)
+        .with_context(|| format!("cannot create output directory {}", out.display()))?;
+    let stamp = utc_stamp(SystemTime::now());
+    for n in 0..100 {
+        let name = if n == 0 {
+            format!("{stem}-{stamp}")
+        } else {
+            format!("{stem}-{stamp}-{n}")
+        };
+        let dir = out.join(name);
+        match std::fs::create_dir(&dir) {
+            Ok(()) => {
+                std::fs::create_dir(dir.join("histograms"))
+                    .with_context(|| format!("cannot create {}/histograms", dir.display()))?;
+                return Ok(dir);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("cannot create results directory {}", dir.display()))
+            }
+        }
+    }
+    anyhow::bail!(
+        "cannot find a free results directory name under {}",
+        out.display()
+    )
+}
+
+/// The figures of one row.
+#[derive(Debug, Clone, Default)]
+pub struct Figures {
+    /// Messages measured.
+    pub count: Option<u64>,
+    /// Seconds measured.
+    pub duration_s: Option<f64>,
+    /// Messages (or round trips) per second.
+    pub msgs_per_s: Option<f64>,
+    /// Payload bytes per second.
+    pub bytes_per_s: Option<f64>,
+    /// p50, p90, p99, p99.9, max, mean, stdev (ns).
+    pub latency: Option<[f64; 7]>,
+    /// The floor this row is compared with, ns.
+    pub floor_ns: Option<f64>,
+    /// p50 (latency) or time per message (throughput) over `floor_ns`.
+    pub ratio: Option<f64>,
+    /// Workload columns.
+    pub metrics: Vec<(String, f64)>,
+}
+
+/// Computes a row's figures from the measuring role's report (the first role).
+pub fn figures(
+    spec: &RunSpec,
+    outcome: &RunOutcome,
+    floor: Option<&Floor>,
+) -> anyhow::Result<(Figures, Option<Histogram<u64>>)> {
+    let mut f = Figures::default();
+    if outcome.status != Status::Ok {
+        return Ok((f, None));
+    }
+    let Some(Some(report)) = outcome.reports.first() else {
+        return Ok((f, None));
+    };
+    let secs = report.duration_ns as f64 / 1e9;
+    f.count = Some(report.count);
+    f.duration_s = Some(secs);
+    if secs > 0.0 {
+        f.msgs_per_s = Some(report.count as f64 / secs);
+        f.bytes_per_s = Some(report.bytes as f64 / secs);
+    }
+    let hist = report.histogram()?;
+    if let Some(h) = &hist {
+        f.latency = Some([
+            h.value_at_quantile(0.5) as f64,
+            h.value_at_quantile(0.9) as f64,
+            h.value_at_quantile(0.99) as f64,
+            h.value_at_quantile(0.999) as f64,
+            h.max() as f64,
+            h.mean(),
+            h.stdev(),
+        ]);
+    }
+    if let Some(floor) = floor {
+        match spec.workload {
+            WorkloadKind::Latency => {
+                f.floor_ns = Some(floor.rtt_ns);
+                f.ratio = f.latency.map(|l| l[0] / floor.rtt_ns);
+            }
+            WorkloadKind::Throughput => {
+                // One copy of the message at single-core memcpy speed (GB/s = bytes/ns).
+                let per_msg = spec.msg_bytes().unwrap_or(0) as f64 / floor.memcpy_gb_s;
+                f.floor_ns = Some(per_msg);
+                if report.count > 0 && per_msg > 0.0 {
+                    f.ratio = Some(report.duration_ns as f64 / report.count as f64 / per_msg);
+                }
+            }
+        }
+    }
+    f.metrics = report.metrics.clone();
+    Ok((f, hist))
+}
+
+fn num(x: Option<f64>, decimals: usize) -> String {
+    x.map(|v| format!("{v:.decimals$}")).unwrap_or_default()
+}
+
+/// `summary.csv`, one row per run, flushed row by row.
+#[derive(Debug)]
+pub struct Summary {
+    writer: csv::Writer<File>,
+    metric_columns: Vec<String>,
+}
+
+impl Summary {
+    /// Creates the file with the fixed columns and the workloads' own.
+    pub fn create(path: &Path, workloads: &[WorkloadKind]) -> anyhow::Result<Summary> {
+        let mut metric_columns: Vec<String> = Vec::new();
+        for w in workloads {
+            for c in w.metric_columns() {
+                if !metric_columns.iter().any(|m| m == c) {
+                    metric_columns.push((*c).to_string());
+                }
+            }
+        }
+        let file =
+            File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+        let mut writer = csv::Writer::from_writer(file);
+        let header: Vec<&str> = FIXED_COLUMNS
+            .iter()
+            .copied()
+            .chain(metric_columns.iter().map(String::as_str))
+            .collect();
+        writer.write_record(&header)?;
+        writer.flush()?;
+        Ok(Summary {
+            writer,
+            metric_columns,
+        })
+    }
+
+    /// Appends one run.
+    pub fn row(&mut self, spec: &RunSpec, status: &Status, f: &Figures) -> anyhow::Result<()> {
+        let lat = |i: usize, d: usize| num(f.latency.map(|l| l[i]), d);
+        let mut rec = vec![
+            spec.run_id.clone(),
+            spec.workload.name().to_string(),
+            spec.transport.name().to_string(),
+            "kernel".to_string(),
+            spec.msg_bytes().map(|m| m.to_string()).unwrap_or_default(),
+            spec.params_string(),
+            spec.cores
+                .iter()
+                .map(|c| c.to_string())
+                .collect::<Vec<_>>()
+                .join(";"),
+            spec.rep.to_string(),
+            status.text(),
+            f.count.map(|c| c.to_string()).unwrap_or_default(),
+            num(f.duration_s, 6),
+            num(f.msgs_per_s, 1),
+            num(f.bytes_per_s, 1),
+            lat(0, 0),
+            lat(1, 0),
+            lat(2, 0),
+            lat(3, 0),
+            lat(4, 0),
+            lat(5, 1),
+            lat(6, 1),
+            num(f.floor_ns, 1),
+            num(f.ratio, 3),
+        ];
+        for c in &self.metric_columns {
+            rec.push(num(
+                f.metrics.iter().find(|(k, _)| k == c).map(|(_, v)| *v),
+                3,
+            ));
+        }
+        self.writer.write_record(&rec)?;
+        self.writer.flush()?;
+        Ok(())
+    }
+}
+
+/// Writes a histogram as an HdrHistogram percentile distribution (`.hgrm`), values in
+/// microseconds, as HdrHistogram's own `outputPercentileDistribution` lays it out.
+pub fn write_hgrm(path: &Path, h: &Histogram<u64>) -> anyhow::Result<()> {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{:>12} {:>14} {:>10} {:>14}\n",
+        "Value", "Percentile", "TotalCount", "1/(1-Percentile)"
+    );
+    for v in h.iter_quantiles(5) {
+        let q = v.quantile_iterated_to();
+        let us = v.value_iterated_to() as f64 / 1000.0;
+        if q < 1.0 {
+            let _ = writeln!(
+                s,
+                "{us:>12.3} {q:>2.12} {:>10} {:>14.2}",
+                v.count_since_last_iteration(),
+                1.0 / (1.0 - q)
+            );
+        } else {
+            let _ = writeln!(
+                s,
+                "{us:>12.3} {q:>2.12} {:>10}",
+                v.count_since_last_iteration()
+            );
+        }
+    }
+    let _ = writeln!(
+        s,
+        "#[Mean    = {:>12.3}, StdDeviation   = {:>12.3}]",
+        h.mean() / 1000.0,
+        h.stdev() / 1000.0
+    );
+    let _ = writeln!(
+        s,
+        "#[Max     = {:>12.3}, Total count    = {:>12}]",
+        h.max() as f64 / 1000.0,
+        h.len()
+    );
+    // HdrHistogram's sub-bucket count: enough to resolve `sigfig` decimal digits.
+    let sub_buckets = (2 * 10u64.pow(u32::from(h.sigfig()))).next_power_of_two();
+    let _ = writeln!(
+        s,
+        "#[Buckets = {:>12}, SubBuckets     = {:>12}]",
+        h.buckets(),
+        sub_buckets
+    );
+    let mut file =
+        File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    file.write_all(s.as_bytes())?;
+    Ok(())
+}
+
+/// One line per run for the closing summary table.
+#[derive(Debug, Clone)]
+pub struct TableRow {
+    /// Run id.
+    pub run_id: String,
+    /// Status text.
+    pub status: String,
+    /// Figures.
+    pub figures: Figures,
+}
+
+/// Prints the summary table.
+pub fn print_table(rows: &[TableRow]) {
+    let id_w = rows
+        .iter()
+        .map(|r| r.run_id.len())
+        .max()
+        .unwrap_or(6)
+        .max(6);
+    println!(
+        "{:<id_w$}  {:<8} {:>10} {:>10} {:>10} {:>12} {:>10} {:>8}",
+        "run", "status", "p50 µs", "p99 µs", "p99.9 µs", "msgs/s", "MB/s", "×floor"
+    );
+    for r in rows {
+        let f = &r.figures;
+        let us = |i: usize| {
+            f.latency
+                .map(|l| format!("{:.2}", l[i] / 1000.0))
+                .unwrap_or_else(|| "-".into())
+        };
+        let status = if r.status.len() > 8 {
+            r.status.split(':').next().unwrap_or("failed").to_string()
+        } else {
+            r.status.clone()
+        };
+        println!(
+            "{:<id_w$}  {:<8} {:>10} {:>10} {:>10} {:>12} {:>10} {:>8}",
+            r.run_id,
+            status,
+            us(0),
+            us(2),
+            us(3),
+            f.msgs_per_s
+                .map(|x| format!("{x:.0}"))
+                .unwrap_or_else(|| "-".into()),
+            f.bytes_per_s
+                .map(|x| format!("{:.1}", x / 1e6))
+                .unwrap_or_else(|| "-".into()),
+            f.ratio
+                .map(|x| format!("{x:.1}"))
+                .unwrap_or_else(|| "-".into()),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_stamp_is_civil_time() {
+        assert_eq!(utc_stamp(UNIX_EPOCH), "19700101T000000Z");
+        let t = UNIX_EPOCH + std::time::Duration::from_secs(1_795_323_189);
+        assert_eq!(utc_stamp(t), "20261122T045309Z");
+        let leap = UNIX_EPOCH + std::time::Duration::from_secs(951_782_400); // 2000-02-29
+        assert_eq!(utc_stamp(leap), "20000229T000000Z");
+    }
+
+    #[test]
+    fn hgrm_lists_percentiles_and_totals() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut h = ipcbench_workloads::new_histogram();
+        for v in 1..=1000u64 {
+            h.record(v * 1000).unwrap();
+        }
+        let p = dir.path().join("x.hgrm");
+        write_hgrm(&p, &h).unwrap();
+        let text = std::fs::read_to_string(p).unwrap();
+        assert!(text.starts_with("       Value     Percentile TotalCount 1/(1-Percentile)"));
+        assert!(text.contains("Total count    =         1000]"));
+        assert!(text.contains("SubBuckets     =         2048]"), "{text}");
+        let last_value = text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+            .last()
+            .unwrap();
+        assert!(
+            last_value.trim_start().starts_with("1000.447")
+                || last_value.trim_start().starts_with("1000."),
+            "{last_value}"
+        );
+    }
+}

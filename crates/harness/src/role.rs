@@ -1,0 +1,331 @@
+//! The hidden role mode (`harness __role`): one process per role, pinned to its core. It
+//! reads its job from stdin, sets up, reports `ready` and `connected`, waits for `go`,
+//! runs, reports `done` with its measurement and exits. It dies with its parent
+//! (`PR_SET_PDEATHSIG`), so no role outlives the harness.
+
+use std::io::{BufRead, Write};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use ipcbench_transport::segment::Segment;
+use ipcbench_transport::{
+    baseline, Endpoint, Pipe, StreamRx, StreamTx, Tcp, Transport, TransportKind, Uds,
+};
+use ipcbench_workloads::{latency, new_histogram, throughput, Measurement};
+
+use crate::wire::{RoleEvent, RoleJob, RoleReport, RoleTask, GO};
+
+fn emit(event: &RoleEvent) -> anyhow::Result<()> {
+    let line = serde_json::to_string(event)?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}")
+        .and_then(|_| out.flush())
+        .context("writing to the harness")
+}
+
+/// Runs the role mode; the process's exit code.
+pub fn main() -> ExitCode {
+    // If the harness dies, so do we.
+    let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
+    let mut stdin = std::io::stdin().lock();
+    let result = (|| -> anyhow::Result<RoleReport> {
+        let mut line = String::new();
+        stdin.read_line(&mut line).context("reading the job")?;
+        let job: RoleJob = serde_json::from_str(&line).context("parsing the job")?;
+        if nix::unistd::getppid().as_raw() != job.parent_pid {
+            bail!("the harness (pid {}) is gone", job.parent_pid);
+        }
+        if let Some(core) = job.core {
+            if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
+                bail!("cannot pin role {} to core {core}", job.role);
+            }
+        }
+        run(&job, &mut stdin)
+    })();
+    match result {
+        Ok(report) => match emit(&RoleEvent::Done(report)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(_) => ExitCode::from(3),
+        },
+        Err(e) => {
+            let message = format!("{e:#}");
+            eprintln!("role failed: {message}");
+            let _ = emit(&RoleEvent::Failed { message });
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Blocks until the harness says `go` (the start barrier).
+fn wait_for_go(stdin: &mut impl BufRead) -> anyhow::Result<()> {
+    let mut line = String::new();
+    stdin.read_line(&mut line).context("waiting for go")?;
+    if line.trim() != GO {
+        bail!("expected `{GO}` from the harness, got {:?}", line.trim());
+    }
+    Ok(())
+}
+
+fn run(job: &RoleJob, stdin: &mut impl BufRead) -> anyhow::Result<RoleReport> {
+    let setup = Duration::from_millis(job.setup_timeout_ms);
+    match &job.task {
+        RoleTask::Floor {
+            segment,
+            ping,
+            iterations,
+        } => {
+            let seg = Segment::open(segment, FLOOR_SEGMENT_BYTES)?;
+            emit(&RoleEvent::Ready { endpoint: None })?;
+            emit(&RoleEvent::Connected)?;
+            wait_for_go(stdin)?;
+            let m = floor(&seg, *ping, *iterations)?;
+            RoleReport::from_measurement(&m)
+        }
+        RoleTask::Latency { endpoint, .. } | RoleTask::Throughput { endpoint, .. } => {
+            match endpoint.kind() {
+                TransportKind::Pipe => transport_role::<Pipe>(job, endpoint, setup, stdin),
+                TransportKind::Uds => transport_role::<Uds>(job, endpoint, setup, stdin),
+                TransportKind::Tcp => transport_role::<Tcp>(job, endpoint, setup, stdin),
+            }
+        }
+    }
+}
+
+fn connect<T: Transport>(
+    endpoint: &Endpoint,
+    listen: bool,
+    setup: Duration,
+) -> anyhow::Result<(T::Tx, T::Rx)> {
+    let halves = if listen {
+        let listener = T::listen(endpoint)?;
+        emit(&RoleEvent::Ready {
+            endpoint: Some(T::resolved(&listener)),
+        })?;
+        T::accept(listener, setup)?
+    } else {
+        emit(&RoleEvent::Ready { endpoint: None })?;
+        T::connect(endpoint, setup)?
+    };
+    emit(&RoleEvent::Connected)?;
+    Ok(halves)
+}
+
+fn transport_role<T>(
+    job: &RoleJob,
+    endpoint: &Endpoint,
+    setup: Duration,
+    stdin: &mut impl BufRead,
+) -> anyhow::Result<RoleReport>
+where
+    T: Transport<Tx = StreamTx, Rx = StreamRx>,
+{
+    let m = match &job.task {
+        RoleTask::Latency {
+            listen,
+            client,
+            params,
+            bare,
+            ..
+        } => {
+            let (mut tx, mut rx) = connect::<T>(endpoint, *listen, setup)?;
+            wait_for_go(stdin)?;
+            match (*bare, *client) {
+                (false, true) => latency::client(&mut tx, &mut rx, params)?,
+                (false, false) => latency::echo(&mut tx, &mut rx, params)?,
+                (true, client) => bare_latency(&tx, &rx, params, client)?,
+            }
+        }
+        RoleTask::Throughput {
+            listen,
+            sender,
+            params,
+            bare,
+            ..
+        } => {
+            let (mut tx, mut rx) = connect::<T>(endpoint, *listen, setup)?;
+            wait_for_go(stdin)?;
+            match (*bare, *sender) {
+                (false, true) => throughput::sender(&mut tx, &mut rx, params)?,
+                (false, false) => throughput::receiver(&mut tx, &mut rx, params)?,
+                (true, sender) => bare_throughput(&tx, &rx, params, sender)?,
+            }
+        }
+        RoleTask::Floor { .. } => bail!("not a transport task"),
+    };
+    RoleReport::from_measurement(&m)
+}
+
+fn bare_latency(
+    tx: &StreamTx,
+    rx: &StreamRx,
+    p: &latency::LatencyParams,
+    client: bool,
+) -> anyhow::Result<Measurement> {
+    let mut msg = vec![0u8; p.msg_bytes];
+    if client {
+        baseline::roundtrips(tx, rx, &mut msg, p.warmup, |_| {})?;
+        let mut h = new_histogram();
+        let duration =
+            baseline::roundtrips(tx, rx, &mut msg, p.count, |ns| h.saturating_record(ns))?;
+        Ok(Measurement {
+            histogram: Some(h),
+            count: p.count,
+            bytes: p.count * p.msg_bytes as u64,
+            duration,
+            metrics: vec![],
+        })
+    } else {
+        baseline::echo(tx, rx, &mut msg, p.warmup + p.count)?;
+        Ok(Measurement {
+            count: p.count,
+            ..Default::default()
+        })
+    }
+}
+
+fn bare_throughput(
+    tx: &StreamTx,
+    rx: &StreamRx,
+    p: &throughput::ThroughputParams,
+    sender: bool,
+) -> anyhow::Result<Measurement> {
+    let mut msg = vec![0u8; p.msg_bytes];
+    ipcbench_workloads::fill_pattern(&mut msg, 1);
+    if sender {
+        baseline::stream_send(tx, rx, &msg, p.warmup)?;
+        let duration = baseline::stream_send(tx, rx, &msg, p.count)?;
+        Ok(Measurement {
+            count: p.count,
+            bytes: p.count * p.msg_bytes as u64,
+            duration,
+            ..Default::default()
+        })
+    } else {
+        baseline::stream_recv(tx, rx, &mut msg, p.warmup)?;
+        baseline::stream_recv(tx, rx, &mut msg, p.count)?;
+        Ok(Measurement {
+            count: p.count,
+            ..Default::default()
+        })
+    }
+}
+
+// ---- the hardware floor ---------------------------------------------------------------
+
+/// Size of the calibration segment: one page.
+pub const FLOOR_SEGMENT_BYTES: usize = 4096;
+/// Round trips timed together, so the clock's own cost is spread thin.
+const FLOOR_BATCH: u64 = 1000;
+const STOP: u64 = u64::MAX;
+
+/// Spins until `word` holds `want` (or STOP), yielding now and then so that two roles
+/// sharing one core still make progress.
+fn await_value(
+    word: &AtomicU64,
+    want: impl Fn(u64) -> bool,
+    deadline: Instant,
+) -> anyhow::Result<u64> {
+    let mut spins = 0u32;
+    loop {
+        // SYNC: Acquire pairs with the peer's Release store of the value we wait for.
+        let v = word.load(Ordering::Acquire);
+        if want(v) || v == STOP {
+            return Ok(v);
+        }
+        spins = spins.wrapping_add(1);
+        if spins % 4096 == 0 {
+            if Instant::now() > deadline {
+                bail!("the floor peer stopped answering");
+            }
+            std::thread::yield_now();
+        } else {
+            std::hint::spin_loop();
+        }
+    }
+}
+
+/// One cache line bounces between two pinned processes: ping writes an odd value, pong
+/// answers with the next even one. Ping reports the median of batch means as `floor_rtt_ns`,
+/// plus the clock's read cost and single-core memcpy bandwidth.
+fn floor(seg: &Segment, ping: bool, iterations: u64) -> anyhow::Result<Measurement> {
+    // Word 16 starts a 128-byte-aligned line of its own, away from anything else.
+    let word = seg
+        .words()
+        .get(16)
+        .ok_or_else(|| anyhow!("calibration segment too small"))?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    if !ping {
+        let mut last = 0;
+        loop {
+            let v = await_value(word, |v| v % 2 == 1 && v != last, deadline)?;
+            if v == STOP {
+                return Ok(Measurement::default());
+            }
+            last = v;
+            // SYNC: Release pairs with ping's Acquire load in `await_value`.
+            word.store(v + 1, Ordering::Release);
+        }
+    }
+    let mut v = 0u64;
+    let mut round_trip = || -> anyhow::Result<()> {
+        // SYNC: Release pairs with pong's Acquire load in `await_value`.
+        word.store(v + 1, Ordering::Release);
+        v = await_value(word, |x| x == v + 2, deadline)?;
+        Ok(())
+    };
+    for _ in 0..iterations / 10 {
+        round_trip()?;
+    }
+    let batches = (iterations / FLOOR_BATCH).max(1);
+    let mut means = Vec::with_capacity(batches as usize);
+    let start = Instant::now();
+    for _ in 0..batches {
+        let t0 = Instant::now();
+        for _ in 0..FLOOR_BATCH {
+            round_trip()?;
+        }
+        means.push(t0.elapsed().as_nanos() as f64 / FLOOR_BATCH as f64);
+    }
+    let duration = start.elapsed();
+    // SYNC: Release pairs with pong's Acquire load; STOP ends its loop.
+    word.store(STOP, Ordering::Release);
+    means.sort_by(f64::total_cmp);
+    let median = means[means.len() / 2];
+
+    let clock_n = 1_000_000u32;
+    let t0 = Instant::now();
+    let mut sink = t0;
+    for _ in 0..clock_n {
+        sink = std::hint::black_box(Instant::now());
+    }
+    let clock_ns = sink.duration_since(t0).as_nanos() as f64 / f64::from(clock_n);
+
+    let len = 64 << 20;
+    let src = vec![0x5au8; len];
+    let mut dst = vec![0u8; len];
+    let mut best = f64::MAX;
+    for _ in 0..6 {
+        let t = Instant::now();
+        dst.copy_from_slice(std::hint::black_box(&src));
+        std::hint::black_box(&mut dst);
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    let memcpy_gb_s = len as f64 / best / 1e9;
+    let mut hist = new_histogram();
+    for m in &means {
+        hist.saturating_record(m.round() as u64);
+    }
+    Ok(Measurement {
+        histogram: Some(hist),
+        count: batches * FLOOR_BATCH,
+        bytes: 0,
+        duration,
+        metrics: vec![
+            ("floor_rtt_ns".into(), median),
+            ("clock_read_ns".into(), clock_ns),
+            ("memcpy_gb_s".into(), memcpy_gb_s),
+        ],
+    })
+}

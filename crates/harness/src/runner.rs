@@ -1,0 +1,394 @@
+//! Runs one point of the matrix: spawns each role as a child process of this binary in
+//! its own process group, relays the listening role's resolved endpoint to the others,
+//! waits until all are connected, releases them together (`go`), and collects their
+//! reports. Every wait has a deadline; a role that fails, dies or overruns is reported
+//! with its name and exit code or signal, and every role's process group is killed and
+//! reaped before this returns.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+
+use crate::wire::{RoleEvent, RoleJob, RoleReport, RoleTask, GO};
+
+/// One role of a run.
+#[derive(Debug, Clone)]
+pub struct RolePlan {
+    /// Role name.
+    pub name: String,
+    /// Core to pin to.
+    pub core: Option<usize>,
+    /// Its work; the first role's resolved endpoint replaces the others' endpoint.
+    pub task: RoleTask,
+}
+
+/// One run: its roles (the first one listens) and its bounds.
+#[derive(Debug, Clone)]
+pub struct RunPlan {
+    /// Run id.
+    pub run_id: String,
+    /// The roles.
+    pub roles: Vec<RolePlan>,
+    /// Bound on setup (spawn, connect, barrier).
+    pub setup_timeout: Duration,
+    /// Bound on the measured part, from `go`.
+    pub timeout: Duration,
+    /// The run's private directory (role logs go here).
+    pub dir: PathBuf,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Status {
+    /// Every role reported.
+    Ok,
+    /// A role failed or died; which, and how.
+    Failed(String),
+    /// The run overran its bound.
+    Timeout(String),
+    /// Ctrl-C.
+    Interrupted,
+}
+
+impl Status {
+    /// The text of the CSV `status` column.
+    pub fn text(&self) -> String {
+        match self {
+            Status::Ok => "ok".into(),
+            Status::Failed(m) => format!("failed: {m}"),
+            Status::Timeout(m) => format!("timeout: {m}"),
+            Status::Interrupted => "interrupted".into(),
+        }
+    }
+}
+
+/// What a run produced.
+#[derive(Debug)]
+pub struct RunOutcome {
+    /// How it ended.
+    pub status: Status,
+    /// Each role's report, in role order.
+    pub reports: Vec<Option<RoleReport>>,
+}
+
+enum Msg {
+    Event(usize, RoleEvent),
+    Garbage(usize, String),
+    Eof(usize),
+}
+
+struct Proc {
+    name: String,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    log: PathBuf,
+    reader: Option<std::thread::JoinHandle<()>>,
+    ready: Option<Option<ipcbench_transport::Endpoint>>,
+    connected: bool,
+    done: Option<RoleReport>,
+    failed: Option<String>,
+    eof: bool,
+    status: Option<ExitStatus>,
+}
+
+impl Proc {
+    fn broken(&self) -> bool {
+        self.failed.is_some() || (self.eof && self.done.is_none())
+    }
+}
+
+fn spawn(
+    idx: usize,
+    exe: &Path,
+    job: &RoleJob,
+    dir: &Path,
+    events: Sender<Msg>,
+) -> anyhow::Result<Proc> {
+    let log = dir.join(format!("{}.stderr", job.role));
+    let err = File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+    let mut child = Command::new(exe)
+        .arg("__role")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(err)
+        .process_group(0)
+        .spawn()
+        .with_context(|| format!("spawning role {} ({})", job.role, exe.display()))?;
+    let mut stdin = child.stdin.take();
+    let stdout = child.stdout.take();
+    let line = serde_json::to_string(job)?;
+    if let Some(s) = stdin.as_mut() {
+        // A role that died at once shows up as EOF on its stdout; no need to fail here.
+        let _ = writeln!(s, "{line}").and_then(|_| s.flush());
+    }
+    let reader = stdout.map(|out| {
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                let msg = match serde_json::from_str::<RoleEvent>(&line) {
+                    Ok(ev) => Msg::Event(idx, ev),
+                    Err(_) => Msg::Garbage(idx, line),
+                };
+                if events.send(msg).is_err() {
+                    return;
+                }
+            }
+            let _ = events.send(Msg::Eof(idx));
+        })
+    });
+    Ok(Proc {
+        name: job.role.clone(),
+        child,
+        stdin,
+        log,
+        reader,
+        ready: None,
+        connected: false,
+        done: None,
+        failed: None,
+        eof: false,
+        status: None,
+    })
+}
+
+enum Stop {
+    Broken,
+    Timeout,
+    Interrupted,
+}
+
+/// Applies messages until `until` holds, a role breaks, the deadline passes or Ctrl-C.
+fn pump(
+    procs: &mut [Proc],
+    events: &Receiver<Msg>,
+    deadline: Instant,
+    interrupted: &AtomicBool,
+    until: impl Fn(&[Proc]) -> bool,
+) -> Result<(), Stop> {
+    loop {
+        if procs.iter().any(Proc::broken) {
+            return Err(Stop::Broken);
+        }
+        if until(procs) {
+            return Ok(());
+        }
+        if interrupted.load(Ordering::Relaxed) {
+            return Err(Stop::Interrupted);
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(Stop::Timeout);
+        }
+        let slice = (deadline - now).min(Duration::from_millis(100));
+        match events.recv_timeout(slice) {
+            Ok(msg) => apply(procs, msg),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return Err(Stop::Broken),
+        }
+    }
+}
+
+fn apply(procs: &mut [Proc], msg: Msg) {
+    match msg {
+        Msg::Event(i, ev) => match ev {
+            RoleEvent::Ready { endpoint } => procs[i].ready = Some(endpoint),
+            RoleEvent::Connected => procs[i].connected = true,
+            RoleEvent::Done(r) => procs[i].done = Some(r),
+            RoleEvent::Failed { message } => procs[i].failed = Some(message),
+        },
+        Msg::Garbage(i, line) => {
+            procs[i].failed = Some(format!(
+                "unexpected output from the role: {:?}",
+                truncate(&line, 120)
+            ));
+        }
+        Msg::Eof(i) => procs[i].eof = true,
+    }
+}
+
+/// After one role broke: lets the others say how they ended, for at most `within`.
+fn drain(procs: &mut [Proc], events: &Receiver<Msg>, within: Duration) {
+    let deadline = Instant::now() + within;
+    while !procs.iter().all(|p| p.done.is_some() || p.broken()) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match events.recv_timeout(left) {
+            Ok(msg) => apply(procs, msg),
+            Err(_) => return,
+        }
+    }
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        s.chars().take(n).collect::<String>() + "…"
+    }
+}
+
+fn describe_exit(status: Option<ExitStatus>) -> String {
+    match status {
+        None => "still running, killed".into(),
+        Some(s) => match (s.code(), s.signal()) {
+            (Some(c), _) => format!("exit code {c}"),
+            (None, Some(sig)) => match Signal::try_from(sig) {
+                Ok(sig) => format!("killed by {sig}"),
+                Err(_) => format!("killed by signal {sig}"),
+            },
+            _ => format!("{s}"),
+        },
+    }
+}
+
+fn last_log_line(log: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(log).ok()?;
+    text.lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .map(|l| truncate(l.trim(), 200))
+}
+
+/// Waits a little for a role that closed its output to exit, so its status can be told.
+fn reap_soon(p: &mut Proc, within: Duration) {
+    let deadline = Instant::now() + within;
+    while p.status.is_none() && Instant::now() < deadline {
+        match p.child.try_wait() {
+            Ok(Some(s)) => p.status = Some(s),
+            Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+            Err(_) => break,
+        }
+    }
+}
+
+fn failure_text(procs: &mut [Proc]) -> String {
+    let mut parts = Vec::new();
+    for p in procs.iter_mut().filter(|p| p.broken()) {
+        reap_soon(p, Duration::from_secs(2));
+        let why = p.failed.clone().or_else(|| last_log_line(&p.log));
+        parts.push(match why {
+            Some(w) => format!("{} ({}): {w}", p.name, describe_exit(p.status)),
+            None => format!("{} ({})", p.name, describe_exit(p.status)),
+        });
+    }
+    parts.join("; ")
+}
+
+/// Kills every role's process group and reaps it.
+fn cleanup(procs: &mut [Proc]) {
+    for p in procs.iter_mut() {
+        p.stdin.take();
+        if p.status.is_none() {
+            // Each role leads its own process group (pgid == pid): kill all of it.
+            let _ = killpg(Pid::from_raw(p.child.id() as i32), Signal::SIGKILL);
+            p.status = p.child.wait().ok();
+        }
+    }
+    for p in procs.iter_mut() {
+        if let Some(r) = p.reader.take() {
+            let _ = r.join();
+        }
+    }
+}
+
+/// Runs `plan` with this binary (`exe`) as every role.
+pub fn execute(exe: &Path, plan: &RunPlan, interrupted: &AtomicBool) -> RunOutcome {
+    let mut procs: Vec<Proc> = Vec::new();
+    let (tx, rx) = mpsc::channel();
+    let status = run_phases(exe, plan, interrupted, &mut procs, &tx, &rx);
+    drop(tx);
+    // On failure give the other roles a moment to report their side too.
+    if matches!(status, Err(Stop::Broken)) {
+        drain(&mut procs, &rx, Duration::from_millis(500));
+    }
+    let status = match status {
+        Ok(()) => Status::Ok,
+        Err(Stop::Interrupted) => Status::Interrupted,
+        Err(Stop::Broken) => Status::Failed(failure_text(&mut procs)),
+        Err(Stop::Timeout) => {
+            let waiting: Vec<&str> = procs
+                .iter()
+                .filter(|p| p.done.is_none())
+                .map(|p| p.name.as_str())
+                .collect();
+            Status::Timeout(format!(
+                "{} still running after the run's bound",
+                waiting.join(", ")
+            ))
+        }
+    };
+    cleanup(&mut procs);
+    let mut reports: Vec<Option<RoleReport>> = procs.iter_mut().map(|p| p.done.take()).collect();
+    reports.resize(plan.roles.len(), None);
+    RunOutcome { status, reports }
+}
+
+fn run_phases(
+    exe: &Path,
+    plan: &RunPlan,
+    interrupted: &AtomicBool,
+    procs: &mut Vec<Proc>,
+    tx: &Sender<Msg>,
+    rx: &Receiver<Msg>,
+) -> Result<(), Stop> {
+    let setup_deadline = Instant::now() + plan.setup_timeout;
+    let parent_pid = std::process::id() as i32;
+    let job = |i: usize, task: RoleTask| RoleJob {
+        run_id: plan.run_id.clone(),
+        role: plan.roles[i].name.clone(),
+        core: plan.roles[i].core,
+        parent_pid,
+        setup_timeout_ms: plan.setup_timeout.as_millis() as u64,
+        task,
+    };
+    let spawn_or_fail = |procs: &mut Vec<Proc>, i: usize, task: RoleTask| -> Result<(), Stop> {
+        match spawn(i, exe, &job(i, task), &plan.dir, tx.clone()) {
+            Ok(p) => {
+                procs.push(p);
+                Ok(())
+            }
+            Err(e) => {
+                // Report it as the role's failure; nothing of it is running.
+                eprintln!("harness: {e:#}");
+                Err(Stop::Broken)
+            }
+        }
+    };
+    let Some(first) = plan.roles.first() else {
+        return Ok(());
+    };
+    spawn_or_fail(procs, 0, first.task.clone())?;
+    pump(procs, rx, setup_deadline, interrupted, |p| {
+        p[0].ready.is_some()
+    })?;
+    let resolved = procs[0].ready.clone().flatten();
+    for (i, role) in plan.roles.iter().enumerate().skip(1) {
+        let mut task = role.task.clone();
+        if let (Some(ep), Some(slot)) = (&resolved, task.endpoint_mut()) {
+            *slot = ep.clone();
+        }
+        spawn_or_fail(procs, i, task)?;
+    }
+    pump(procs, rx, setup_deadline, interrupted, |p| {
+        p.iter().all(|p| p.connected)
+    })?;
+    for p in procs.iter_mut() {
+        if let Some(s) = p.stdin.as_mut() {
+            if writeln!(s, "{GO}").and_then(|_| s.flush()).is_err() {
+                p.failed
+                    .get_or_insert_with(|| "could not be told to start".into());
+            }
+        }
+    }
+    pump(procs, rx, Instant::now() + plan.timeout, interrupted, |p| {
+        p.iter().all(|p| p.done.is_some())
+    })
+}

@@ -89,7 +89,7 @@ enum Command {
     /// Measure the hardware floor and the bare system-call baselines.
     Calibrate {
         /// The two cores to measure between (default: the first two usable).
-        #[arg(long, value_delimiter = ',', num_args = 2, value_name = "A,B")]
+        #[arg(long, value_delimiter = ',', value_name = "A,B")]
         cores: Option<Vec<usize>>,
         /// Where the results directory is created.
         #[arg(long, value_name = "DIR", default_value = "results")]
@@ -143,7 +143,14 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let usable = usable_cores();
             let pair = match cores.as_deref() {
                 Some([a, b]) => [*a, *b],
-                _ => default_pair(&usable),
+                Some(other) => {
+                    return Err(UsageError(format!(
+                        "--cores: expected two cores A,B, got {} ({other:?})",
+                        other.len()
+                    ))
+                    .into())
+                }
+                None => default_pair(&usable),
             };
             for c in pair {
                 if !usable.contains(&c) {

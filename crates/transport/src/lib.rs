@@ -52,8 +52,16 @@ pub trait Tx {
     fn send(&mut self, frame: &[u8]) -> Result<(), SendError>;
     /// Sends one frame if the transport can accept it now; never blocks.
     ///
-    /// `Err(TrySendError::Full)` means nothing of the frame was sent.
+    /// `Err(TrySendError::Full)` means nothing of the frame was sent. `Ok` means the frame
+    /// is accepted whole, but on a stream transport its tail may wait inside this half
+    /// (the kernel took only part of it); it goes out, ahead of anything else, with the
+    /// next `send`, `try_send` or [`Tx::flush`]. A caller that stops sending and waits for
+    /// an answer calls `flush` first, as with a buffered writer.
     fn try_send(&mut self, frame: &[u8]) -> Result<(), TrySendError>;
+    /// Blocks until every accepted frame has been handed to the transport.
+    fn flush(&mut self) -> Result<(), SendError> {
+        Ok(())
+    }
     /// The longest frame this half accepts.
     fn max_frame_len(&self) -> usize;
 }

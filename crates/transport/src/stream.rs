@@ -197,12 +197,12 @@ impl StreamTx {
     }
 
     fn send_raw(&mut self, bytes: &[u8]) -> Result<(), SendError> {
-        self.flush()?;
+        self.flush_pending()?;
         self.write_all_blocking(bytes, &[])
     }
 
     /// Blocks until every byte accepted by earlier `try_send` calls is written.
-    pub fn flush(&mut self) -> Result<(), SendError> {
+    fn flush_pending(&mut self) -> Result<(), SendError> {
         if self.has_pending() {
             let (off, pending) = (self.pending_off, std::mem::take(&mut self.pending));
             let res = self.write_all_blocking(&pending[off..], &[]);
@@ -218,8 +218,12 @@ impl StreamTx {
 impl crate::Tx for StreamTx {
     fn send(&mut self, frame: &[u8]) -> Result<(), SendError> {
         let header = self.check_len(frame)?;
-        self.flush()?;
+        self.flush_pending()?;
         self.write_all_blocking(&header, frame)
+    }
+
+    fn flush(&mut self) -> Result<(), SendError> {
+        self.flush_pending()
     }
 
     fn try_send(&mut self, frame: &[u8]) -> Result<(), TrySendError> {

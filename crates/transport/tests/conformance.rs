@@ -171,6 +171,8 @@ fn parent_case(case: &str, tx: &mut impl Tx, rx: &mut impl Rx, dir: &Path) {
                 "still full while the peer sleeps"
             );
             std::fs::write(dir.join("drain"), b"").unwrap();
+            // A frame the kernel took only part of goes out whole with flush.
+            tx.flush().unwrap();
             tx.send(b"end").unwrap();
             let n = rx.recv_timeout(&mut buf, SETUP).unwrap();
             assert_eq!(

@@ -1,0 +1,459 @@
+//! End-to-end tests: the `harness` binary run as a user runs it. Each test gets its own
+//! TMPDIR and output directory and checks that no run directory or role process is left.
+
+// Test code: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const FIXED: &str = "run_id,workload,transport,wait,msg_bytes,params,cores,rep,status,count,duration_s,msgs_per_s,bytes_per_s,p50_ns,p90_ns,p99_ns,p999_ns,max_ns,mean_ns,stdev_ns,floor_ns,ratio_to_floor";
+
+struct Scratch {
+    dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    fn new() -> Scratch {
+        Scratch {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+    fn tmp(&self) -> PathBuf {
+        let t = self.path("tmp");
+        std::fs::create_dir_all(&t).unwrap();
+        t
+    }
+    fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.path(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+    fn harness(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_harness"));
+        c.args(args).env("TMPDIR", self.tmp()).stdin(Stdio::null());
+        c
+    }
+    fn run(&self, args: &[&str]) -> Output {
+        let mut child = self
+            .harness(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_bounded(&mut child, Duration::from_secs(240));
+        child.wait_with_output().unwrap()
+    }
+    /// No run directory and no segment of ours is left behind.
+    fn assert_clean(&self) {
+        let left: Vec<_> = std::fs::read_dir(self.tmp())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(left.is_empty(), "left behind in TMPDIR: {left:?}");
+    }
+}
+
+fn wait_bounded(child: &mut Child, bound: Duration) {
+    let deadline = Instant::now() + bound;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("harness did not finish within {bound:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Pids of the live children of `parent` (the role processes).
+fn children(parent: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some(rest) = stat.rsplit_once(')').map(|x| x.1) else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        if fields.len() > 2 && fields[1].parse::<u32>() == Ok(parent) && fields[0] != "Z" {
+            out.push(pid);
+        }
+    }
+    out.sort_unstable();
+    out
+}
+
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| !s.contains(") Z "))
+        .unwrap_or(false)
+}
+
+fn wait_for_roles(parent: u32, n: usize) -> Vec<u32> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let c = children(parent);
+        if c.len() >= n {
+            return c;
+        }
+        assert!(Instant::now() < deadline, "roles never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn results_dir(out: &Path) -> PathBuf {
+    let dirs: Vec<_> = std::fs::read_dir(out)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(
+        dirs.len(),
+        1,
+        "one results directory per invocation: {dirs:?}"
+    );
+    dirs[0].clone()
+}
+
+fn rows(dir: &Path) -> Vec<csv::StringRecord> {
+    let mut r = csv::Reader::from_path(dir.join("summary.csv")).unwrap();
+    let header: Vec<String> = r.headers().unwrap().iter().map(str::to_string).collect();
+    assert_eq!(header.join(","), FIXED, "fixed columns, in order");
+    r.records().map(|x| x.unwrap()).collect()
+}
+
+const SMALL: &str = r#"
+[defaults]
+cores = [0, 1]
+timeout_s = 60
+
+[[experiment]]
+name = "lat"
+workload = "latency"
+transport = ["pipe", "uds", "tcp"]
+msg_bytes = [64, 70000]
+count = 200
+warmup = 20
+
+[[experiment]]
+name = "tp"
+workload = "throughput"
+transport = ["pipe", "uds", "tcp"]
+msg_bytes = 4096
+count = 2000
+warmup = 10
+
+[[experiment]]
+name = "bare"
+workload = "latency"
+transport = "uds"
+msg_bytes = 64
+count = 100
+bare = true
+"#;
+
+#[test]
+fn small_matrix_writes_every_result_file() {
+    let s = Scratch::new();
+    let cfg = s.write("small.toml", SMALL);
+    let out = s.path("out");
+    let o = s.run(&[
+        "--config",
+        cfg.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let dir = results_dir(&out);
+    assert!(
+        dir.file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("small-2"),
+        "{dir:?}"
+    );
+    let rows = rows(&dir);
+    assert_eq!(rows.len(), 6 + 3 + 1);
+    for r in &rows {
+        assert_eq!(&r[8], "ok", "{r:?}");
+        assert!(r[9].parse::<u64>().unwrap() > 0);
+        assert!(
+            r[20].parse::<f64>().unwrap() > 0.0,
+            "floor_ns filled: {r:?}"
+        );
+        if &r[1] == "latency" {
+            let p50: f64 = r[13].parse().unwrap();
+            let p99: f64 = r[15].parse().unwrap();
+            assert!(p50 > 0.0 && p99 >= p50, "{r:?}");
+            assert!(dir
+                .join("histograms")
+                .join(format!("{}.hgrm", &r[0]))
+                .is_file());
+        } else {
+            assert!(r[12].parse::<f64>().unwrap() > 0.0, "bytes_per_s: {r:?}");
+        }
+    }
+    let env: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("env.json")).unwrap()).unwrap();
+    assert!(env["floors"][0]["rtt_ns"].as_f64().unwrap() > 0.0);
+    assert!(env["config"].as_str().unwrap().contains("name = \"tp\""));
+    assert!(env["kernel"].as_str().unwrap().starts_with("Linux"));
+    s.assert_clean();
+}
+
+#[test]
+fn bad_config_is_one_line_per_problem_exit_2_and_nothing_written() {
+    let s = Scratch::new();
+    let cfg = s.write(
+        "bad.toml",
+        "[[experiment]]\nname = \"x\"\nworkload = \"latency\"\ntransport = \"uds\"\nmsg_bytes = 64\ncount = \"many\"\nbogus = 1\ncores = [0, 99]\n",
+    );
+    let out = s.path("out");
+    let o = s.run(&[
+        "--config",
+        cfg.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    let e = stderr(&o);
+    let f = cfg.display();
+    assert!(
+        e.contains(&format!("{f}:6: key `count`: expected integer")),
+        "{e}"
+    );
+    assert!(
+        e.contains(&format!("{f}:7: key `bogus`: unknown key")),
+        "{e}"
+    );
+    assert!(
+        e.contains(&format!("{f}:8: key `cores`: core 99 is not usable")),
+        "{e}"
+    );
+    assert!(!out.exists(), "nothing is written for a bad config");
+    s.assert_clean();
+}
+
+#[test]
+fn other_bad_input_exits_2() {
+    let s = Scratch::new();
+    let o = s.run(&["--config", "/nonexistent/x.toml"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("/nonexistent/x.toml: cannot read config"),
+        "{}",
+        stderr(&o)
+    );
+
+    let cfg = s.write("ok.toml", "[[experiment]]\nname = \"x\"\nworkload = \"latency\"\ntransport = \"uds\"\nmsg_bytes = 64\ncount = 10\n");
+    let blocker = s.write("a-file", "");
+    let out = blocker.join("sub");
+    let o = s.run(&[
+        "--config",
+        cfg.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("cannot create output directory"),
+        "{}",
+        stderr(&o)
+    );
+
+    let o = s.run(&[
+        "--config",
+        cfg.to_str().unwrap(),
+        "--filter",
+        "transport=tcp",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("no run matches"), "{}", stderr(&o));
+    let o = s.run(&["--config", cfg.to_str().unwrap(), "--filter", "colour=blue"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("no parameter `colour`"),
+        "{}",
+        stderr(&o)
+    );
+    let o = s.run(&["--bogus-flag"]);
+    assert_eq!(o.status.code(), Some(2));
+    let o = s.run(&["calibrate", "--cores", "0,1,1"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("expected two cores"), "{}", stderr(&o));
+    let o = s.run(&["calibrate", "--cores", "0,77"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("core 77 is not usable"),
+        "{}",
+        stderr(&o)
+    );
+    s.assert_clean();
+}
+
+#[test]
+fn validate_and_list_run_nothing() {
+    let s = Scratch::new();
+    let cfg = s.write("small.toml", SMALL);
+    let o = s.run(&["validate", "--config", cfg.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("ok, 10 runs"), "{text}");
+    assert!(text.contains("000-lat-pipe-64B-r0"), "{text}");
+    let o = s.run(&["list"]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    for word in [
+        "pipe",
+        "uds",
+        "tcp",
+        "latency",
+        "throughput",
+        "msg_bytes",
+        "rate",
+        "client, server",
+    ] {
+        assert!(text.contains(word), "list lacks {word}: {text}");
+    }
+    s.assert_clean();
+}
+
+const LONG_THEN_SHORT: &str = r#"
+[[experiment]]
+name = "long"
+workload = "latency"
+transport = "uds"
+msg_bytes = 64
+count = 1000000000
+timeout_s = 120
+
+[[experiment]]
+name = "short"
+workload = "latency"
+transport = "pipe"
+msg_bytes = 64
+count = 100
+"#;
+
+#[test]
+fn a_killed_role_is_reported_and_the_matrix_goes_on() {
+    let s = Scratch::new();
+    let cfg = s.write("kill.toml", LONG_THEN_SHORT);
+    let out = s.path("out");
+    let mut h = s
+        .harness(&[
+            "--config",
+            cfg.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Calibration runs first (ping, pong); summary.csv appears once it is done, and then
+    // the long run's client and server start.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_dir(&out)
+        .map(|mut d| d.any(|e| e.unwrap().path().join("summary.csv").exists()))
+        .unwrap_or(false)
+    {
+        assert!(Instant::now() < deadline, "the matrix never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let roles = wait_for_roles(h.id(), 2);
+    std::thread::sleep(Duration::from_millis(300));
+    let server = roles[1];
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(server as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    wait_bounded(&mut h, Duration::from_secs(60));
+    let o = h.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(1), "some run failed: {}", stderr(&o));
+    let rows = rows(&results_dir(&out));
+    assert_eq!(rows.len(), 2, "the matrix went on after the failure");
+    assert!(rows[0][8].starts_with("failed: "), "{:?}", rows[0]);
+    assert!(
+        rows[0][8].contains("server (killed by SIGKILL)"),
+        "{:?}",
+        &rows[0][8]
+    );
+    assert_eq!(&rows[1][8], "ok");
+    for pid in roles {
+        assert!(!alive(pid), "role {pid} outlived its run");
+    }
+    s.assert_clean();
+}
+
+#[test]
+fn a_run_past_its_timeout_is_killed_and_reported() {
+    let s = Scratch::new();
+    let cfg = s.write(
+        "t.toml",
+        &LONG_THEN_SHORT.replace("timeout_s = 120", "timeout_s = 1.5"),
+    );
+    let out = s.path("out");
+    let t0 = Instant::now();
+    let o = s.run(&[
+        "--config",
+        cfg.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(t0.elapsed() < Duration::from_secs(60));
+    let rows = rows(&results_dir(&out));
+    assert!(
+        rows[0][8].starts_with("timeout: client, server still running"),
+        "{:?}",
+        &rows[0][8]
+    );
+    assert_eq!(&rows[1][8], "ok");
+    s.assert_clean();
+}
+
+#[test]
+fn ctrl_c_stops_every_role_and_removes_run_files() {
+    let s = Scratch::new();
+    let cfg = s.write("c.toml", LONG_THEN_SHORT);
+    let out = s.path("out");
+    let mut h = s
+        .harness(&[
+            "--config",
+            cfg.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let roles = wait_for_roles(h.id(), 2);
+    std::thread::sleep(Duration::from_millis(500));
+    let roles: Vec<u32> = roles.into_iter().chain(children(h.id())).collect();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(h.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    wait_bounded(&mut h, Duration::from_secs(30));
+    let o = h.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(130), "{}", stderr(&o));
+    assert!(stderr(&o).contains("interrupted"), "{}", stderr(&o));
+    for pid in roles {
+        assert!(!alive(pid), "role {pid} outlived Ctrl-C");
+    }
+    s.assert_clean();
+}

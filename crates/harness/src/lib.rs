@@ -124,19 +124,20 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Some(Command::Role) => Ok(role::main()),
         Some(Command::List) => {
-            print_list();
+            print_stdout(&list_text());
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::Validate { config }) => {
             let (label, text) = read_config(&config)?;
             let runs = parse_config(&label, &text)?;
-            println!("{label}: ok, {} runs", runs.len());
+            let mut text = format!("{label}: ok, {} runs\n", runs.len());
             for r in &runs {
-                println!(
-                    "  {:<40} cores {:?}  timeout {:?}",
+                text += &format!(
+                    "  {:<40} cores {:?}  timeout {:?}\n",
                     r.run_id, r.cores, r.timeout
                 );
             }
+            print_stdout(&text);
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::Calibrate { cores, out }) => {
@@ -252,15 +253,18 @@ fn apply_filters(runs: Vec<RunSpec>, filters: &[String]) -> anyhow::Result<Vec<R
     Ok(runs)
 }
 
-fn print_list() {
-    println!("Transports:");
+fn list_text() -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    let _ = writeln!(s, "Transports:");
     for t in TransportKind::ALL {
-        println!("  {:<10} {}", t.name(), t.describe());
+        let _ = writeln!(s, "  {:<10} {}", t.name(), t.describe());
     }
-    println!("\nWait strategies:\n  kernel     pipe, uds and tcp block in the kernel (the `wait` column says `kernel`)");
-    println!("\nKeys of every experiment:");
+    let _ = writeln!(s, "\nWait strategies:\n  kernel     pipe, uds and tcp block in the kernel (the `wait` column says `kernel`)");
+    let _ = writeln!(s, "\nKeys of every experiment:");
     for d in COMMON {
-        println!(
+        let _ = writeln!(
+            s,
             "  {:<12} {:<34} {}{}",
             d.key,
             d.ty.describe(),
@@ -271,14 +275,16 @@ fn print_list() {
         );
     }
     for w in WorkloadKind::ALL {
-        println!(
+        let _ = writeln!(
+            s,
             "\nWorkload `{}`: {}\n  roles (one core each, in order): {}",
             w.name(),
             w.describe(),
             w.roles().join(", ")
         );
         for d in w.params() {
-            println!(
+            let _ = writeln!(
+                s,
                 "  {:<12} {:<34} {}{}",
                 d.key,
                 d.ty.describe(),
@@ -289,7 +295,15 @@ fn print_list() {
             );
         }
     }
-    println!("\nA list value sweeps the key: msg_bytes = [64, 1024] makes two runs; cores = [[0, 1], [0, 0]] sweeps placements.");
+    let _ = writeln!(s, "\nA list value sweeps the key: msg_bytes = [64, 1024] makes two runs; cores = [[0, 1], [0, 0]] sweeps placements.");
+    s
+}
+
+/// Writes to stdout; a reader that went away (`| head`) ends the output, not the process.
+fn print_stdout(text: &str) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|_| out.flush());
 }
 
 /// Builds the plan of one run: its roles, their cores and tasks, and its endpoint.
@@ -539,7 +553,7 @@ fn run_matrix(
         });
     }
     bar.finish_and_clear();
-    report::print_table(&table);
+    print_stdout(&report::table_text(&table));
     if interrupted.load(Ordering::Relaxed) {
         eprintln!(
             "harness: interrupted after {} of {} runs; every role stopped and its files removed; completed rows are in {}",
@@ -549,7 +563,7 @@ fn run_matrix(
         );
         return Ok(ExitCode::from(EXIT_INTERRUPTED));
     }
-    println!("\nresults: {}", results.display());
+    print_stdout(&format!("\nresults: {}\n", results.display()));
     if failed > 0 {
         eprintln!(
             "harness: {failed} of {} runs did not end ok (see the status column)",

@@ -328,15 +328,17 @@ pub struct TableRow {
     pub figures: Figures,
 }
 
-/// Prints the summary table.
-pub fn print_table(rows: &[TableRow]) {
+/// The closing summary table.
+pub fn table_text(rows: &[TableRow]) -> String {
+    let mut s = String::new();
     let id_w = rows
         .iter()
         .map(|r| r.run_id.len())
         .max()
         .unwrap_or(6)
         .max(6);
-    println!(
+    let _ = writeln!(
+        s,
         "{:<id_w$}  {:<8} {:>10} {:>10} {:>10} {:>12} {:>10} {:>8}",
         "run", "status", "p50 µs", "p99 µs", "p99.9 µs", "msgs/s", "MB/s", "×floor"
     );
@@ -352,7 +354,8 @@ pub fn print_table(rows: &[TableRow]) {
         } else {
             r.status.clone()
         };
-        println!(
+        let _ = writeln!(
+            s,
             "{:<id_w$}  {:<8} {:>10} {:>10} {:>10} {:>12} {:>10} {:>8}",
             r.run_id,
             status,
@@ -370,6 +373,7 @@ pub fn print_table(rows: &[TableRow]) {
                 .unwrap_or_else(|| "-".into()),
         );
     }
+    s
 }
 
 #[cfg(test)]

@@ -1,0 +1,238 @@
+#!/usr/bin/env python3
+"""Plot an ipcbench results directory.
+
+    scripts/plot.py results/<config>-<timestamp>/
+
+Reads summary.csv and histograms/*.hgrm and writes PNGs beside them:
+
+- latency_percentiles_<N>B.png: round-trip latency by percentile, one line per transport
+  (and bare baseline), on HdrHistogram's log "1 / (1 - quantile)" axis, for each message size;
+- latency_vs_size.png: p50 and p99 round trip against message size;
+- throughput.png: one-way MB/s and messages/s against message size.
+
+Only runs whose status is "ok" are drawn. Figures are specific to the machine they came
+from: env.json in the same directory says which.
+"""
+import argparse
+import csv
+import statistics
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import FuncFormatter  # noqa: E402
+
+PERCENTILE_TICKS = [1, 2, 10, 100, 1000, 10_000, 100_000]
+PERCENTILE_LABELS = ["0%", "50%", "90%", "99%", "99.9%", "99.99%", "99.999%"]
+
+
+def read_summary(directory: Path):
+    path = directory / "summary.csv"
+    if not path.is_file():
+        sys.exit(f"plot.py: {path}: no such file (give a results directory made by the harness)")
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    return [r for r in rows if r["status"] == "ok"]
+
+
+def params(row):
+    out = {}
+    for part in filter(None, row["params"].split(";")):
+        key, _, value = part.partition("=")
+        out[key] = value
+    return out
+
+
+def series_label(row, placements):
+    p = params(row)
+    label = row["transport"]
+    if p.get("bare") == "true":
+        label += " (bare)"
+    if float(p.get("rate", "0") or 0) > 0:
+        label += f" (open loop {float(p['rate']):g}/s)"
+    if len(placements) > 1:
+        label += f" cores {row['cores'].replace(';', ',')}"
+    return label
+
+
+TRANSPORT_COLOURS = {"pipe": "C0", "uds": "C1", "tcp": "C2", "shm": "C3", "queue": "C4"}
+
+
+def line_style(row, index):
+    """Same colour for a transport and its baseline; the baseline dashed."""
+    colour = TRANSPORT_COLOURS.get(row["transport"], f"C{5 + index % 5}")
+    dashed = params(row).get("bare") == "true" or float(params(row).get("rate", "0") or 0) > 0
+    return {"color": colour, "linestyle": "--" if dashed else "-"}
+
+
+def read_hgrm(path: Path):
+    """(percentile axis value 1/(1-q), latency in µs) for each line below q = 1."""
+    points = []
+    for line in path.read_text().splitlines():
+        fields = line.split()
+        if len(fields) != 4 or line.startswith("#"):
+            continue
+        try:
+            value, quantile = float(fields[0]), float(fields[1])
+        except ValueError:
+            continue
+        if quantile < 1.0:
+            points.append((1.0 / (1.0 - quantile), value))
+    return points
+
+
+def style_percentile_axis(ax):
+    ax.set_xscale("log")
+    ax.set_xticks(PERCENTILE_TICKS)
+    ax.set_xticklabels(PERCENTILE_LABELS)
+    ax.set_xlim(1, PERCENTILE_TICKS[-1])
+    ax.set_xlabel("percentile")
+    ax.grid(True, which="major", alpha=0.3)
+
+
+def plain_log_y(ax, fmt=lambda v: f"{v:g}"):
+    """Log y axis with plain numbers on major and minor ticks (no 3x10^2)."""
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: fmt(v)))
+    ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: fmt(v) if str(round(v / 10 ** len(str(int(v))) * 10))[0] in "25" else ""))
+
+
+def size_label(n):
+    n = int(n)
+    for unit, scale in (("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= scale and n % scale == 0:
+            return f"{n // scale} {unit}"
+    return f"{n} B"
+
+
+def plot_latency_percentiles(directory, rows, placements, written):
+    by_size = defaultdict(list)
+    for r in rows:
+        if r["workload"] == "latency" and r["msg_bytes"]:
+            by_size[int(r["msg_bytes"])].append(r)
+    for size, runs in sorted(by_size.items()):
+        fig, ax = plt.subplots(figsize=(9, 5.5))
+        drawn = 0
+        for i, r in enumerate(sorted(runs, key=lambda r: (series_label(r, placements), r["rep"]))):
+            hgrm = directory / "histograms" / f"{r['run_id']}.hgrm"
+            if not hgrm.is_file():
+                continue
+            pts = read_hgrm(hgrm)
+            if not pts:
+                continue
+            label = series_label(r, placements)
+            if r["rep"] != "0":
+                label += f" rep {r['rep']}"
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], label=label, linewidth=1.6, **line_style(r, i))
+            drawn += 1
+        if not drawn:
+            plt.close(fig)
+            continue
+        style_percentile_axis(ax)
+        plain_log_y(ax)
+        ax.set_ylabel("round-trip latency (µs, log scale)")
+        ax.set_title(f"Round-trip latency by percentile, {size_label(size)} messages")
+        ax.legend(fontsize="small")
+        out = directory / f"latency_percentiles_{size}B.png"
+        fig.tight_layout()
+        fig.savefig(out, dpi=110)
+        plt.close(fig)
+        written.append(out)
+
+
+def grouped(rows, workload, placements):
+    """{label: [(msg_bytes, [rows...])...]} for one workload, sorted by size."""
+    series = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        if r["workload"] == workload and r["msg_bytes"]:
+            series[series_label(r, placements)][int(r["msg_bytes"])].append(r)
+    return {k: sorted(v.items()) for k, v in sorted(series.items())}
+
+
+def median(rows, column):
+    values = [float(r[column]) for r in rows if r[column]]
+    return statistics.median(values) if values else None
+
+
+def size_axis(ax):
+    ax.set_xscale("log", base=2)
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: size_label(v) if v >= 1 else ""))
+    ax.set_xlabel("message size")
+    ax.grid(True, which="major", alpha=0.3)
+
+
+def plot_latency_vs_size(directory, rows, placements, written):
+    series = grouped(rows, "latency", placements)
+    series = {k: v for k, v in series.items() if len(v) > 1}
+    if not series:
+        return
+    fig, ax = plt.subplots(figsize=(9, 5.5))
+    for i, (label, points) in enumerate(series.items()):
+        sizes = [s for s, _ in points]
+        color = line_style(points[0][1][0], i)["color"]
+        ax.plot(sizes, [median(rs, "p50_ns") / 1000 for _, rs in points], "o-", color=color, label=f"{label} p50")
+        ax.plot(sizes, [median(rs, "p99_ns") / 1000 for _, rs in points], "s--", color=color, alpha=0.6,
+                label=f"{label} p99")
+    size_axis(ax)
+    plain_log_y(ax)
+    ax.set_ylabel("round-trip latency (µs, log scale)")
+    ax.set_title("Round-trip latency against message size (median over repetitions)")
+    ax.legend(fontsize="small", ncol=2)
+    out = directory / "latency_vs_size.png"
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    written.append(out)
+
+
+def plot_throughput(directory, rows, placements, written):
+    series = grouped(rows, "throughput", placements)
+    if not series:
+        return
+    fig, (ax_bytes, ax_msgs) = plt.subplots(1, 2, figsize=(13, 5.5))
+    for i, (label, points) in enumerate(series.items()):
+        sizes = [s for s, _ in points]
+        style = dict(line_style(points[0][1][0], i), marker="o")
+        ax_bytes.plot(sizes, [median(rs, "bytes_per_s") / 1e6 for _, rs in points], label=label, **style)
+        ax_msgs.plot(sizes, [median(rs, "msgs_per_s") for _, rs in points], label=label, **style)
+    for ax in (ax_bytes, ax_msgs):
+        size_axis(ax)
+        ax.legend(fontsize="small")
+    plain_log_y(ax_bytes)
+    plain_log_y(ax_msgs, lambda v: f"{v:,.0f}")
+    ax_bytes.set_ylabel("payload throughput (MB/s, 10^6 bytes, log scale)")
+    ax_bytes.set_title("One-way throughput: bytes")
+    ax_msgs.set_ylabel("messages per second (log scale)")
+    ax_msgs.set_title("One-way throughput: messages")
+    fig.suptitle("Median over repetitions; every frame's sequence and checksum verified (bare: none)")
+    out = directory / "throughput.png"
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    written.append(out)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("results_dir", type=Path, help="a results/<config>-<timestamp>/ directory")
+    args = parser.parse_args()
+    rows = read_summary(args.results_dir)
+    if not rows:
+        print(f"plot.py: {args.results_dir}: no run with status ok, nothing to plot")
+        return 0
+    placements = {r["cores"] for r in rows}
+    written = []
+    plot_latency_percentiles(args.results_dir, rows, placements, written)
+    plot_latency_vs_size(args.results_dir, rows, placements, written)
+    plot_throughput(args.results_dir, rows, placements, written)
+    for path in written:
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

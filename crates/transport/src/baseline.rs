@@ -3,6 +3,9 @@
 //! framing, no length check, no buffering and no sequence check. The harness runs them
 //! beside the framed transports so that the cost of ipcbench's own work is visible
 //! (`bare = true` in a `latency` or `throughput` experiment).
+//!
+//! They read the descriptor directly, so they must start right after setup, while
+//! [`StreamRx::buffered`] is 0 (the handshake never reads past the peer's hello).
 
 use std::io::IoSlice;
 use std::time::{Duration, Instant};

@@ -337,8 +337,14 @@ impl StreamRx {
     /// One `read` into the free part of the buffer. `Ok(0)` never comes back: end of
     /// stream is `Disconnected`.
     fn read_some(&mut self) -> Result<usize, RecvError> {
+        self.read_at_most(usize::MAX)
+    }
+
+    /// One `read` of at most `limit` bytes into the free part of the buffer.
+    fn read_at_most(&mut self, limit: usize) -> Result<usize, RecvError> {
+        let stop = self.buf.len().min(self.end.saturating_add(limit));
         loop {
-            match nix::unistd::read(&self.fd, &mut self.buf[self.end..]) {
+            match nix::unistd::read(&self.fd, &mut self.buf[self.end..stop]) {
                 Ok(0) => return Err(RecvError::Disconnected),
                 Ok(n) => {
                     self.end += n;
@@ -406,7 +412,9 @@ impl StreamRx {
         }
     }
 
-    /// Reads exactly `n` raw bytes (no framing), waiting until `deadline`.
+    /// Reads exactly `n` raw bytes (no framing), waiting until `deadline`. It never reads
+    /// past them, so whatever the peer sends next stays in the kernel: after the
+    /// handshake the buffer is empty and the bare baselines may read the descriptor.
     fn read_raw(&mut self, n: usize, deadline: Instant) -> Result<&[u8], NotYet> {
         self.make_room(n);
         while self.avail() < n {
@@ -415,11 +423,20 @@ impl StreamRx {
             {
                 return Err(NotYet::Waiting);
             }
-            self.read_some()?;
+            self.read_at_most(n - self.avail())?;
         }
         let s = self.start;
         self.start += n;
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
         Ok(&self.buf[s..s + n])
+    }
+
+    /// Bytes received from the kernel but not yet handed out (0 right after setup).
+    pub fn buffered(&self) -> usize {
+        self.avail()
     }
 }
 

@@ -329,8 +329,18 @@ impl Drop for Watchdog {
 fn run_peer<T: Transport>(case: &str, endpoint: &Endpoint, dir: &Path)
 where
     T::Tx: AsStreamFd,
+    T::Rx: StreamBuffered,
 {
     let (mut tx, mut rx) = T::connect(endpoint, SETUP).unwrap();
+    if case == "order_kept" {
+        // The other side sends at once; the handshake must not have read any of it.
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(
+            rx.stream_buffered(),
+            Some(0),
+            "setup left data in the receive buffer"
+        );
+    }
     // A duplicate of the sending descriptor, so that the borrow of `tx` ends here.
     let raw = tx.stream_fd().map(|f| f.try_clone_to_owned().unwrap());
     use std::os::fd::AsFd;
@@ -344,6 +354,16 @@ trait AsStreamFd {
 impl AsStreamFd for ipcbench_transport::StreamTx {
     fn stream_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
         Some(self.fd())
+    }
+}
+
+/// Stream transports tell how much they have read ahead of the caller.
+trait StreamBuffered {
+    fn stream_buffered(&self) -> Option<usize>;
+}
+impl StreamBuffered for ipcbench_transport::StreamRx {
+    fn stream_buffered(&self) -> Option<usize> {
+        Some(self.buffered())
     }
 }
 

@@ -424,8 +424,7 @@ fn a_run_past_its_timeout_is_killed_and_reported() {
     s.assert_clean();
 }
 
-#[test]
-fn ctrl_c_stops_every_role_and_removes_run_files() {
+fn stop_with(signal: nix::sys::signal::Signal) {
     let s = Scratch::new();
     let cfg = s.write("c.toml", LONG_THEN_SHORT);
     let out = s.path("out");
@@ -453,7 +452,17 @@ fn ctrl_c_stops_every_role_and_removes_run_files() {
     assert_eq!(o.status.code(), Some(130), "{}", stderr(&o));
     assert!(stderr(&o).contains("interrupted"), "{}", stderr(&o));
     for pid in roles {
-        assert!(!alive(pid), "role {pid} outlived Ctrl-C");
+        assert!(!alive(pid), "role {pid} outlived {signal}");
     }
     s.assert_clean();
+}
+
+#[test]
+fn ctrl_c_stops_every_role_and_removes_run_files() {
+    stop_with(nix::sys::signal::Signal::SIGINT);
+}
+
+#[test]
+fn sigterm_cleans_up_like_ctrl_c() {
+    stop_with(nix::sys::signal::Signal::SIGTERM);
 }

@@ -402,6 +402,7 @@ pub fn calibrate(exe: &Path, cores: [usize; 2], interrupted: &AtomicBool) -> any
                     segment: seg_path.clone(),
                     ping,
                     iterations,
+                    same_core: cores[0] == cores[1],
                 },
             })
             .collect(),

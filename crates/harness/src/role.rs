@@ -75,12 +75,13 @@ fn run(job: &RoleJob, stdin: &mut impl BufRead) -> anyhow::Result<RoleReport> {
             segment,
             ping,
             iterations,
+            same_core,
         } => {
             let seg = Segment::open(segment, FLOOR_SEGMENT_BYTES)?;
             emit(&RoleEvent::Ready { endpoint: None })?;
             emit(&RoleEvent::Connected)?;
             wait_for_go(stdin)?;
-            let m = floor(&seg, *ping, *iterations)?;
+            let m = floor(&seg, *ping, *iterations, *same_core)?;
             RoleReport::from_measurement(&m)
         }
         RoleTask::Latency { endpoint, .. } | RoleTask::Throughput { endpoint, .. } => {
@@ -220,12 +221,14 @@ pub const FLOOR_SEGMENT_BYTES: usize = 4096;
 const FLOOR_BATCH: u64 = 1000;
 const STOP: u64 = u64::MAX;
 
-/// Spins until `word` holds `want` (or STOP), yielding now and then so that two roles
-/// sharing one core still make progress.
+/// Spins until `word` holds `want` (or STOP), yielding the core after every
+/// `yield_every` misses: 1 when both roles share a core (the floor is then a context
+/// switch), a few thousand otherwise (only to notice a dead peer).
 fn await_value(
     word: &AtomicU64,
     want: impl Fn(u64) -> bool,
     deadline: Instant,
+    yield_every: u32,
 ) -> anyhow::Result<u64> {
     let mut spins = 0u32;
     loop {
@@ -235,8 +238,8 @@ fn await_value(
             return Ok(v);
         }
         spins = spins.wrapping_add(1);
-        if spins % 4096 == 0 {
-            if Instant::now() > deadline {
+        if spins % yield_every == 0 {
+            if spins % 4096 == 0 && Instant::now() > deadline {
                 bail!("the floor peer stopped answering");
             }
             std::thread::yield_now();
@@ -249,7 +252,13 @@ fn await_value(
 /// One cache line bounces between two pinned processes: ping writes an odd value, pong
 /// answers with the next even one. Ping reports the median of batch means as `floor_rtt_ns`,
 /// plus the clock's read cost and single-core memcpy bandwidth.
-fn floor(seg: &Segment, ping: bool, iterations: u64) -> anyhow::Result<Measurement> {
+fn floor(
+    seg: &Segment,
+    ping: bool,
+    iterations: u64,
+    same_core: bool,
+) -> anyhow::Result<Measurement> {
+    let yield_every = if same_core { 1 } else { 4096 };
     // Word 16 starts a 128-byte-aligned line of its own, away from anything else.
     let word = seg
         .words()
@@ -259,7 +268,7 @@ fn floor(seg: &Segment, ping: bool, iterations: u64) -> anyhow::Result<Measureme
     if !ping {
         let mut last = 0;
         loop {
-            let v = await_value(word, |v| v % 2 == 1 && v != last, deadline)?;
+            let v = await_value(word, |v| v % 2 == 1 && v != last, deadline, yield_every)?;
             if v == STOP {
                 return Ok(Measurement::default());
             }
@@ -272,7 +281,7 @@ fn floor(seg: &Segment, ping: bool, iterations: u64) -> anyhow::Result<Measureme
     let mut round_trip = || -> anyhow::Result<()> {
         // SYNC: Release pairs with pong's Acquire load in `await_value`.
         word.store(v + 1, Ordering::Release);
-        v = await_value(word, |x| x == v + 2, deadline)?;
+        v = await_value(word, |x| x == v + 2, deadline, yield_every)?;
         Ok(())
     };
     for _ in 0..iterations / 10 {

@@ -71,6 +71,8 @@ pub enum RoleTask {
         ping: bool,
         /// Round trips measured.
         iterations: u64,
+        /// Both roles on one core: yield at every miss.
+        same_core: bool,
     },
 }
 

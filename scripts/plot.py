@@ -8,7 +8,10 @@ Reads summary.csv and histograms/*.hgrm and writes PNGs beside them:
 - latency_percentiles_<N>B.png: round-trip latency by percentile, one line per transport
   (and bare baseline), on HdrHistogram's log "1 / (1 - quantile)" axis, for each message size;
 - latency_vs_size.png: p50 and p99 round trip against message size;
-- throughput.png: one-way MB/s and messages/s against message size.
+- throughput.png: one-way MB/s and messages/s against message size;
+- bare_ratio.csv (and a table on stdout): each framed transport over its bare baseline
+  (same workload, size and cores; medians over repetitions): p50 round trip for latency,
+  time per message for throughput. 1.00 means ipcbench's framing and checks cost nothing.
 
 Only runs whose status is "ok" are drawn. Figures are specific to the machine they came
 from: env.json in the same directory says which.
@@ -216,6 +219,45 @@ def plot_throughput(directory, rows, placements, written):
     written.append(out)
 
 
+def bare_ratios(directory, rows, written):
+    """Framed over bare, matched on workload, transport, size and cores."""
+    groups = defaultdict(lambda: {"false": [], "true": []})
+    for r in rows:
+        p = params(r)
+        if "bare" not in p or float(p.get("rate", "0") or 0) > 0:
+            continue
+        key = (r["workload"], r["transport"], r["msg_bytes"], r["cores"])
+        groups[key][p["bare"]].append(r)
+    table = []
+    for (workload, transport, size, cores), g in sorted(groups.items()):
+        if not g["false"] or not g["true"]:
+            continue
+        if workload == "latency":
+            framed, bare = median(g["false"], "p50_ns"), median(g["true"], "p50_ns")
+            metric = "p50 round trip (ns)"
+        else:
+            framed = statistics.median(float(r["duration_s"]) / int(r["count"]) * 1e9 for r in g["false"])
+            bare = statistics.median(float(r["duration_s"]) / int(r["count"]) * 1e9 for r in g["true"])
+            metric = "time per message (ns)"
+        table.append({
+            "workload": workload, "transport": transport, "msg_bytes": size, "cores": cores,
+            "metric": metric, "framed": f"{framed:.0f}", "bare": f"{bare:.0f}",
+            "ratio": f"{framed / bare:.3f}", "reps": f"{len(g['false'])}/{len(g['true'])}",
+        })
+    if not table:
+        return
+    out = directory / "bare_ratio.csv"
+    with out.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(table[0]))
+        w.writeheader()
+        w.writerows(table)
+    written.append(out)
+    print(f"{'workload':<11}{'transport':<10}{'bytes':>8} {'cores':<6}{'framed ns':>11}{'bare ns':>10}{'ratio':>8}  reps")
+    for t in table:
+        print(f"{t['workload']:<11}{t['transport']:<10}{t['msg_bytes']:>8} {t['cores']:<6}{t['framed']:>11}"
+              f"{t['bare']:>10}{t['ratio']:>8}  {t['reps']}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("results_dir", type=Path, help="a results/<config>-<timestamp>/ directory")
@@ -229,6 +271,7 @@ def main():
     plot_latency_percentiles(args.results_dir, rows, placements, written)
     plot_latency_vs_size(args.results_dir, rows, placements, written)
     plot_throughput(args.results_dir, rows, placements, written)
+    bare_ratios(args.results_dir, rows, written)
     for path in written:
         print(path)
     return 0

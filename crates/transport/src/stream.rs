@@ -6,7 +6,9 @@
 //! instead of producing garbage.
 //!
 //! Receiving reads into a 64 KiB buffer, so one `read` can bring in many small frames; a
-//! large frame's payload is read straight into the caller's buffer. Blocking sends use a
+//! large frame's payload (over 32 KiB) is read straight into the caller's buffer, and
+//! after one only the next header is read ahead, so large frames are copied once, by the
+//! kernel, as with a bare `read`. Blocking sends use a
 //! blocking descriptor, so a full pipe or socket sleeps in the kernel rather than in a
 //! `poll` loop; `try_send` uses a non-blocking write (a second open of the FIFO, or
 //! `MSG_DONTWAIT` on a socket) and keeps the unsent tail of a partly written frame, which
@@ -283,6 +285,10 @@ pub struct StreamRx {
     frame_len: Option<usize>,
     max_frame: usize,
     broken: bool,
+    /// Read as much as the buffer takes while frames are small; after a large frame read
+    /// only the next header, so a large payload goes from the kernel straight to the
+    /// caller's buffer instead of through this one.
+    read_ahead: bool,
 }
 
 /// Outcome of a bounded receive that found no whole frame in time.
@@ -307,6 +313,7 @@ impl StreamRx {
             frame_len: None,
             max_frame,
             broken: false,
+            read_ahead: true,
         }
     }
 
@@ -447,21 +454,27 @@ impl crate::Rx for StreamRx {
                 break len;
             }
             self.make_room(HEADER);
-            self.read_some()?;
+            if self.read_ahead {
+                self.read_some()?;
+            } else {
+                self.read_at_most(HEADER - self.avail())?;
+            }
         };
         if out.len() < len {
             return Err(RecvError::Truncated { needed: len });
         }
-        let have = self.avail().min(len);
-        if len <= self.buf.len() && len - have <= RX_BUF / 2 {
-            // A small remainder: read into the buffer, which may bring the next frames too.
+        self.read_ahead = len <= RX_BUF / 2;
+        if self.read_ahead {
+            // A small frame: read into the buffer, which may bring the next frames too.
             self.make_room(len);
             while self.avail() < len {
                 self.read_some()?;
             }
             return Ok(self.take(out, len));
         }
-        // A large remainder: read it straight into the caller's buffer.
+        // A large frame: what is buffered already is copied, the rest is read straight
+        // into the caller's buffer.
+        let have = self.avail().min(len);
         let mut got = self.take(out, have);
         self.frame_len = Some(len);
         while got < len {

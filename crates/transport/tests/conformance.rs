@@ -60,6 +60,57 @@ fn recv_ordered(rx: &mut impl Rx, n: u64) {
     }
 }
 
+/// Sizes on both sides of the receive path's 32 KiB switch, and the buffer's 64 KiB.
+const MIXED: [usize; 12] = [
+    8, 70_000, 100, 200_000, 5, 40_000, 33_000, 32_768, 32_769, 0, 65_536, 65_540,
+];
+const MIXED_ROUNDS: u64 = 20;
+
+fn mixed_frame(round: u64, i: usize) -> Vec<u8> {
+    let len = MIXED[i];
+    (0..len)
+        .map(|j| {
+            (j as u64)
+                .wrapping_mul(7)
+                .wrapping_add(round * 13 + i as u64) as u8
+        })
+        .collect()
+}
+
+fn send_mixed(tx: &mut impl Tx) {
+    for round in 0..MIXED_ROUNDS {
+        for i in 0..MIXED.len() {
+            tx.send(&mixed_frame(round, i)).unwrap();
+        }
+    }
+}
+
+/// Receives with recv, try_recv and recv_timeout in turn, so every path meets every size.
+fn recv_mixed(rx: &mut impl Rx) {
+    let mut buf = vec![0u8; MAX as usize];
+    for round in 0..MIXED_ROUNDS {
+        for i in 0..MIXED.len() {
+            let n = match (round as usize + i) % 3 {
+                0 => rx.recv(&mut buf).unwrap(),
+                1 => loop {
+                    match rx.try_recv(&mut buf) {
+                        Ok(n) => break n,
+                        Err(TryRecvError::Empty) => std::thread::yield_now(),
+                        Err(e) => panic!("try_recv: {e}"),
+                    }
+                },
+                _ => rx.recv_timeout(&mut buf, SETUP).unwrap(),
+            };
+            assert_eq!(
+                &buf[..n],
+                &mixed_frame(round, i)[..],
+                "round {round}, frame {i} ({} bytes)",
+                MIXED[i]
+            );
+        }
+    }
+}
+
 fn recv_exact(rx: &mut impl Rx, want: &[u8]) {
     let mut buf = vec![0u8; MAX as usize];
     let n = rx
@@ -91,6 +142,10 @@ fn parent_case(case: &str, tx: &mut impl Tx, rx: &mut impl Rx, dir: &Path) {
         "order_kept" => {
             send_ordered(tx, ORDER_FRAMES);
             recv_ordered(rx, ORDER_FRAMES);
+        }
+        "mixed_sizes" => {
+            send_mixed(tx);
+            recv_mixed(rx);
         }
         "empty_frames" => {
             tx.send(&[]).unwrap();
@@ -211,6 +266,10 @@ fn peer_case(
         "order_kept" => {
             recv_ordered(rx, ORDER_FRAMES);
             send_ordered(tx, ORDER_FRAMES);
+        }
+        "mixed_sizes" => {
+            recv_mixed(rx);
+            send_mixed(tx);
         }
         "empty_frames" => {
             recv_exact(rx, b"");
@@ -392,6 +451,10 @@ macro_rules! conformance {
             #[test]
             fn order_kept() {
                 super::run_case::<$transport>("order_kept");
+            }
+            #[test]
+            fn mixed_sizes() {
+                super::run_case::<$transport>("mixed_sizes");
             }
             #[test]
             fn empty_frames() {

@@ -14,7 +14,7 @@
 //! `MSG_DONTWAIT` on a socket) and keeps the unsent tail of a partly written frame, which
 //! counts as accepted and goes out before the next frame.
 
-use std::io::IoSlice;
+use std::io::{IoSlice, IoSliceMut};
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -289,6 +289,8 @@ pub struct StreamRx {
     /// only the next header, so a large payload goes from the kernel straight to the
     /// caller's buffer instead of through this one.
     read_ahead: bool,
+    /// Length of the last frame received: the guess for the next one in large mode.
+    last_len: usize,
 }
 
 /// Outcome of a bounded receive that found no whole frame in time.
@@ -314,6 +316,7 @@ impl StreamRx {
             max_frame,
             broken: false,
             read_ahead: true,
+            last_len: 0,
         }
     }
 
@@ -441,6 +444,71 @@ impl StreamRx {
         Ok(&self.buf[s..s + n])
     }
 
+    /// After a large frame, with nothing buffered: one `readv` fills the next header and,
+    /// straight into `out`, as much payload as the last frame had, so a stream of
+    /// equal large frames makes the same system calls as a bare `read`. Bytes read past
+    /// the frame go back into the buffer; so does the payload of a frame too large for
+    /// `out`, which stays queued (`Truncated`). `None`: not even a header came, the
+    /// ordinary path goes on from what was read.
+    fn recv_large(&mut self, out: &mut [u8]) -> Result<Option<usize>, RecvError> {
+        let guess = self.last_len.min(out.len());
+        self.start = 0;
+        self.end = 0;
+        let n = loop {
+            let mut iov = [
+                IoSliceMut::new(&mut self.buf[..HEADER]),
+                IoSliceMut::new(&mut out[..guess]),
+            ];
+            match nix::sys::uio::readv(&self.fd, &mut iov) {
+                Ok(0) => return Err(RecvError::Disconnected),
+                Ok(n) => break n,
+                Err(Errno::EINTR) => {}
+                Err(e) => return Err(recv_errno(e)),
+            }
+        };
+        if n < HEADER {
+            self.end = n;
+            return Ok(None);
+        }
+        self.end = HEADER;
+        let Some(len) = self.header()? else {
+            return Ok(None);
+        };
+        let got = n - HEADER;
+        if len > out.len() || got > len {
+            // Keep what does not belong to this call: the whole payload read so far when
+            // the frame does not fit `out`, else the start of the next frame.
+            let keep_from = if len > out.len() { 0 } else { len };
+            self.make_room(got - keep_from);
+            self.buf[self.end..self.end + got - keep_from].copy_from_slice(&out[keep_from..got]);
+            self.end += got - keep_from;
+            if len > out.len() {
+                return Err(RecvError::Truncated { needed: len });
+            }
+            self.frame_len = None;
+        } else {
+            let mut have = got;
+            while have < len {
+                match nix::unistd::read(&self.fd, &mut out[have..len]) {
+                    Ok(0) => {
+                        self.broken = true;
+                        return Err(RecvError::Disconnected);
+                    }
+                    Ok(k) => have += k,
+                    Err(Errno::EINTR) => {}
+                    Err(e) => {
+                        self.broken = true;
+                        return Err(recv_errno(e));
+                    }
+                }
+            }
+            self.frame_len = None;
+        }
+        self.read_ahead = len <= RX_BUF / 2;
+        self.last_len = len;
+        Ok(Some(len))
+    }
+
     /// Bytes received from the kernel but not yet handed out (0 right after setup).
     pub fn buffered(&self) -> usize {
         self.avail()
@@ -449,6 +517,11 @@ impl StreamRx {
 
 impl crate::Rx for StreamRx {
     fn recv(&mut self, out: &mut [u8]) -> Result<usize, RecvError> {
+        if !self.read_ahead && self.avail() == 0 && self.frame_len.is_none() && !self.broken {
+            if let Some(len) = self.recv_large(out)? {
+                return Ok(len);
+            }
+        }
         let len = loop {
             if let Some(len) = self.header()? {
                 break len;
@@ -464,6 +537,7 @@ impl crate::Rx for StreamRx {
             return Err(RecvError::Truncated { needed: len });
         }
         self.read_ahead = len <= RX_BUF / 2;
+        self.last_len = len;
         if self.read_ahead {
             // A small frame: read into the buffer, which may bring the next frames too.
             self.make_room(len);

@@ -88,8 +88,18 @@ fn send_mixed(tx: &mut impl Tx) {
 /// Receives with recv, try_recv and recv_timeout in turn, so every path meets every size.
 fn recv_mixed(rx: &mut impl Rx) {
     let mut buf = vec![0u8; MAX as usize];
+    let mut small = [0u8; 100];
     for round in 0..MIXED_ROUNDS {
         for i in 0..MIXED.len() {
+            if i > 0 && MIXED[i - 1] > 32_768 && MIXED[i] > small.len() && round % 2 == 1 {
+                // Right after a large frame, a buffer too small for the next one: the
+                // frame must stay queued, whole.
+                assert_eq!(
+                    rx.recv(&mut small),
+                    Err(RecvError::Truncated { needed: MIXED[i] }),
+                    "round {round}, frame {i}"
+                );
+            }
             let n = match (round as usize + i) % 3 {
                 0 => rx.recv(&mut buf).unwrap(),
                 1 => loop {

@@ -27,8 +27,12 @@ impl WorkloadKind {
     /// One line on what it measures.
     pub fn describe(self) -> &'static str {
         match self {
-            WorkloadKind::Latency => "ping-pong round trips; HDR histogram of every round trip; open-loop with rate > 0",
-            WorkloadKind::Throughput => "one-way stream; every sequence number and payload checksum checked; msgs/s and bytes/s",
+            WorkloadKind::Latency => {
+                "ping-pong round trips; HDR histogram of every round trip; open-loop with rate > 0"
+            }
+            WorkloadKind::Throughput => {
+                "one-way stream; every sequence number and payload byte checked; msgs/s and bytes/s"
+            }
         }
     }
 

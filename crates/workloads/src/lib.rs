@@ -111,83 +111,9 @@ pub fn fill_pattern(buf: &mut [u8], seed: u64) {
     }
 }
 
-/// Words summed side by side in [`checksum`]; 8 × 8 bytes = one cache line per step.
-const LANES: usize = 8;
-
-/// A Fletcher-style checksum, order- and content-sensitive, in eight independent lanes of
-/// little-endian 64-bit words so that the compiler vectorises it: the receiver checks
-/// every payload at several times memcpy speed, so the check costs little beside the
-/// transport's own copy.
-pub fn checksum(buf: &[u8]) -> u64 {
-    let (mut a, mut b) = ([0u64; LANES], [0u64; LANES]);
-    let mut lines = buf.chunks_exact(8 * LANES);
-    for line in &mut lines {
-        for (l, word) in line.chunks_exact(8).enumerate() {
-            let mut x = [0u8; 8];
-            x.copy_from_slice(word);
-            a[l] = a[l].wrapping_add(u64::from_le_bytes(x));
-            b[l] = b[l].wrapping_add(a[l]);
-        }
-    }
-    // The tail (under 64 bytes), byte by byte into lane 0.
-    for &byte in lines.remainder() {
-        a[0] = a[0].wrapping_add(u64::from(byte));
-        b[0] = b[0].wrapping_add(a[0]);
-    }
-    let mut sum = buf.len() as u64;
-    for l in 0..LANES {
-        sum = sum.rotate_left(7) ^ a[l] ^ b[l].rotate_left(32);
-        sum = sum.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-    sum
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn checksum_sees_order_and_content() {
-        let mut a = vec![0u8; 100];
-        fill_pattern(&mut a, 7);
-        let mut b = a.clone();
-        assert_eq!(checksum(&a), checksum(&b));
-        b.swap(0, 8);
-        assert_ne!(
-            checksum(&a),
-            checksum(&b),
-            "swapped words must change the checksum"
-        );
-        b.swap(0, 8);
-        b[99] ^= 1;
-        assert_ne!(
-            checksum(&a),
-            checksum(&b),
-            "a flipped tail bit must change the checksum"
-        );
-    }
-
-    #[test]
-    fn checksum_sees_swapped_words_in_any_lane_and_the_length() {
-        let mut big = vec![0u8; 65536];
-        fill_pattern(&mut big, 3);
-        let sum = checksum(&big);
-        for (i, j) in [(0, 64), (8, 16), (1000, 1008), (65528, 65520), (0, 65528)] {
-            let mut swapped = big.clone();
-            for k in 0..8 {
-                swapped.swap(i + k, j + k);
-            }
-            assert_ne!(
-                checksum(&swapped),
-                sum,
-                "words at {i} and {j} swapped must change the checksum"
-            );
-        }
-        let mut flipped = big.clone();
-        flipped[40_000] ^= 0x80;
-        assert_ne!(checksum(&flipped), sum);
-        assert_ne!(checksum(&big[..65535]), sum, "length counts");
-    }
 
     #[test]
     fn pattern_is_reproducible_and_seed_dependent() {

@@ -1,15 +1,16 @@
 //! `throughput`: a one-way stream. The sender cycles through four pre-generated payloads,
 //! stamping each frame with its sequence number; the receiver checks every sequence
-//! number, every length and a checksum of every payload, then acknowledges the last frame.
-//! The sender's clock runs from its first measured send to that acknowledgement.
+//! number, every length and every payload byte against what was sent (an exact compare,
+//! stronger than a checksum and, through the C library's vectorised `memcmp`, about 60 GB/s
+//! here: cheap beside the transport's own copy), then acknowledges the last frame. The
+//! sender's clock runs from its first measured send to that acknowledgement.
 
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    check_msg_bytes, checksum, fill_pattern, seq_of, stamp, Measurement, Rx, Tx, WorkloadError,
-    SEQ_BYTES,
+    check_msg_bytes, fill_pattern, seq_of, stamp, Measurement, Rx, Tx, WorkloadError, SEQ_BYTES,
 };
 
 /// Parameters of a throughput run.
@@ -79,10 +80,7 @@ pub fn receiver<T: Tx, R: Rx>(
     p: &ThroughputParams,
 ) -> Result<Measurement, WorkloadError> {
     check_msg_bytes(p.msg_bytes)?;
-    let expected: Vec<u64> = patterns(p.msg_bytes)
-        .iter()
-        .map(|b| checksum(&b[SEQ_BYTES..]))
-        .collect();
+    let expected = patterns(p.msg_bytes);
     let mut buf = vec![0u8; p.msg_bytes];
     let mut start = Instant::now();
     for seq in 0..p.warmup + p.count {
@@ -102,9 +100,9 @@ pub fn receiver<T: Tx, R: Rx>(
                 "frame {seq}: sequence number {got} (lost, duplicated or reordered)"
             )));
         }
-        if checksum(&buf[SEQ_BYTES..]) != expected[seq as usize % PATTERNS] {
+        if buf[SEQ_BYTES..] != expected[seq as usize % PATTERNS][SEQ_BYTES..] {
             return Err(WorkloadError::Integrity(format!(
-                "frame {seq}: payload checksum mismatch"
+                "frame {seq}: payload differs from what was sent"
             )));
         }
     }
@@ -116,4 +114,80 @@ pub fn receiver<T: Tx, R: Rx>(
         duration,
         ..Default::default()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ipcbench_transport::{Endpoint, EndpointOptions, Transport, TransportKind, Uds};
+    use std::time::Duration;
+
+    /// Runs the real receiver against a sender that alters frame 7 with `corrupt`.
+    fn receive_with_fault(
+        corrupt: impl FnOnce(&mut Vec<u8>, &mut u64) + Send + 'static,
+    ) -> Result<Measurement, WorkloadError> {
+        let dir = tempfile::tempdir().unwrap();
+        let spec =
+            Endpoint::prepare(TransportKind::Uds, dir.path(), &EndpointOptions::default()).unwrap();
+        let listener = Uds::listen(&spec).unwrap();
+        let resolved = Uds::resolved(&listener);
+        let p = ThroughputParams {
+            msg_bytes: 256,
+            count: 20,
+            warmup: 2,
+        };
+        let sender = std::thread::spawn(move || {
+            let (mut tx, _rx) = Uds::connect(&resolved, Duration::from_secs(5)).unwrap();
+            let bufs = patterns(p.msg_bytes);
+            let mut corrupt = Some(corrupt);
+            let mut seq = 0u64;
+            while seq < p.warmup + p.count {
+                let mut frame = bufs[seq as usize % PATTERNS].clone();
+                let mut this = seq;
+                if seq == 7 {
+                    if let Some(c) = corrupt.take() {
+                        c(&mut frame, &mut this);
+                    }
+                }
+                stamp(&mut frame, this);
+                if tx.send(&frame).is_err() {
+                    break;
+                }
+                seq += 1;
+            }
+        });
+        let (mut tx, mut rx) = Uds::accept(listener, Duration::from_secs(5)).unwrap();
+        let result = receiver(&mut tx, &mut rx, &p);
+        drop((tx, rx));
+        sender.join().unwrap();
+        result
+    }
+
+    fn integrity_message(r: Result<Measurement, WorkloadError>) -> String {
+        match r {
+            Err(WorkloadError::Integrity(m)) => m,
+            other => panic!("expected an integrity failure, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_flipped_payload_byte_fails_the_run() {
+        let m = integrity_message(receive_with_fault(|f, _| f[200] ^= 1));
+        assert_eq!(m, "frame 7: payload differs from what was sent");
+    }
+
+    #[test]
+    fn a_lost_frame_fails_the_run() {
+        let m = integrity_message(receive_with_fault(|_, seq| *seq += 1));
+        assert_eq!(
+            m,
+            "frame 7: sequence number 8 (lost, duplicated or reordered)"
+        );
+    }
+
+    #[test]
+    fn a_short_frame_fails_the_run() {
+        let m = integrity_message(receive_with_fault(|f, _| f.truncate(100)));
+        assert_eq!(m, "frame 7: 100 bytes, expected 256");
+    }
 }

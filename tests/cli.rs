@@ -345,12 +345,12 @@ msg_bytes = 64
 count = 100
 "#;
 
-#[test]
-fn a_killed_role_is_reported_and_the_matrix_goes_on() {
-    let s = Scratch::new();
-    let cfg = s.write("kill.toml", LONG_THEN_SHORT);
+/// Starts the harness on `config` and waits until its first run's roles are up: past
+/// calibration (summary.csv exists once it is done), both roles spawned and settled.
+fn start_long_run(s: &Scratch, config: &str) -> (Child, PathBuf, Vec<u32>) {
+    let cfg = s.write("long.toml", config);
     let out = s.path("out");
-    let mut h = s
+    let h = s
         .harness(&[
             "--config",
             cfg.to_str().unwrap(),
@@ -361,8 +361,6 @@ fn a_killed_role_is_reported_and_the_matrix_goes_on() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Calibration runs first (ping, pong); summary.csv appears once it is done, and then
-    // the long run's client and server start.
     let deadline = Instant::now() + Duration::from_secs(60);
     while !std::fs::read_dir(&out)
         .map(|mut d| d.any(|e| e.unwrap().path().join("summary.csv").exists()))
@@ -373,6 +371,13 @@ fn a_killed_role_is_reported_and_the_matrix_goes_on() {
     }
     let roles = wait_for_roles(h.id(), 2);
     std::thread::sleep(Duration::from_millis(300));
+    (h, out, roles)
+}
+
+#[test]
+fn a_killed_role_is_reported_and_the_matrix_goes_on() {
+    let s = Scratch::new();
+    let (mut h, out, roles) = start_long_run(&s, LONG_THEN_SHORT);
     let server = roles[1];
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(server as i32),
@@ -426,27 +431,9 @@ fn a_run_past_its_timeout_is_killed_and_reported() {
 
 fn stop_with(signal: nix::sys::signal::Signal) {
     let s = Scratch::new();
-    let cfg = s.write("c.toml", LONG_THEN_SHORT);
-    let out = s.path("out");
-    let mut h = s
-        .harness(&[
-            "--config",
-            cfg.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let roles = wait_for_roles(h.id(), 2);
-    std::thread::sleep(Duration::from_millis(500));
+    let (mut h, _out, roles) = start_long_run(&s, LONG_THEN_SHORT);
     let roles: Vec<u32> = roles.into_iter().chain(children(h.id())).collect();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(h.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(h.id() as i32), signal).unwrap();
     wait_bounded(&mut h, Duration::from_secs(30));
     let o = h.wait_with_output().unwrap();
     assert_eq!(o.status.code(), Some(130), "{}", stderr(&o));

@@ -117,6 +117,22 @@ pub struct ParamDef {
     pub doc: &'static str,
 }
 
+impl ParamDef {
+    /// Its line in `harness list`: key, type, what it does, default.
+    pub fn list_line(&self) -> String {
+        let default = self
+            .default
+            .map(|v| format!(" [default {v}]"))
+            .unwrap_or_else(|| " [required]".into());
+        format!(
+            "  {:<12} {:<34} {}{default}",
+            self.key,
+            self.ty.describe(),
+            self.doc
+        )
+    }
+}
+
 const fn p(
     key: &'static str,
     ty: ParamType,

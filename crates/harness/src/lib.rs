@@ -263,16 +263,7 @@ fn list_text() -> String {
     let _ = writeln!(s, "\nWait strategies:\n  kernel     pipe, uds and tcp block in the kernel (the `wait` column says `kernel`)");
     let _ = writeln!(s, "\nKeys of every experiment:");
     for d in COMMON {
-        let _ = writeln!(
-            s,
-            "  {:<12} {:<34} {}{}",
-            d.key,
-            d.ty.describe(),
-            d.doc,
-            d.default
-                .map(|v| format!(" [default {v}]"))
-                .unwrap_or_else(|| " [required]".into())
-        );
+        let _ = writeln!(s, "{}", d.list_line());
     }
     for w in WorkloadKind::ALL {
         let _ = writeln!(
@@ -283,16 +274,7 @@ fn list_text() -> String {
             w.roles().join(", ")
         );
         for d in w.params() {
-            let _ = writeln!(
-                s,
-                "  {:<12} {:<34} {}{}",
-                d.key,
-                d.ty.describe(),
-                d.doc,
-                d.default
-                    .map(|v| format!(" [default {v}]"))
-                    .unwrap_or_else(|| " [required]".into())
-            );
+            let _ = writeln!(s, "{}", d.list_line());
         }
     }
     let _ = writeln!(s, "\nA list value sweeps the key: msg_bytes = [64, 1024] makes two runs; cores = [[0, 1], [0, 0]] sweeps placements.");

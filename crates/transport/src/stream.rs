@@ -487,26 +487,32 @@ impl StreamRx {
             }
             self.frame_len = None;
         } else {
-            let mut have = got;
-            while have < len {
-                match nix::unistd::read(&self.fd, &mut out[have..len]) {
-                    Ok(0) => {
-                        self.broken = true;
-                        return Err(RecvError::Disconnected);
-                    }
-                    Ok(k) => have += k,
-                    Err(Errno::EINTR) => {}
-                    Err(e) => {
-                        self.broken = true;
-                        return Err(recv_errno(e));
-                    }
-                }
-            }
+            self.read_payload(&mut out[..len], got)?;
             self.frame_len = None;
         }
         self.read_ahead = len <= RX_BUF / 2;
         self.last_len = len;
         Ok(Some(len))
+    }
+
+    /// Reads the rest of a frame, `payload[got..]`, straight from the descriptor. A
+    /// failure part-way leaves the stream out of step, so it is marked broken.
+    fn read_payload(&mut self, payload: &mut [u8], mut got: usize) -> Result<(), RecvError> {
+        while got < payload.len() {
+            match nix::unistd::read(&self.fd, &mut payload[got..]) {
+                Ok(0) => {
+                    self.broken = true;
+                    return Err(RecvError::Disconnected);
+                }
+                Ok(n) => got += n,
+                Err(Errno::EINTR) => {}
+                Err(e) => {
+                    self.broken = true;
+                    return Err(recv_errno(e));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Bytes received from the kernel but not yet handed out (0 right after setup).
@@ -549,22 +555,9 @@ impl crate::Rx for StreamRx {
         // A large frame: what is buffered already is copied, the rest is read straight
         // into the caller's buffer.
         let have = self.avail().min(len);
-        let mut got = self.take(out, have);
+        let got = self.take(out, have);
         self.frame_len = Some(len);
-        while got < len {
-            match nix::unistd::read(&self.fd, &mut out[got..len]) {
-                Ok(0) => {
-                    self.broken = true;
-                    return Err(RecvError::Disconnected);
-                }
-                Ok(n) => got += n,
-                Err(Errno::EINTR) => {}
-                Err(e) => {
-                    self.broken = true;
-                    return Err(recv_errno(e));
-                }
-            }
-        }
+        self.read_payload(&mut out[..len], got)?;
         self.frame_len = None;
         Ok(len)
     }

@@ -98,6 +98,7 @@ fn run_peer(mode: &str) -> Result<(), String> {
         TransportKind::Pipe => peer::<Pipe>(mode, &endpoint),
         TransportKind::Uds => peer::<Uds>(mode, &endpoint),
         TransportKind::Tcp => peer::<Tcp>(mode, &endpoint),
+        TransportKind::Shm => Err("the benches do not run shm yet".into()),
     }
 }
 

@@ -23,6 +23,9 @@ pub enum TransportKind {
     Uds,
     /// TCP, loopback by default.
     Tcp,
+    /// Two SPSC rings in one shared segment. Not in [`TransportKind::ALL`] yet: the
+    /// harness does not run it (pending: the blocking wait, harness wiring).
+    Shm,
 }
 
 impl TransportKind {
@@ -36,6 +39,7 @@ impl TransportKind {
             TransportKind::Pipe => "pipe",
             TransportKind::Uds => "uds",
             TransportKind::Tcp => "tcp",
+            TransportKind::Shm => "shm",
         }
     }
 
@@ -49,6 +53,7 @@ impl TransportKind {
             TransportKind::Tcp => {
                 "TCP over loopback, TCP_NODELAY, OS-chosen port, u32 length prefix"
             }
+            TransportKind::Shm => "two lock-free SPSC rings in one shared segment under /dev/shm",
         }
     }
 }
@@ -72,6 +77,26 @@ impl FromStr for TransportKind {
     }
 }
 
+/// How a shared-memory half waits for its peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WaitStrategy {
+    /// Busy-poll with a pause hint: lowest latency, one core per waiting role.
+    Spin,
+    /// Poll with `sched_yield`: shares a core, at a system call per poll.
+    Yield,
+}
+
+impl WaitStrategy {
+    /// The name used in configs and CSV files.
+    pub fn name(self) -> &'static str {
+        match self {
+            WaitStrategy::Spin => "spin",
+            WaitStrategy::Yield => "yield",
+        }
+    }
+}
+
 /// Options for [`Endpoint::prepare`].
 #[derive(Debug, Clone)]
 pub struct EndpointOptions {
@@ -79,6 +104,10 @@ pub struct EndpointOptions {
     pub max_frame: u32,
     /// Address TCP listens on; the port is always chosen by the OS.
     pub tcp_host: IpAddr,
+    /// Data bytes of each `shm` ring: a power of two holding at least two maximum frames.
+    pub shm_capacity: u32,
+    /// How `shm` halves wait.
+    pub wait: WaitStrategy,
 }
 
 impl Default for EndpointOptions {
@@ -86,6 +115,8 @@ impl Default for EndpointOptions {
         EndpointOptions {
             max_frame: DEFAULT_MAX_FRAME,
             tcp_host: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            shm_capacity: 64 << 20,
+            wait: WaitStrategy::Spin,
         }
     }
 }
@@ -116,6 +147,17 @@ pub enum Endpoint {
         addr: SocketAddr,
         /// Largest frame.
         max_frame: u32,
+    },
+    /// A shared segment holding two rings; ring 0 carries A to B, ring 1 B to A.
+    Shm {
+        /// The segment file (under /dev/shm), created by the parent.
+        path: PathBuf,
+        /// Data bytes of each ring.
+        capacity: u32,
+        /// Largest frame.
+        max_frame: u32,
+        /// How the halves wait.
+        wait: WaitStrategy,
     },
 }
 
@@ -156,7 +198,16 @@ impl Endpoint {
                 addr: SocketAddr::new(opts.tcp_host, 0),
                 max_frame,
             },
+            TransportKind::Shm => crate::shm::prepare(opts)?,
         })
+    }
+
+    /// Removes what [`Endpoint::prepare`] made outside the caller's directory (the
+    /// `shm` segment under /dev/shm). Call it when the run ends, also when it failed.
+    pub fn cleanup(&self) {
+        if let Endpoint::Shm { path, .. } = self {
+            let _ = std::fs::remove_file(path);
+        }
     }
 
     /// This endpoint's transport kind.
@@ -165,6 +216,7 @@ impl Endpoint {
             Endpoint::Pipe { .. } => TransportKind::Pipe,
             Endpoint::Uds { .. } => TransportKind::Uds,
             Endpoint::Tcp { .. } => TransportKind::Tcp,
+            Endpoint::Shm { .. } => TransportKind::Shm,
         }
     }
 
@@ -173,7 +225,8 @@ impl Endpoint {
         match self {
             Endpoint::Pipe { max_frame, .. }
             | Endpoint::Uds { max_frame, .. }
-            | Endpoint::Tcp { max_frame, .. } => *max_frame as usize,
+            | Endpoint::Tcp { max_frame, .. }
+            | Endpoint::Shm { max_frame, .. } => *max_frame as usize,
         }
     }
 }
@@ -186,6 +239,9 @@ impl fmt::Display for Endpoint {
             }
             Endpoint::Uds { path, .. } => write!(f, "uds {}", path.display()),
             Endpoint::Tcp { addr, .. } => write!(f, "tcp {addr}"),
+            Endpoint::Shm { path, wait, .. } => {
+                write!(f, "shm {} ({})", path.display(), wait.name())
+            }
         }
     }
 }

@@ -17,6 +17,9 @@ pub enum Corruption {
     /// The stream already failed earlier and cannot be resynchronised.
     #[error("stream broken by an earlier corrupt frame")]
     Broken,
+    /// A shared-memory ring holds something its protocol cannot have written.
+    #[error("shared ring: {0}")]
+    Ring(ipcbench_ring::Corruption),
 }
 
 /// Error from [`crate::Tx::send`].
@@ -33,6 +36,9 @@ pub enum SendError {
         /// The maximum.
         max: usize,
     },
+    /// The shared state the frame would go into is corrupt.
+    #[error("corrupt transport: {0}")]
+    Corrupt(Corruption),
     /// Any other system error.
     #[error("send failed: {0}")]
     Io(Errno),

@@ -38,12 +38,14 @@ pub mod baseline;
 mod endpoint;
 mod error;
 pub mod segment;
+mod shm;
 mod stream;
 
-pub use endpoint::{Endpoint, EndpointOptions, TransportKind, DEFAULT_MAX_FRAME};
+pub use endpoint::{Endpoint, EndpointOptions, TransportKind, WaitStrategy, DEFAULT_MAX_FRAME};
 pub use error::{
     Corruption, RecvError, RecvTimeoutError, SendError, SetupError, TryRecvError, TrySendError,
 };
+pub use shm::{SegmentRegion, Shm, ShmListener, ShmRx, ShmTx};
 pub use stream::{Pipe, StreamRx, StreamTx, Tcp, Uds};
 
 /// The sending half of a transport.

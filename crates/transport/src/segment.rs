@@ -100,6 +100,27 @@ impl Segment {
         &self.path
     }
 
+    /// The first byte of the mapping (page-aligned).
+    pub(crate) fn base(&self) -> *mut u8 {
+        self.map.as_mut_ptr()
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the segment is empty (never: creation refuses a zero length).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Gives up ownership: the file stays when this handle is dropped (the parent
+    /// prepares a segment for its roles and removes it with [`crate::Endpoint::cleanup`]).
+    pub fn persist(mut self) {
+        self.owner = false;
+    }
+
     /// The whole segment seen as 64-bit atomic words.
     pub fn words(&self) -> &[AtomicU64] {
         // SAFETY: the mapping is page-aligned (so aligned for AtomicU64), `len` is a

@@ -13,8 +13,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use ipcbench_transport::{
-    Corruption, Endpoint, EndpointOptions, Pipe, RecvError, RecvTimeoutError, Rx, SendError, Tcp,
-    Transport, TransportKind, TryRecvError, TrySendError, Tx, Uds,
+    Corruption, Endpoint, EndpointOptions, Pipe, RecvError, RecvTimeoutError, Rx, SendError, Shm,
+    Tcp, Transport, TransportKind, TryRecvError, TrySendError, Tx, Uds, WaitStrategy,
 };
 
 const ENV_CASE: &str = "IPCBENCH_CONFORMANCE_CASE";
@@ -204,7 +204,9 @@ fn parent_case(case: &str, tx: &mut impl Tx, rx: &mut impl Rx, dir: &Path) {
             // The first sends may land in a kernel buffer; within a few the peer's absence shows.
             let mut result = Ok(());
             for _ in 0..1000 {
-                result = tx.send(b"anyone?");
+                // Frames large enough to fill a shared ring, which takes them while the
+                // peer's absence is not yet known, as a kernel buffer does.
+                result = tx.send(&pattern(64 * 1024));
                 if result.is_err() {
                     break;
                 }
@@ -249,29 +251,27 @@ fn parent_case(case: &str, tx: &mut impl Tx, rx: &mut impl Rx, dir: &Path) {
         "garbage_length_is_corrupt" => {
             let mut buf = vec![0u8; 64];
             let e = rx.recv_timeout(&mut buf, SETUP).unwrap_err();
+            // A stream reports the impossible length, a ring the impossible header; both
+            // stay corrupt afterwards rather than resynchronise on garbage.
             assert!(
                 matches!(
                     e,
-                    RecvTimeoutError::Recv(RecvError::Corrupt(Corruption::LengthTooLarge { .. }))
+                    RecvTimeoutError::Recv(RecvError::Corrupt(
+                        Corruption::LengthTooLarge { .. } | Corruption::Ring(_)
+                    ))
                 ),
                 "got {e:?}"
             );
-            assert_eq!(
-                rx.recv(&mut buf),
-                Err(RecvError::Corrupt(Corruption::Broken))
+            assert!(
+                matches!(rx.recv(&mut buf), Err(RecvError::Corrupt(_))),
+                "still corrupt"
             );
         }
         other => panic!("unknown case {other}"),
     }
 }
 
-fn peer_case(
-    case: &str,
-    tx: &mut impl Tx,
-    rx: &mut impl Rx,
-    dir: &Path,
-    raw_fd: Option<std::os::fd::BorrowedFd<'_>>,
-) {
+fn peer_case(case: &str, tx: &mut impl Tx, rx: &mut impl Rx, dir: &Path, garbage: &dyn Fn()) {
     match case {
         "order_kept" => {
             recv_ordered(rx, ORDER_FRAMES);
@@ -329,9 +329,7 @@ fn peer_case(
             tx.send(&n_frames.to_le_bytes()).unwrap();
         }
         "garbage_length_is_corrupt" => {
-            let fd = raw_fd.expect("stream transports expose their descriptor");
-            let claim = (MAX + 1).to_le_bytes();
-            assert_eq!(nix::unistd::write(fd, &claim).unwrap(), 4);
+            garbage();
             std::thread::sleep(Duration::from_millis(200));
         }
         other => panic!("unknown case {other}"),
@@ -340,13 +338,24 @@ fn peer_case(
 
 // ---- the two-process plumbing ----------------------------------------------------------
 
-fn run_case<T: Transport>(case: &str) {
+/// Removes what the endpoint made outside the test's directory, also when a case fails.
+struct Cleanup(Endpoint);
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        self.0.cleanup();
+    }
+}
+
+fn run_case<T: Transport>(case: &str, wait: WaitStrategy) {
     let dir = tempfile::tempdir().unwrap();
     let opts = EndpointOptions {
         max_frame: MAX,
+        shm_capacity: 4 * MAX,
+        wait,
         ..Default::default()
     };
     let spec = Endpoint::prepare(T::KIND, dir.path(), &opts).unwrap();
+    let _cleanup = Cleanup(spec.clone());
     let listener = T::listen(&spec).unwrap();
     let resolved = serde_json::to_string(&T::resolved(&listener)).unwrap();
     let child = Command::new(std::env::current_exe().unwrap())
@@ -397,32 +406,49 @@ impl Drop for Watchdog {
 
 fn run_peer<T: Transport>(case: &str, endpoint: &Endpoint, dir: &Path)
 where
-    T::Tx: AsStreamFd,
+    T::Tx: Garbage,
     T::Rx: StreamBuffered,
 {
     let (mut tx, mut rx) = T::connect(endpoint, SETUP).unwrap();
     if case == "order_kept" {
         // The other side sends at once; the handshake must not have read any of it.
         std::thread::sleep(Duration::from_millis(100));
-        assert_eq!(
-            rx.stream_buffered(),
-            Some(0),
-            "setup left data in the receive buffer"
-        );
+        if let Some(n) = rx.stream_buffered() {
+            assert_eq!(n, 0, "setup left data in the receive buffer");
+        }
     }
-    // A duplicate of the sending descriptor, so that the borrow of `tx` ends here.
-    let raw = tx.stream_fd().map(|f| f.try_clone_to_owned().unwrap());
-    use std::os::fd::AsFd;
-    peer_case(case, &mut tx, &mut rx, dir, raw.as_ref().map(|f| f.as_fd()));
+    let garbage = tx.garbage_writer(endpoint);
+    peer_case(case, &mut tx, &mut rx, dir, &*garbage);
 }
 
-/// Stream transports can hand out their descriptor, for the garbage-writing case.
-trait AsStreamFd {
-    fn stream_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>>;
+/// How a peer breaks the protocol on purpose: an impossible length prefix on a stream, an
+/// impossible record header in a shared ring.
+trait Garbage {
+    fn garbage_writer(&self, endpoint: &Endpoint) -> Box<dyn Fn()>;
 }
-impl AsStreamFd for ipcbench_transport::StreamTx {
-    fn stream_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
-        Some(self.fd())
+impl Garbage for ipcbench_transport::StreamTx {
+    fn garbage_writer(&self, _: &Endpoint) -> Box<dyn Fn()> {
+        let fd = self.fd().try_clone_to_owned().unwrap();
+        Box::new(move || {
+            let claim = (MAX + 1).to_le_bytes();
+            assert_eq!(nix::unistd::write(&fd, &claim).unwrap(), 4);
+        })
+    }
+}
+impl Garbage for ipcbench_transport::ShmTx {
+    fn garbage_writer(&self, endpoint: &Endpoint) -> Box<dyn Fn()> {
+        let Endpoint::Shm { path, capacity, .. } = endpoint.clone() else {
+            panic!("not an shm endpoint")
+        };
+        Box::new(move || {
+            // The peer (side B) produces into ring 1; its first record header sits at the
+            // start of that ring's data.
+            let ring = ipcbench_ring::region_len(capacity as usize).div_ceil(ipcbench_ring::LINE)
+                * ipcbench_ring::LINE;
+            let seg = ipcbench_transport::segment::Segment::open(&path, 2 * ring).unwrap();
+            let word = (ring + ipcbench_ring::DATA_OFFSET) / 8;
+            seg.words()[word].store(0xbad0_bad0_0000_0010, std::sync::atomic::Ordering::Release);
+        })
     }
 }
 
@@ -433,6 +459,11 @@ trait StreamBuffered {
 impl StreamBuffered for ipcbench_transport::StreamRx {
     fn stream_buffered(&self) -> Option<usize> {
         Some(self.buffered())
+    }
+}
+impl StreamBuffered for ipcbench_transport::ShmRx {
+    fn stream_buffered(&self) -> Option<usize> {
+        None
     }
 }
 
@@ -452,48 +483,53 @@ fn peer_entry() {
         TransportKind::Pipe => run_peer::<Pipe>(&case, &endpoint, &dir),
         TransportKind::Uds => run_peer::<Uds>(&case, &endpoint, &dir),
         TransportKind::Tcp => run_peer::<Tcp>(&case, &endpoint, &dir),
+        TransportKind::Shm => run_peer::<Shm>(&case, &endpoint, &dir),
     }
 }
 
 macro_rules! conformance {
-    ($module:ident, $transport:ty) => {
+    ($module:ident, $transport:ty, $wait:ident) => {
         mod $module {
+            use ipcbench_transport::WaitStrategy::$wait as WAIT;
             #[test]
             fn order_kept() {
-                super::run_case::<$transport>("order_kept");
+                super::run_case::<$transport>("order_kept", WAIT);
             }
             #[test]
             fn mixed_sizes() {
-                super::run_case::<$transport>("mixed_sizes");
+                super::run_case::<$transport>("mixed_sizes", WAIT);
             }
             #[test]
             fn empty_frames() {
-                super::run_case::<$transport>("empty_frames");
+                super::run_case::<$transport>("empty_frames", WAIT);
             }
             #[test]
             fn max_and_over_max() {
-                super::run_case::<$transport>("max_and_over_max");
+                super::run_case::<$transport>("max_and_over_max", WAIT);
             }
             #[test]
             fn truncated_keeps_frame() {
-                super::run_case::<$transport>("truncated_keeps_frame");
+                super::run_case::<$transport>("truncated_keeps_frame", WAIT);
             }
             #[test]
             fn peer_exit_is_disconnected() {
-                super::run_case::<$transport>("peer_exit_is_disconnected");
+                super::run_case::<$transport>("peer_exit_is_disconnected", WAIT);
             }
             #[test]
             fn try_on_empty_and_full() {
-                super::run_case::<$transport>("try_on_empty_and_full");
+                super::run_case::<$transport>("try_on_empty_and_full", WAIT);
             }
             #[test]
             fn garbage_length_is_corrupt() {
-                super::run_case::<$transport>("garbage_length_is_corrupt");
+                super::run_case::<$transport>("garbage_length_is_corrupt", WAIT);
             }
         }
     };
 }
 
-conformance!(pipe, ipcbench_transport::Pipe);
-conformance!(uds, ipcbench_transport::Uds);
-conformance!(tcp, ipcbench_transport::Tcp);
+// The wait strategy matters to shm only.
+conformance!(pipe, ipcbench_transport::Pipe, Spin);
+conformance!(uds, ipcbench_transport::Uds, Spin);
+conformance!(tcp, ipcbench_transport::Tcp, Spin);
+conformance!(shm_spin, ipcbench_transport::Shm, Spin);
+conformance!(shm_yield, ipcbench_transport::Shm, Yield);

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use ipcbench_transport::{
-    Endpoint, EndpointOptions, Pipe, Rx, Tcp, Transport, TryRecvError, TrySendError, Tx, Uds,
+    Endpoint, EndpointOptions, Pipe, Rx, Shm, Tcp, Transport, TryRecvError, TrySendError, Tx, Uds,
 };
 
 struct Counting;
@@ -86,7 +86,13 @@ fn round_trips(tx: &mut impl Tx, rx: &mut impl Rx, out: &[u8], back: &mut [u8], 
 
 fn no_allocation_per_message<T: Transport>() {
     let dir = tempfile::tempdir().unwrap();
-    let spec = Endpoint::prepare(T::KIND, dir.path(), &EndpointOptions::default()).unwrap();
+    let opts = EndpointOptions {
+        shm_capacity: 1 << 20,
+        max_frame: 1 << 18,
+        ..Default::default()
+    };
+    let spec = Endpoint::prepare(T::KIND, dir.path(), &opts).unwrap();
+    let _cleanup = Cleanup(spec.clone());
     let listener = T::listen(&spec).unwrap();
     let resolved = T::resolved(&listener);
     let echo = std::thread::spawn(move || {
@@ -133,6 +139,19 @@ fn uds_sends_and_receives_without_allocating() {
 #[test]
 fn tcp_sends_and_receives_without_allocating() {
     no_allocation_per_message::<Tcp>();
+}
+
+#[test]
+fn shm_sends_and_receives_without_allocating() {
+    no_allocation_per_message::<Shm>();
+}
+
+/// Removes the shm segment, also when the test fails.
+struct Cleanup(Endpoint);
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        self.0.cleanup();
+    }
 }
 
 #[test]

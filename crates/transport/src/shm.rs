@@ -1,0 +1,443 @@
+//! `shm`: two lock-free SPSC rings ([`ipcbench_ring`]) in one shared segment under
+//! /dev/shm, one per direction. The parent creates the segment (`O_EXCL`, mode 0600,
+//! a unique name) and initialises both rings; each role maps it, claims its producer and
+//! consumer sides with its pid, and waits for the peer to claim the others. A waiting
+//! half checks about every millisecond that the peer's pid is alive, so a peer that
+//! crashed (and never let go of its claim) is `Disconnected`, not a hang.
+//!
+//! Wait strategies: `spin` (busy-poll with a pause hint) and `yield` (`sched_yield`
+//! between polls). The send and receive paths make no system call while the ring has
+//! room or data: the liveness check runs only while waiting.
+#![allow(unsafe_code)]
+
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::ptr::NonNull;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ipcbench_ring::{
+    init, max_payload, region_len, Consumer, PopError, Producer, PushError, Region, LINE,
+};
+
+use crate::segment::Segment;
+use crate::{
+    Corruption, Endpoint, EndpointOptions, RecvError, RecvTimeoutError, SendError, SetupError,
+    Transport, TransportKind, TryRecvError, TrySendError, WaitStrategy,
+};
+
+/// Bytes one ring takes in the segment, rounded to whole 128-byte lines.
+fn ring_bytes(capacity: usize) -> usize {
+    region_len(capacity).div_ceil(LINE) * LINE
+}
+
+/// One ring's part of a shared segment.
+#[derive(Debug, Clone)]
+pub struct SegmentRegion {
+    segment: Arc<Segment>,
+    first_word: usize,
+    words: usize,
+}
+
+// SAFETY: word `i` is the segment's word `first_word + i` (bounds-checked by slice
+// indexing), byte offset `8 * i` of `raw()`; `write` and `read` copy through the same
+// mapping, which lives as long as the Arc'd segment, and is page-aligned (so the
+// 128-byte lines of the layout are real cache-line pairs: `first_word` is a multiple of 16).
+unsafe impl Region for SegmentRegion {
+    fn words(&self) -> usize {
+        self.words
+    }
+
+    fn word(&self, i: usize) -> &AtomicU64 {
+        assert!(i < self.words, "ring word {i} out of its region");
+        &self.segment.words()[self.first_word + i]
+    }
+
+    unsafe fn write(&self, at: usize, src: &[u8]) {
+        // SAFETY: the caller keeps `at + src.len()` within this region, which lies within
+        // the mapping; the ring protocol gives us these bytes alone, and another process
+        // writing them anyway can only make us copy garbage, not access out of bounds.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                src.as_ptr(),
+                self.segment.base().add(self.first_word * 8 + at),
+                src.len(),
+            )
+        }
+    }
+
+    unsafe fn read(&self, at: usize, dst: &mut [u8]) {
+        // SAFETY: as in `write`: in bounds of this region of the mapping.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                self.segment.base().add(self.first_word * 8 + at),
+                dst.as_mut_ptr(),
+                dst.len(),
+            )
+        }
+    }
+
+    fn raw(&self) -> Option<NonNull<u8>> {
+        // SAFETY: in bounds: `first_word` words fit the mapping.
+        NonNull::new(unsafe { self.segment.base().add(self.first_word * 8) })
+    }
+}
+
+/// Creates and initialises the segment for an `shm` endpoint (the parent's part).
+pub(crate) fn prepare(opts: &EndpointOptions) -> Result<Endpoint, SetupError> {
+    let capacity = opts.shm_capacity as usize;
+    if !capacity.is_power_of_two()
+        || !(ipcbench_ring::MIN_CAPACITY..=ipcbench_ring::MAX_CAPACITY).contains(&capacity)
+    {
+        return Err(SetupError::Invalid(format!(
+            "shm capacity {capacity} is not a power of two in 64..=2^31"
+        )));
+    }
+    if opts.max_frame as usize > max_payload(capacity) {
+        return Err(SetupError::Invalid(format!(
+            "max_frame {} does not fit an shm ring of {capacity} bytes (at most {})",
+            opts.max_frame,
+            max_payload(capacity)
+        )));
+    }
+    let dir = Path::new("/dev/shm");
+    let dir = if dir.is_dir() {
+        dir.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    };
+    static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path: PathBuf = dir.join(format!("ipcbench-{}-{n}-{nanos:08x}", std::process::id()));
+    let segment = Segment::create(&path, 2 * ring_bytes(capacity))?;
+    let segment = Arc::new(segment);
+    for ring in 0..2 {
+        let region = region_of(&segment, ring, capacity);
+        init(&region, capacity)
+            .map_err(|e| SetupError::Invalid(format!("initialising {}: {e}", path.display())))?;
+    }
+    // The roles map it by name; the parent removes it with `Endpoint::cleanup`.
+    match Arc::try_unwrap(segment) {
+        Ok(s) => s.persist(),
+        Err(_) => {
+            return Err(SetupError::Invalid(
+                "segment still shared after setup".into(),
+            ))
+        }
+    }
+    Ok(Endpoint::Shm {
+        path,
+        capacity: capacity as u32,
+        max_frame: opts.max_frame,
+        wait: opts.wait,
+    })
+}
+
+fn region_of(segment: &Arc<Segment>, ring: usize, capacity: usize) -> SegmentRegion {
+    SegmentRegion {
+        segment: segment.clone(),
+        first_word: ring * ring_bytes(capacity) / 8,
+        words: ring_bytes(capacity) / 8,
+    }
+}
+
+/// Whether the process holding a claim (its pid as token) still runs.
+fn alive(token: Option<u64>) -> bool {
+    match token {
+        None => false,
+        Some(0) => true,
+        Some(pid) => {
+            let Ok(pid) = i32::try_from(pid) else {
+                return false;
+            };
+            !matches!(
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+                Err(nix::errno::Errno::ESRCH)
+            )
+        }
+    }
+}
+
+/// Polls between attempts; says when to look at the clock and the peer.
+struct Waiter {
+    strategy: WaitStrategy,
+    polls: u32,
+}
+
+impl Waiter {
+    fn new(strategy: WaitStrategy) -> Waiter {
+        Waiter { strategy, polls: 0 }
+    }
+
+    /// One pause; `true` about every millisecond.
+    fn pause(&mut self) -> bool {
+        self.polls = self.polls.wrapping_add(1);
+        match self.strategy {
+            WaitStrategy::Spin => {
+                std::hint::spin_loop();
+                self.polls % (1 << 14) == 0
+            }
+            WaitStrategy::Yield => {
+                std::thread::yield_now();
+                self.polls % 256 == 0
+            }
+        }
+    }
+}
+
+/// The sending half of an `shm` endpoint.
+#[derive(Debug)]
+pub struct ShmTx {
+    producer: Producer<SegmentRegion>,
+    wait: WaitStrategy,
+    max_frame: usize,
+}
+
+/// The receiving half of an `shm` endpoint.
+#[derive(Debug)]
+pub struct ShmRx {
+    consumer: Consumer<SegmentRegion>,
+    wait: WaitStrategy,
+    max_frame: usize,
+}
+
+fn push_error(e: PushError) -> SendError {
+    match e {
+        PushError::Full => SendError::Io(nix::errno::Errno::EAGAIN),
+        PushError::TooLarge { len, max } => SendError::FrameTooLarge { len, max },
+        PushError::Disconnected => SendError::Disconnected,
+        PushError::Corrupt(c) => SendError::Corrupt(Corruption::Ring(c)),
+    }
+}
+
+fn pop_error(e: PopError) -> RecvError {
+    match e {
+        PopError::Empty => RecvError::Io(nix::errno::Errno::EAGAIN),
+        PopError::Truncated { needed } => RecvError::Truncated { needed },
+        PopError::Disconnected => RecvError::Disconnected,
+        PopError::Corrupt(c) => RecvError::Corrupt(Corruption::Ring(c)),
+    }
+}
+
+impl crate::Tx for ShmTx {
+    fn send(&mut self, frame: &[u8]) -> Result<(), SendError> {
+        if frame.len() > self.max_frame {
+            return Err(SendError::FrameTooLarge {
+                len: frame.len(),
+                max: self.max_frame,
+            });
+        }
+        let mut waiter = Waiter::new(self.wait);
+        loop {
+            match self.producer.try_push(frame) {
+                Ok(()) => return Ok(()),
+                Err(PushError::Full) => {
+                    if waiter.pause() && !alive(self.producer.consumer_token()) {
+                        return Err(SendError::Disconnected);
+                    }
+                }
+                Err(e) => return Err(push_error(e)),
+            }
+        }
+    }
+
+    fn try_send(&mut self, frame: &[u8]) -> Result<(), TrySendError> {
+        if frame.len() > self.max_frame {
+            return Err(SendError::FrameTooLarge {
+                len: frame.len(),
+                max: self.max_frame,
+            }
+            .into());
+        }
+        match self.producer.try_push(frame) {
+            Ok(()) => Ok(()),
+            Err(PushError::Full) if !alive(self.producer.consumer_token()) => {
+                Err(SendError::Disconnected.into())
+            }
+            Err(PushError::Full) => Err(TrySendError::Full),
+            Err(e) => Err(push_error(e).into()),
+        }
+    }
+
+    fn max_frame_len(&self) -> usize {
+        self.max_frame
+    }
+}
+
+impl ShmRx {
+    fn recv_until(
+        &mut self,
+        buf: &mut [u8],
+        deadline: Option<Instant>,
+        wait: bool,
+    ) -> Result<usize, RecvTimeoutError> {
+        let mut waiter = Waiter::new(self.wait);
+        loop {
+            match self.consumer.try_pop(buf) {
+                Ok(n) => return Ok(n),
+                Err(PopError::Empty) => {
+                    if !wait || waiter.pause() {
+                        if !alive(self.consumer.producer_token()) {
+                            // Whatever it published before dying is still ours to read.
+                            return match self.consumer.try_pop(buf) {
+                                Ok(n) => Ok(n),
+                                Err(PopError::Empty) => Err(RecvError::Disconnected.into()),
+                                Err(e) => Err(pop_error(e).into()),
+                            };
+                        }
+                        if !wait || deadline.is_some_and(|d| Instant::now() >= d) {
+                            return Err(RecvTimeoutError::Timeout);
+                        }
+                    }
+                }
+                Err(e) => return Err(pop_error(e).into()),
+            }
+        }
+    }
+}
+
+impl crate::Rx for ShmRx {
+    fn recv(&mut self, buf: &mut [u8]) -> Result<usize, RecvError> {
+        self.recv_until(buf, None, true).map_err(|e| match e {
+            RecvTimeoutError::Recv(e) => e,
+            RecvTimeoutError::Timeout => RecvError::Io(nix::errno::Errno::ETIMEDOUT),
+        })
+    }
+
+    fn try_recv(&mut self, buf: &mut [u8]) -> Result<usize, TryRecvError> {
+        self.recv_until(buf, None, false).map_err(|e| match e {
+            RecvTimeoutError::Recv(e) => TryRecvError::Recv(e),
+            RecvTimeoutError::Timeout => TryRecvError::Empty,
+        })
+    }
+
+    fn recv_timeout(
+        &mut self,
+        buf: &mut [u8],
+        timeout: Duration,
+    ) -> Result<usize, RecvTimeoutError> {
+        self.recv_until(buf, Some(Instant::now() + timeout), true)
+    }
+
+    fn max_frame_len(&self) -> usize {
+        self.max_frame
+    }
+}
+
+/// Transport over two shared-memory rings.
+#[derive(Debug, Clone, Copy)]
+pub struct Shm;
+
+/// A mapped segment with our sides claimed, waiting for the peer to claim its own.
+#[derive(Debug)]
+pub struct ShmListener {
+    endpoint: Endpoint,
+    tx: ShmTx,
+    rx: ShmRx,
+}
+
+fn attach(endpoint: &Endpoint, side_a: bool) -> Result<ShmListener, SetupError> {
+    let Endpoint::Shm {
+        path,
+        capacity,
+        max_frame,
+        wait,
+    } = endpoint
+    else {
+        return Err(SetupError::WrongKind {
+            expected: TransportKind::Shm,
+            found: endpoint.kind(),
+        });
+    };
+    let capacity = *capacity as usize;
+    if !capacity.is_power_of_two()
+        || capacity < ipcbench_ring::MIN_CAPACITY
+        || *max_frame as usize > max_payload(capacity)
+    {
+        return Err(SetupError::Invalid(format!(
+            "shm endpoint {}: capacity {capacity}, max_frame {max_frame}",
+            path.display()
+        )));
+    }
+    let segment = Arc::new(Segment::open(path, 2 * ring_bytes(capacity))?);
+    let token = NonZeroU32::new(std::process::id()).unwrap_or(NonZeroU32::MIN);
+    let (out_ring, in_ring) = if side_a { (0, 1) } else { (1, 0) };
+    let fail = |what: &str, e: ipcbench_ring::AttachError| SetupError::Handshake {
+        target: path.display().to_string(),
+        reason: format!("{what}: {e}"),
+    };
+    let producer = Producer::attach(region_of(&segment, out_ring, capacity), token)
+        .map_err(|e| fail("sending ring", e))?;
+    let consumer = Consumer::attach(region_of(&segment, in_ring, capacity), token)
+        .map_err(|e| fail("receiving ring", e))?;
+    let max_frame = *max_frame as usize;
+    Ok(ShmListener {
+        endpoint: endpoint.clone(),
+        tx: ShmTx {
+            producer,
+            wait: *wait,
+            max_frame,
+        },
+        rx: ShmRx {
+            consumer,
+            wait: *wait,
+            max_frame,
+        },
+    })
+}
+
+/// Waits until the peer has claimed its sides of both rings.
+fn meet(l: ShmListener, timeout: Duration) -> Result<(ShmTx, ShmRx), SetupError> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let (a, b) = (
+            l.tx.producer.consumer_token(),
+            l.rx.consumer.producer_token(),
+        );
+        match (a, b) {
+            (Some(a), Some(b)) if a != 0 && b != 0 => return Ok((l.tx, l.rx)),
+            (None, _) | (_, None) => {
+                return Err(SetupError::Handshake {
+                    target: l.endpoint.to_string(),
+                    reason: "the peer let go before setup finished".into(),
+                })
+            }
+            _ if Instant::now() >= deadline => {
+                return Err(SetupError::Timeout {
+                    what: "wait for the peer on",
+                    target: l.endpoint.to_string(),
+                    timeout_ms: timeout.as_millis(),
+                })
+            }
+            _ => std::thread::sleep(Duration::from_millis(1)),
+        }
+    }
+}
+
+impl Transport for Shm {
+    const KIND: TransportKind = TransportKind::Shm;
+    type Tx = ShmTx;
+    type Rx = ShmRx;
+    type Listener = ShmListener;
+
+    fn listen(endpoint: &Endpoint) -> Result<ShmListener, SetupError> {
+        attach(endpoint, true)
+    }
+
+    fn resolved(listener: &ShmListener) -> Endpoint {
+        listener.endpoint.clone()
+    }
+
+    fn accept(listener: ShmListener, timeout: Duration) -> Result<(ShmTx, ShmRx), SetupError> {
+        meet(listener, timeout)
+    }
+
+    fn connect(endpoint: &Endpoint, timeout: Duration) -> Result<(ShmTx, ShmRx), SetupError> {
+        meet(attach(endpoint, false)?, timeout)
+    }
+}

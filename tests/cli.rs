@@ -161,6 +161,14 @@ transport = "uds"
 msg_bytes = 64
 count = 100
 bare = true
+
+[[experiment]]
+name = "shm"
+workload = "latency"
+transport = "shm"
+wait = ["spin", "yield"]
+msg_bytes = 64
+count = 2000
 "#;
 
 #[test]
@@ -184,9 +192,15 @@ fn small_matrix_writes_every_result_file() {
         "{dir:?}"
     );
     let rows = rows(&dir);
-    assert_eq!(rows.len(), 6 + 3 + 1);
+    assert_eq!(rows.len(), 6 + 3 + 1 + 2);
     for r in &rows {
         assert_eq!(&r[8], "ok", "{r:?}");
+        let wait = if &r[2] == "shm" {
+            ["spin", "yield"].contains(&&r[3])
+        } else {
+            &r[3] == "kernel"
+        };
+        assert!(wait, "wait column: {r:?}");
         assert!(r[9].parse::<u64>().unwrap() > 0);
         assert!(
             r[20].parse::<f64>().unwrap() > 0.0,
@@ -309,7 +323,7 @@ fn validate_and_list_run_nothing() {
     let o = s.run(&["validate", "--config", cfg.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
     let text = String::from_utf8_lossy(&o.stdout);
-    assert!(text.contains("ok, 10 runs"), "{text}");
+    assert!(text.contains("ok, 12 runs"), "{text}");
     assert!(text.contains("000-lat-pipe-64B-r0"), "{text}");
     let o = s.run(&["list"]);
     let text = String::from_utf8_lossy(&o.stdout);

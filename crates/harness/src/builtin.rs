@@ -11,7 +11,7 @@ timeout_s = 120
 [[experiment]]
 name = "latency"
 workload = "latency"
-transport = ["pipe", "uds", "tcp"]
+transport = ["pipe", "uds", "tcp", "shm"]
 msg_bytes = [64, 4096, 65536]
 count = 5000
 warmup = 500
@@ -28,7 +28,7 @@ bare = true
 [[experiment]]
 name = "throughput"
 workload = "throughput"
-transport = ["pipe", "uds", "tcp"]
+transport = ["pipe", "uds", "tcp", "shm"]
 msg_bytes = [64, 4096, 65536]
 count = 50000
 warmup = 1000
@@ -70,4 +70,17 @@ warmup = 1000
         a = cores[0],
         b = cores[1]
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn built_in_configs_are_valid() {
+        let runs = crate::config::parse("default", DEFAULT_CONFIG, &[0, 1]).unwrap();
+        assert!(runs.iter().any(|r| r.transport == ipcbench_transport::TransportKind::Shm));
+        let runs = crate::config::parse("calibrate", &calibrate_config([0, 1]), &[0, 1]).unwrap();
+        assert!(runs.iter().all(|r| r.flag("bare")));
+    }
 }

@@ -80,6 +80,8 @@ pub enum ParamType {
     Bool,
     /// A string.
     Str,
+    /// A shared-memory wait strategy: spin or yield.
+    Wait,
     /// A transport name.
     Transport,
     /// A workload name.
@@ -97,6 +99,7 @@ impl ParamType {
             ParamType::Float { min } => format!("number >= {min}"),
             ParamType::Bool => "true or false".into(),
             ParamType::Str => "string".into(),
+            ParamType::Wait => "\"spin\" or \"yield\"".into(),
             ParamType::Transport => "transport name".into(),
             ParamType::Workload => "workload name".into(),
             ParamType::Cores => "list of core ids, one per role".into(),
@@ -205,6 +208,21 @@ pub const COMMON: &[ParamDef] = &[
         },
         Some("16777216"),
         "largest frame the transport accepts, bytes",
+    ),
+    p(
+        "wait",
+        ParamType::Wait,
+        Some("\"spin\""),
+        "how shm roles wait: spin (a core each) or yield; kernel transports block in the kernel",
+    ),
+    p(
+        "shm_capacity",
+        ParamType::Int {
+            min: 64,
+            max: 1 << 31,
+        },
+        Some("4194304"),
+        "bytes of each shm ring (a power of two; frames up to half of it)",
     ),
 ];
 

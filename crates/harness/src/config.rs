@@ -228,6 +228,12 @@ fn check_scalar(def: &ParamDef, v: &toml::Value) -> Result<Value, String> {
             def.ty.describe()
         )),
         (ParamType::Bool, toml::Value::Boolean(b)) => Ok(Value::Bool(*b)),
+        (ParamType::Wait, toml::Value::String(s)) => match s.as_str() {
+            "spin" | "yield" => Ok(Value::Str(s.clone())),
+            other => Err(format!(
+                "unknown wait strategy `{other}` (known: spin, yield)"
+            )),
+        },
         (ParamType::Str, toml::Value::String(s)) => {
             if s.is_empty()
                 || !s
@@ -531,6 +537,53 @@ pub fn parse(
                 );
             }
         }
+        let is_shm = |t: &Value| matches!(t, Value::Str(s) if s == "shm");
+        let shm_runs = axes
+            .get("transport")
+            .is_some_and(|(t, _)| t.iter().any(is_shm));
+        if shm_runs {
+            if let Some((caps, cap_line)) = axes.get("shm_capacity") {
+                for cap in caps {
+                    let Value::Int(cap) = cap else { continue };
+                    let cap = *cap as usize;
+                    if !cap.is_power_of_two() {
+                        errs.push(
+                            *cap_line,
+                            Some("shm_capacity"),
+                            format!("{cap} is not a power of two"),
+                        );
+                        continue;
+                    }
+                    if let Some((msgs, msg_line)) = axes.get("msg_bytes") {
+                        for m in msgs {
+                            if let Value::Int(m) = m {
+                                if *m as usize > ipcbench_transport::shm_max_frame(cap) {
+                                    errs.push(*msg_line, Some("msg_bytes"), format!(
+                                        "a {m}-byte message does not fit an shm ring of {cap} bytes (at most {}; raise shm_capacity)",
+                                        ipcbench_transport::shm_max_frame(cap)));
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            let spins = axes
+                .get("wait")
+                .is_some_and(|(w, _)| w.contains(&Value::Str("spin".into())));
+            if let (true, Some((cores, line))) = (spins, axes.get("cores")) {
+                for c in cores {
+                    let Value::Cores(c) = c else { continue };
+                    for (i, core) in c.iter().enumerate() {
+                        if c[..i].contains(core) {
+                            errs.push(*line, Some("cores"), format!(
+                                "wait = \"spin\" with cores {c:?} puts more than one spinning role on core {core}, \
+                                 and spinning roles starve each other: give each role its own core or use wait = \"yield\""));
+                            break;
+                        }
+                    }
+                }
+            }
+        }
         if !errs.list.is_empty() {
             continue;
         }
@@ -587,7 +640,17 @@ fn expand(
         }
         combos = next;
     }
-    for values in combos {
+    let mut seen = std::collections::BTreeSet::new();
+    for mut values in combos {
+        // The wait strategy is shm's; the kernel transports block in the kernel, and a
+        // wait sweep must not run them twice.
+        if !matches!(values.get("transport"), Some(Value::Str(t)) if t == "shm") {
+            values.insert("wait".into(), Value::Str("kernel".into()));
+            values.remove("shm_capacity");
+        }
+        if !seen.insert(format!("{values:?}")) {
+            continue;
+        }
         // Run ids name every key that this experiment sweeps, plus the transport.
         let mut id = vec![name.to_string()];
         for key in &keys {
@@ -747,6 +810,51 @@ mod tests {
                 .any(|m| m
                     == "t.toml:1: key `msg_bytes`: missing required key for workload `latency`"),
             "{e:?}"
+        );
+    }
+
+    #[test]
+    fn shm_waits_sweep_and_spinning_roles_need_their_own_cores() {
+        let base = "[[experiment]]\nname = \"a\"\nworkload = \"latency\"\nmsg_bytes = 64\n";
+        let runs = parse(
+            "t.toml",
+            &format!("{base}transport = [\"uds\", \"shm\"]\nwait = [\"spin\", \"yield\"]\n"),
+            CORES,
+        )
+        .unwrap();
+        let waits: Vec<String> = runs
+            .iter()
+            .map(|r| format!("{}/{}", r.transport, r.values["wait"]))
+            .collect();
+        assert_eq!(
+            waits,
+            ["uds/kernel", "shm/spin", "shm/yield"],
+            "a wait sweep does not run uds twice"
+        );
+        let e = errors(&format!("{base}transport = \"shm\"\ncores = [0, 0]\n"));
+        assert!(e.iter().any(|m| m.starts_with("t.toml:6: key `cores`: wait = \"spin\" with cores [0, 0] puts more than one spinning role")), "{e:?}");
+        assert!(parse(
+            "t.toml",
+            &format!("{base}transport = \"shm\"\ncores = [0, 0]\nwait = \"yield\"\n"),
+            CORES
+        )
+        .is_ok());
+        let e = errors(&format!("{base}transport = \"shm\"\nshm_capacity = 1000\n"));
+        assert_eq!(
+            e,
+            vec!["t.toml:6: key `shm_capacity`: 1000 is not a power of two"]
+        );
+        let e = errors("[[experiment]]\nname = \"a\"\nworkload = \"latency\"\nmsg_bytes = 4096\ntransport = \"shm\"\nshm_capacity = 4096\n");
+        assert!(
+            e.iter().any(|m| m.starts_with(
+                "t.toml:4: key `msg_bytes`: a 4096-byte message does not fit an shm ring"
+            )),
+            "{e:?}"
+        );
+        let e = errors(&format!("{base}transport = \"shm\"\nwait = \"block\"\n"));
+        assert_eq!(
+            e,
+            vec!["t.toml:6: key `wait`: unknown wait strategy `block` (known: spin, yield)"]
         );
     }
 

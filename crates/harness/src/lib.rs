@@ -21,7 +21,7 @@ use std::time::Duration;
 use anyhow::{anyhow, Context};
 use clap::{Parser, Subcommand};
 use ipcbench_transport::segment::Segment;
-use ipcbench_transport::{Endpoint, EndpointOptions, TransportKind};
+use ipcbench_transport::{Endpoint, EndpointOptions, TransportKind, WaitStrategy};
 use ipcbench_workloads::latency::LatencyParams;
 use ipcbench_workloads::throughput::ThroughputParams;
 
@@ -260,7 +260,19 @@ fn list_text() -> String {
     for t in TransportKind::ALL {
         let _ = writeln!(s, "  {:<10} {}", t.name(), t.describe());
     }
-    let _ = writeln!(s, "\nWait strategies:\n  kernel     pipe, uds and tcp block in the kernel (the `wait` column says `kernel`)");
+    let _ = writeln!(s, "\nWait strategies (key `wait`, column `wait`):");
+    let _ = writeln!(
+        s,
+        "  spin       shm: busy-poll with a pause hint; each spinning role needs a core of its own"
+    );
+    let _ = writeln!(
+        s,
+        "  yield      shm: poll with sched_yield; roles may share a core"
+    );
+    let _ = writeln!(
+        s,
+        "  kernel     pipe, uds and tcp block in the kernel (set for them whatever `wait` says)"
+    );
     let _ = writeln!(s, "\nKeys of every experiment:");
     for d in COMMON {
         let _ = writeln!(s, "{}", d.list_line());
@@ -288,12 +300,24 @@ fn print_stdout(text: &str) {
     let _ = out.write_all(text.as_bytes()).and_then(|_| out.flush());
 }
 
-/// Builds the plan of one run: its roles, their cores and tasks, and its endpoint.
-fn plan_run(spec: &RunSpec, dir: &Path) -> anyhow::Result<RunPlan> {
-    let opts = EndpointOptions {
+/// Builds the plan of one run: its roles, their cores and tasks, and its endpoint (which
+/// comes back too, for [`Endpoint::cleanup`]).
+fn plan_run(spec: &RunSpec, dir: &Path) -> anyhow::Result<(RunPlan, Endpoint)> {
+    let mut opts = EndpointOptions {
         max_frame: spec.int("max_frame") as u32,
         ..Default::default()
     };
+    if spec.transport == TransportKind::Shm {
+        let capacity = spec.int("shm_capacity") as usize;
+        opts.shm_capacity = capacity as u32;
+        opts.max_frame = opts
+            .max_frame
+            .min(ipcbench_transport::shm_max_frame(capacity) as u32);
+        opts.wait = match spec.values.get("wait") {
+            Some(config::Value::Str(w)) if w == "yield" => WaitStrategy::Yield,
+            _ => WaitStrategy::Spin,
+        };
+    }
     let endpoint = Endpoint::prepare(spec.transport, dir, &opts)?;
     let msg_bytes = spec.msg_bytes().unwrap_or(0);
     let (count, warmup, bare) = (
@@ -327,7 +351,7 @@ fn plan_run(spec: &RunSpec, dir: &Path) -> anyhow::Result<RunPlan> {
             bare,
         },
     };
-    Ok(RunPlan {
+    let plan = RunPlan {
         run_id: spec.run_id.clone(),
         roles: roles
             .iter()
@@ -341,7 +365,8 @@ fn plan_run(spec: &RunSpec, dir: &Path) -> anyhow::Result<RunPlan> {
         setup_timeout: SETUP_TIMEOUT.min(spec.timeout.max(Duration::from_secs(5))),
         timeout: spec.timeout,
         dir: dir.to_path_buf(),
-    })
+    };
+    Ok((plan, endpoint))
 }
 
 fn run_dir() -> anyhow::Result<tempfile::TempDir> {
@@ -479,7 +504,12 @@ fn run_matrix(
         bar.set_message(spec.run_id.clone());
         let dir = run_dir()?;
         let outcome = match plan_run(spec, dir.path()) {
-            Ok(plan) => runner::execute(&exe, &plan, &interrupted),
+            Ok((plan, endpoint)) => {
+                let outcome = runner::execute(&exe, &plan, &interrupted);
+                // Every role is gone now: remove the shm segment, if there is one.
+                endpoint.cleanup();
+                outcome
+            }
             Err(e) => runner::RunOutcome {
                 status: Status::Failed(format!("setup: {e:#}")),
                 reports: vec![],

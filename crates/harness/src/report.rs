@@ -228,7 +228,10 @@ impl Summary {
             spec.run_id.clone(),
             spec.workload.name().to_string(),
             spec.transport.name().to_string(),
-            "kernel".to_string(),
+            spec.values
+                .get("wait")
+                .map(|w| w.to_string())
+                .unwrap_or_else(|| "kernel".into()),
             spec.msg_bytes().map(|m| m.to_string()).unwrap_or_default(),
             spec.params_string(),
             spec.cores

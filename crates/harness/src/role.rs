@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context};
 use ipcbench_transport::segment::Segment;
 use ipcbench_transport::{
-    baseline, Endpoint, Pipe, StreamRx, StreamTx, Tcp, Transport, TransportKind, Uds,
+    baseline, Endpoint, Pipe, Shm, StreamRx, StreamTx, Tcp, Transport, TransportKind, Uds,
 };
 use ipcbench_workloads::{latency, new_histogram, throughput, Measurement};
 
@@ -84,14 +84,16 @@ fn run(job: &RoleJob, stdin: &mut impl BufRead) -> anyhow::Result<RoleReport> {
             let m = floor(&seg, *ping, *iterations, *same_core)?;
             RoleReport::from_measurement(&m)
         }
-        RoleTask::Latency { endpoint, .. } | RoleTask::Throughput { endpoint, .. } => {
-            match endpoint.kind() {
-                TransportKind::Pipe => transport_role::<Pipe>(job, endpoint, setup, stdin),
-                TransportKind::Uds => transport_role::<Uds>(job, endpoint, setup, stdin),
-                TransportKind::Tcp => transport_role::<Tcp>(job, endpoint, setup, stdin),
-                // Config validation does not offer shm yet (its harness wiring is issue 3's
-                // next step), so only a hand-made job gets here.
-                TransportKind::Shm => bail!("the harness does not run shm yet"),
+        RoleTask::Latency { endpoint, bare, .. } | RoleTask::Throughput { endpoint, bare, .. } => {
+            match (endpoint.kind(), *bare) {
+                (TransportKind::Pipe, false) => framed_role::<Pipe>(job, endpoint, setup, stdin),
+                (TransportKind::Uds, false) => framed_role::<Uds>(job, endpoint, setup, stdin),
+                (TransportKind::Tcp, false) => framed_role::<Tcp>(job, endpoint, setup, stdin),
+                (TransportKind::Shm, false) => framed_role::<Shm>(job, endpoint, setup, stdin),
+                (TransportKind::Pipe, true) => bare_role::<Pipe>(job, endpoint, setup, stdin),
+                (TransportKind::Uds, true) => bare_role::<Uds>(job, endpoint, setup, stdin),
+                (TransportKind::Tcp, true) => bare_role::<Tcp>(job, endpoint, setup, stdin),
+                (TransportKind::Shm, true) => bail!("shm has no bare baseline"),
             }
         }
     }
@@ -116,7 +118,49 @@ fn connect<T: Transport>(
     Ok(halves)
 }
 
-fn transport_role<T>(
+/// A framed workload role over any transport.
+fn framed_role<T: Transport>(
+    job: &RoleJob,
+    endpoint: &Endpoint,
+    setup: Duration,
+    stdin: &mut impl BufRead,
+) -> anyhow::Result<RoleReport> {
+    let m = match &job.task {
+        RoleTask::Latency {
+            listen,
+            client,
+            params,
+            ..
+        } => {
+            let (mut tx, mut rx) = connect::<T>(endpoint, *listen, setup)?;
+            wait_for_go(stdin)?;
+            if *client {
+                latency::client(&mut tx, &mut rx, params)?
+            } else {
+                latency::echo(&mut tx, &mut rx, params)?
+            }
+        }
+        RoleTask::Throughput {
+            listen,
+            sender,
+            params,
+            ..
+        } => {
+            let (mut tx, mut rx) = connect::<T>(endpoint, *listen, setup)?;
+            wait_for_go(stdin)?;
+            if *sender {
+                throughput::sender(&mut tx, &mut rx, params)?
+            } else {
+                throughput::receiver(&mut tx, &mut rx, params)?
+            }
+        }
+        RoleTask::Floor { .. } => bail!("not a transport task"),
+    };
+    RoleReport::from_measurement(&m)
+}
+
+/// A bare-baseline role: the stream transports' system calls with nothing of ours.
+fn bare_role<T>(
     job: &RoleJob,
     endpoint: &Endpoint,
     setup: Duration,
@@ -130,31 +174,21 @@ where
             listen,
             client,
             params,
-            bare,
             ..
         } => {
-            let (mut tx, mut rx) = connect::<T>(endpoint, *listen, setup)?;
+            let (tx, rx) = connect::<T>(endpoint, *listen, setup)?;
             wait_for_go(stdin)?;
-            match (*bare, *client) {
-                (false, true) => latency::client(&mut tx, &mut rx, params)?,
-                (false, false) => latency::echo(&mut tx, &mut rx, params)?,
-                (true, client) => bare_latency(&tx, &rx, params, client)?,
-            }
+            bare_latency(&tx, &rx, params, *client)?
         }
         RoleTask::Throughput {
             listen,
             sender,
             params,
-            bare,
             ..
         } => {
-            let (mut tx, mut rx) = connect::<T>(endpoint, *listen, setup)?;
+            let (tx, rx) = connect::<T>(endpoint, *listen, setup)?;
             wait_for_go(stdin)?;
-            match (*bare, *sender) {
-                (false, true) => throughput::sender(&mut tx, &mut rx, params)?,
-                (false, false) => throughput::receiver(&mut tx, &mut rx, params)?,
-                (true, sender) => bare_throughput(&tx, &rx, params, sender)?,
-            }
+            bare_throughput(&tx, &rx, params, *sender)?
         }
         RoleTask::Floor { .. } => bail!("not a transport task"),
     };

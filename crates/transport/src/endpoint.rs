@@ -23,15 +23,18 @@ pub enum TransportKind {
     Uds,
     /// TCP, loopback by default.
     Tcp,
-    /// Two SPSC rings in one shared segment. Not in [`TransportKind::ALL`] yet: the
-    /// harness does not run it (pending: the blocking wait, harness wiring).
+    /// Two SPSC rings in one shared segment.
     Shm,
 }
 
 impl TransportKind {
     /// Every kind, in the order `harness list` shows them.
-    pub const ALL: [TransportKind; 3] =
-        [TransportKind::Pipe, TransportKind::Uds, TransportKind::Tcp];
+    pub const ALL: [TransportKind; 4] = [
+        TransportKind::Pipe,
+        TransportKind::Uds,
+        TransportKind::Tcp,
+        TransportKind::Shm,
+    ];
 
     /// The name used in configs and CSV files.
     pub fn name(self) -> &'static str {

@@ -45,7 +45,7 @@ pub use endpoint::{Endpoint, EndpointOptions, TransportKind, WaitStrategy, DEFAU
 pub use error::{
     Corruption, RecvError, RecvTimeoutError, SendError, SetupError, TryRecvError, TrySendError,
 };
-pub use shm::{SegmentRegion, Shm, ShmListener, ShmRx, ShmTx};
+pub use shm::{shm_max_frame, SegmentRegion, Shm, ShmListener, ShmRx, ShmTx};
 pub use stream::{Pipe, StreamRx, StreamTx, Tcp, Uds};
 
 /// The sending half of a transport.

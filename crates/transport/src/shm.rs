@@ -27,6 +27,11 @@ use crate::{
     Transport, TransportKind, TryRecvError, TrySendError, WaitStrategy,
 };
 
+/// The longest frame an `shm` ring of `capacity` bytes carries.
+pub fn shm_max_frame(capacity: usize) -> usize {
+    max_payload(capacity)
+}
+
 /// Bytes one ring takes in the segment, rounded to whole 128-byte lines.
 fn ring_bytes(capacity: usize) -> usize {
     region_len(capacity).div_ceil(LINE) * LINE

@@ -79,7 +79,9 @@ mod tests {
     #[test]
     fn built_in_configs_are_valid() {
         let runs = crate::config::parse("default", DEFAULT_CONFIG, &[0, 1]).unwrap();
-        assert!(runs.iter().any(|r| r.transport == ipcbench_transport::TransportKind::Shm));
+        assert!(runs
+            .iter()
+            .any(|r| r.transport == ipcbench_transport::TransportKind::Shm));
         let runs = crate::config::parse("calibrate", &calibrate_config([0, 1]), &[0, 1]).unwrap();
         assert!(runs.iter().all(|r| r.flag("bare")));
     }

@@ -118,6 +118,23 @@ fn connect<T: Transport>(
     Ok(halves)
 }
 
+/// Connects a workload role, waits for the start barrier, then runs `work` on the halves.
+fn connected<T: Transport>(
+    job: &RoleJob,
+    endpoint: &Endpoint,
+    setup: Duration,
+    stdin: &mut impl BufRead,
+    work: impl FnOnce(&mut T::Tx, &mut T::Rx) -> anyhow::Result<Measurement>,
+) -> anyhow::Result<RoleReport> {
+    let listen = match &job.task {
+        RoleTask::Latency { listen, .. } | RoleTask::Throughput { listen, .. } => *listen,
+        RoleTask::Floor { .. } => bail!("not a transport task"),
+    };
+    let (mut tx, mut rx) = connect::<T>(endpoint, listen, setup)?;
+    wait_for_go(stdin)?;
+    RoleReport::from_measurement(&work(&mut tx, &mut rx)?)
+}
+
 /// A framed workload role over any transport.
 fn framed_role<T: Transport>(
     job: &RoleJob,
@@ -125,38 +142,23 @@ fn framed_role<T: Transport>(
     setup: Duration,
     stdin: &mut impl BufRead,
 ) -> anyhow::Result<RoleReport> {
-    let m = match &job.task {
-        RoleTask::Latency {
-            listen,
-            client,
-            params,
-            ..
-        } => {
-            let (mut tx, mut rx) = connect::<T>(endpoint, *listen, setup)?;
-            wait_for_go(stdin)?;
-            if *client {
-                latency::client(&mut tx, &mut rx, params)?
-            } else {
-                latency::echo(&mut tx, &mut rx, params)?
-            }
-        }
-        RoleTask::Throughput {
-            listen,
-            sender,
-            params,
-            ..
-        } => {
-            let (mut tx, mut rx) = connect::<T>(endpoint, *listen, setup)?;
-            wait_for_go(stdin)?;
-            if *sender {
-                throughput::sender(&mut tx, &mut rx, params)?
-            } else {
-                throughput::receiver(&mut tx, &mut rx, params)?
-            }
-        }
-        RoleTask::Floor { .. } => bail!("not a transport task"),
-    };
-    RoleReport::from_measurement(&m)
+    connected::<T>(job, endpoint, setup, stdin, |tx, rx| {
+        Ok(match &job.task {
+            RoleTask::Latency {
+                client: true,
+                params,
+                ..
+            } => latency::client(tx, rx, params)?,
+            RoleTask::Latency { params, .. } => latency::echo(tx, rx, params)?,
+            RoleTask::Throughput {
+                sender: true,
+                params,
+                ..
+            } => throughput::sender(tx, rx, params)?,
+            RoleTask::Throughput { params, .. } => throughput::receiver(tx, rx, params)?,
+            RoleTask::Floor { .. } => bail!("not a transport task"),
+        })
+    })
 }
 
 /// A bare-baseline role: the stream transports' system calls with nothing of ours.
@@ -169,30 +171,11 @@ fn bare_role<T>(
 where
     T: Transport<Tx = StreamTx, Rx = StreamRx>,
 {
-    let m = match &job.task {
-        RoleTask::Latency {
-            listen,
-            client,
-            params,
-            ..
-        } => {
-            let (tx, rx) = connect::<T>(endpoint, *listen, setup)?;
-            wait_for_go(stdin)?;
-            bare_latency(&tx, &rx, params, *client)?
-        }
-        RoleTask::Throughput {
-            listen,
-            sender,
-            params,
-            ..
-        } => {
-            let (tx, rx) = connect::<T>(endpoint, *listen, setup)?;
-            wait_for_go(stdin)?;
-            bare_throughput(&tx, &rx, params, *sender)?
-        }
+    connected::<T>(job, endpoint, setup, stdin, |tx, rx| match &job.task {
+        RoleTask::Latency { client, params, .. } => bare_latency(tx, rx, params, *client),
+        RoleTask::Throughput { sender, params, .. } => bare_throughput(tx, rx, params, *sender),
         RoleTask::Floor { .. } => bail!("not a transport task"),
-    };
-    RoleReport::from_measurement(&m)
+    })
 }
 
 fn bare_latency(

@@ -2,7 +2,7 @@
 //! message sizes, timed with `iter_custom` against a peer *process* pinned to another
 //! core (this bench binary run again with `IPCBENCH_BENCH_PEER` set), plus the bare
 //! system-call round trip at 64 B that the framed transports are compared with.
-//! Placement: this process on core 0, the peer on core 1.
+//! Placement: this process on core 0, the peer on core 1; shm waits by spinning.
 //! Correctness is checked once before timing. Figures are machine-specific.
 
 // Bench code: a failed unwrap aborts the bench with its message.
@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
 use ipcbench::transport::{
-    baseline, Endpoint, EndpointOptions, Pipe, RecvError, Rx, StreamRx, StreamTx, Tcp, Transport,
-    TransportKind, Tx, Uds,
+    baseline, Endpoint, EndpointOptions, Pipe, RecvError, Rx, Shm, StreamRx, StreamTx, Tcp,
+    Transport, TransportKind, Tx, Uds,
 };
 
 const PEER: &str = "IPCBENCH_BENCH_PEER";
@@ -36,10 +36,7 @@ fn pin(core: usize) {
 
 // ---- the peer process -------------------------------------------------------------------
 
-fn peer<T: Transport<Tx = StreamTx, Rx = StreamRx>>(
-    mode: &str,
-    endpoint: &Endpoint,
-) -> Result<(), String> {
+fn peer<T: Transport>(mode: &str, endpoint: &Endpoint) -> Result<(), String> {
     let (mut tx, mut rx) = T::connect(endpoint, SETUP).map_err(|e| e.to_string())?;
     let mut buf = vec![0u8; 1 << 20];
     let gone = |e: RecvError| {
@@ -71,21 +68,26 @@ fn peer<T: Transport<Tx = StreamTx, Rx = StreamRx>>(
                 }
             }
         }
-        "bare-echo" => {
-            let size: usize = std::env::var(SIZE)
-                .map_err(|e| e.to_string())?
-                .parse()
-                .map_err(|_| "bad size")?;
-            let mut msg = vec![0u8; size];
-            loop {
-                match baseline::echo(&tx, &rx, &mut msg, 1) {
-                    Ok(()) => {}
-                    Err(baseline::BaselineError::Recv(e)) => return gone(e),
-                    Err(e) => return Err(e.to_string()),
-                }
-            }
-        }
         other => Err(format!("unknown peer mode {other}")),
+    }
+}
+
+/// The bare echo: the stream transports' system calls, nothing of ours.
+fn bare_peer<T: Transport<Tx = StreamTx, Rx = StreamRx>>(
+    endpoint: &Endpoint,
+) -> Result<(), String> {
+    let (tx, rx) = T::connect(endpoint, SETUP).map_err(|e| e.to_string())?;
+    let size: usize = std::env::var(SIZE)
+        .map_err(|e| e.to_string())?
+        .parse()
+        .map_err(|_| "bad size")?;
+    let mut msg = vec![0u8; size];
+    loop {
+        match baseline::echo(&tx, &rx, &mut msg, 1) {
+            Ok(()) => {}
+            Err(baseline::BaselineError::Recv(RecvError::Disconnected)) => return Ok(()),
+            Err(e) => return Err(e.to_string()),
+        }
     }
 }
 
@@ -94,11 +96,15 @@ fn run_peer(mode: &str) -> Result<(), String> {
     let endpoint: Endpoint =
         serde_json::from_str(&std::env::var(ENDPOINT).map_err(|e| e.to_string())?)
             .map_err(|e| e.to_string())?;
-    match endpoint.kind() {
-        TransportKind::Pipe => peer::<Pipe>(mode, &endpoint),
-        TransportKind::Uds => peer::<Uds>(mode, &endpoint),
-        TransportKind::Tcp => peer::<Tcp>(mode, &endpoint),
-        TransportKind::Shm => Err("the benches do not run shm yet".into()),
+    match (endpoint.kind(), mode == "bare-echo") {
+        (TransportKind::Pipe, false) => peer::<Pipe>(mode, &endpoint),
+        (TransportKind::Uds, false) => peer::<Uds>(mode, &endpoint),
+        (TransportKind::Tcp, false) => peer::<Tcp>(mode, &endpoint),
+        (TransportKind::Shm, false) => peer::<Shm>(mode, &endpoint),
+        (TransportKind::Pipe, true) => bare_peer::<Pipe>(&endpoint),
+        (TransportKind::Uds, true) => bare_peer::<Uds>(&endpoint),
+        (TransportKind::Tcp, true) => bare_peer::<Tcp>(&endpoint),
+        (TransportKind::Shm, true) => Err("shm has no bare baseline".into()),
     }
 }
 
@@ -108,13 +114,20 @@ struct Peer<T: Transport> {
     tx: T::Tx,
     rx: T::Rx,
     child: Child,
+    endpoint: Endpoint,
     _dir: tempfile::TempDir,
 }
 
 impl<T: Transport> Peer<T> {
     fn start(mode: &str, size: usize) -> Peer<T> {
         let dir = tempfile::tempdir().unwrap();
-        let spec = Endpoint::prepare(T::KIND, dir.path(), &EndpointOptions::default()).unwrap();
+        // Frames up to 1 MiB; shm rings of 4 MiB (the kernel transports ignore it).
+        let opts = EndpointOptions {
+            max_frame: 1 << 20,
+            shm_capacity: 4 << 20,
+            ..Default::default()
+        };
+        let spec = Endpoint::prepare(T::KIND, dir.path(), &opts).unwrap();
         let listener = T::listen(&spec).unwrap();
         let child = Command::new(std::env::current_exe().unwrap())
             .env(PEER, mode)
@@ -131,6 +144,7 @@ impl<T: Transport> Peer<T> {
             tx,
             rx,
             child,
+            endpoint: spec,
             _dir: dir,
         }
     }
@@ -140,6 +154,7 @@ impl<T: Transport> Peer<T> {
             tx,
             rx,
             mut child,
+            endpoint,
             _dir,
         } = self;
         drop((tx, rx));
@@ -152,6 +167,7 @@ impl<T: Transport> Peer<T> {
             std::thread::sleep(Duration::from_millis(5));
         }
         assert!(child.wait().unwrap().success(), "bench peer failed");
+        endpoint.cleanup();
     }
 }
 
@@ -250,5 +266,6 @@ fn main() {
     bench_transport::<Pipe>(&mut c);
     bench_transport::<Uds>(&mut c);
     bench_transport::<Tcp>(&mut c);
+    bench_transport::<Shm>(&mut c);
     c.final_summary();
 }

@@ -166,7 +166,7 @@ bare = true
 name = "shm"
 workload = "latency"
 transport = "shm"
-wait = ["spin", "yield"]
+wait = ["spin", "yield", "block"]
 msg_bytes = 64
 count = 2000
 "#;
@@ -192,11 +192,11 @@ fn small_matrix_writes_every_result_file() {
         "{dir:?}"
     );
     let rows = rows(&dir);
-    assert_eq!(rows.len(), 6 + 3 + 1 + 2);
+    assert_eq!(rows.len(), 6 + 3 + 1 + 3);
     for r in &rows {
         assert_eq!(&r[8], "ok", "{r:?}");
         let wait = if &r[2] == "shm" {
-            ["spin", "yield"].contains(&&r[3])
+            ["spin", "yield", "block"].contains(&&r[3])
         } else {
             &r[3] == "kernel"
         };
@@ -323,7 +323,7 @@ fn validate_and_list_run_nothing() {
     let o = s.run(&["validate", "--config", cfg.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
     let text = String::from_utf8_lossy(&o.stdout);
-    assert!(text.contains("ok, 12 runs"), "{text}");
+    assert!(text.contains("ok, 13 runs"), "{text}");
     assert!(text.contains("000-lat-pipe-64B-r0"), "{text}");
     let o = s.run(&["list"]);
     let text = String::from_utf8_lossy(&o.stdout);

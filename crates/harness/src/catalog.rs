@@ -99,7 +99,7 @@ impl ParamType {
             ParamType::Float { min } => format!("number >= {min}"),
             ParamType::Bool => "true or false".into(),
             ParamType::Str => "string".into(),
-            ParamType::Wait => "\"spin\" or \"yield\"".into(),
+            ParamType::Wait => "\"spin\", \"yield\" or \"block\"".into(),
             ParamType::Transport => "transport name".into(),
             ParamType::Workload => "workload name".into(),
             ParamType::Cores => "list of core ids, one per role".into(),
@@ -213,7 +213,7 @@ pub const COMMON: &[ParamDef] = &[
         "wait",
         ParamType::Wait,
         Some("\"spin\""),
-        "how shm roles wait: spin (a core each) or yield; kernel transports block in the kernel",
+        "how shm roles wait: spin (a core each), yield, or block (spin spin_us, then sleep on a futex)",
     ),
     p(
         "shm_capacity",
@@ -223,6 +223,15 @@ pub const COMMON: &[ParamDef] = &[
         },
         Some("4194304"),
         "bytes of each shm ring (a power of two; frames up to half of it)",
+    ),
+    p(
+        "spin_us",
+        ParamType::Int {
+            min: 0,
+            max: 1_000_000,
+        },
+        Some("50"),
+        "with wait = \"block\": microseconds to spin before sleeping",
     ),
 ];
 

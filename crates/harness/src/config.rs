@@ -229,9 +229,9 @@ fn check_scalar(def: &ParamDef, v: &toml::Value) -> Result<Value, String> {
         )),
         (ParamType::Bool, toml::Value::Boolean(b)) => Ok(Value::Bool(*b)),
         (ParamType::Wait, toml::Value::String(s)) => match s.as_str() {
-            "spin" | "yield" => Ok(Value::Str(s.clone())),
+            "spin" | "yield" | "block" => Ok(Value::Str(s.clone())),
             other => Err(format!(
-                "unknown wait strategy `{other}` (known: spin, yield)"
+                "unknown wait strategy `{other}` (known: spin, yield, block)"
             )),
         },
         (ParamType::Str, toml::Value::String(s)) => {
@@ -647,6 +647,7 @@ fn expand(
         if !matches!(values.get("transport"), Some(Value::Str(t)) if t == "shm") {
             values.insert("wait".into(), Value::Str("kernel".into()));
             values.remove("shm_capacity");
+            values.remove("spin_us");
         }
         if !seen.insert(format!("{values:?}")) {
             continue;
@@ -851,10 +852,16 @@ mod tests {
             )),
             "{e:?}"
         );
-        let e = errors(&format!("{base}transport = \"shm\"\nwait = \"block\"\n"));
+        assert!(parse(
+            "t.toml",
+            &format!("{base}transport = \"shm\"\ncores = [0, 0]\nwait = \"block\"\n"),
+            CORES
+        )
+        .is_ok());
+        let e = errors(&format!("{base}transport = \"shm\"\nwait = \"sleep\"\n"));
         assert_eq!(
             e,
-            vec!["t.toml:6: key `wait`: unknown wait strategy `block` (known: spin, yield)"]
+            vec!["t.toml:6: key `wait`: unknown wait strategy `sleep` (known: spin, yield, block)"]
         );
     }
 

@@ -271,6 +271,10 @@ fn list_text() -> String {
     );
     let _ = writeln!(
         s,
+        "  block      shm: spin `spin_us`, then sleep on a futex; woken only when flagged"
+    );
+    let _ = writeln!(
+        s,
         "  kernel     pipe, uds and tcp block in the kernel (set for them whatever `wait` says)"
     );
     let _ = writeln!(s, "\nKeys of every experiment:");
@@ -315,8 +319,10 @@ fn plan_run(spec: &RunSpec, dir: &Path) -> anyhow::Result<(RunPlan, Endpoint)> {
             .min(ipcbench_transport::shm_max_frame(capacity) as u32);
         opts.wait = match spec.values.get("wait") {
             Some(config::Value::Str(w)) if w == "yield" => WaitStrategy::Yield,
+            Some(config::Value::Str(w)) if w == "block" => WaitStrategy::Block,
             _ => WaitStrategy::Spin,
         };
+        opts.spin_us = spec.int("spin_us") as u32;
     }
     let endpoint = Endpoint::prepare(spec.transport, dir, &opts)?;
     let msg_bytes = spec.msg_bytes().unwrap_or(0);

@@ -91,6 +91,10 @@ const W_VERSION: usize = 1;
 const W_CAPACITY: usize = 2;
 const W_PRODUCER: usize = 3;
 const W_CONSUMER: usize = 4;
+/// Set by a consumer about to sleep until the tail moves (the blocking wait).
+const W_CONSUMER_WAITING: usize = 5;
+/// Set by a producer about to sleep until the head moves.
+const W_PRODUCER_WAITING: usize = 6;
 const W_HEAD: usize = LINE / 8;
 const W_TAIL: usize = 2 * LINE / 8;
 const HEADER: usize = 8;
@@ -101,7 +105,7 @@ const CLOSED: u64 = u64::MAX;
 // The layout the docs promise, checked at compile time.
 const _: () = assert!(W_HEAD * 8 == LINE && W_TAIL * 8 == 2 * LINE && DATA_OFFSET == 3 * LINE);
 const _: () = assert!(
-    W_CONSUMER * 8 + 8 <= LINE,
+    W_PRODUCER_WAITING * 8 + 8 <= LINE,
     "header fields fit the first line"
 );
 const _: () = assert!(MIN_CAPACITY.is_power_of_two() && MAX_CAPACITY.is_power_of_two());
@@ -458,6 +462,23 @@ impl<R: Region> Producer<R> {
         self.shared.region.word(W_HEAD)
     }
 
+    /// The word this producer publishes its position in: the consumer sleeps on it.
+    pub fn tail_word(&self) -> &sync::AtomicU64 {
+        self.shared.region.word(W_TAIL)
+    }
+
+    /// The flag this producer raises before sleeping until the head moves.
+    pub fn waiting_flag(&self) -> &sync::AtomicU64 {
+        self.shared.region.word(W_PRODUCER_WAITING)
+    }
+
+    /// The flag the consumer raises before sleeping until the tail moves; a producer in
+    /// the blocking wait checks it after publishing (a SeqCst fence between) and wakes
+    /// the tail word if it is set.
+    pub fn peer_waiting_flag(&self) -> &sync::AtomicU64 {
+        self.shared.region.word(W_CONSUMER_WAITING)
+    }
+
     /// Bytes free for records, after reloading the consumer's position if `need` more
     /// than the cached view offers.
     fn reserve(&mut self, need: u64) -> Result<(), PushError> {
@@ -646,6 +667,22 @@ impl<R: Region> Consumer<R> {
     /// The word the producer publishes its position in (for a futex wait, say).
     pub fn tail_word(&self) -> &sync::AtomicU64 {
         self.shared.region.word(W_TAIL)
+    }
+
+    /// The word this consumer publishes its position in: the producer sleeps on it.
+    pub fn head_word(&self) -> &sync::AtomicU64 {
+        self.shared.region.word(W_HEAD)
+    }
+
+    /// The flag this consumer raises before sleeping until the tail moves.
+    pub fn waiting_flag(&self) -> &sync::AtomicU64 {
+        self.shared.region.word(W_CONSUMER_WAITING)
+    }
+
+    /// The flag the producer raises before sleeping until the head moves; the consumer
+    /// checks it after publishing its head and wakes the head word if it is set.
+    pub fn peer_waiting_flag(&self) -> &sync::AtomicU64 {
+        self.shared.region.word(W_PRODUCER_WAITING)
     }
 
     /// Tells the producer about everything read so far.

@@ -88,6 +88,9 @@ pub enum WaitStrategy {
     Spin,
     /// Poll with `sched_yield`: shares a core, at a system call per poll.
     Yield,
+    /// Spin for a bounded budget, then raise a waiter flag and sleep on a futex on the
+    /// peer's position word; the peer wakes it only when the flag is raised.
+    Block,
 }
 
 impl WaitStrategy {
@@ -96,6 +99,7 @@ impl WaitStrategy {
         match self {
             WaitStrategy::Spin => "spin",
             WaitStrategy::Yield => "yield",
+            WaitStrategy::Block => "block",
         }
     }
 }
@@ -111,6 +115,8 @@ pub struct EndpointOptions {
     pub shm_capacity: u32,
     /// How `shm` halves wait.
     pub wait: WaitStrategy,
+    /// With [`WaitStrategy::Block`]: how long to spin before sleeping, microseconds.
+    pub spin_us: u32,
 }
 
 impl Default for EndpointOptions {
@@ -120,6 +126,7 @@ impl Default for EndpointOptions {
             tcp_host: IpAddr::V4(Ipv4Addr::LOCALHOST),
             shm_capacity: 64 << 20,
             wait: WaitStrategy::Spin,
+            spin_us: 50,
         }
     }
 }
@@ -161,6 +168,9 @@ pub enum Endpoint {
         max_frame: u32,
         /// How the halves wait.
         wait: WaitStrategy,
+        /// Spin budget before sleeping (`block`), microseconds.
+        #[serde(default)]
+        spin_us: u32,
     },
 }
 

@@ -13,7 +13,7 @@
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{fence, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -140,6 +140,7 @@ pub(crate) fn prepare(opts: &EndpointOptions) -> Result<Endpoint, SetupError> {
         capacity: capacity as u32,
         max_frame: opts.max_frame,
         wait: opts.wait,
+        spin_us: opts.spin_us,
     })
 }
 
@@ -168,30 +169,135 @@ fn alive(token: Option<u64>) -> bool {
     }
 }
 
-/// Polls between attempts; says when to look at the clock and the peer.
-struct Waiter {
+/// How a half waits: the strategy and, for `block`, the spin budget before sleeping.
+#[derive(Debug, Clone, Copy)]
+struct Wait {
     strategy: WaitStrategy,
+    budget: Duration,
+}
+
+/// What to do after one more failed attempt.
+#[derive(Debug, PartialEq, Eq)]
+enum Pause {
+    /// Try again.
+    Again,
+    /// Try again, but look at the peer and the clock first (about every millisecond).
+    Check,
+    /// The spin budget is spent: raise the flag and sleep on the futex.
+    Sleep,
+}
+
+/// Polls between attempts; says when to look at the clock and the peer, or to sleep.
+struct Waiter {
+    wait: Wait,
     polls: u32,
+    spin_until: Option<Instant>,
 }
 
 impl Waiter {
-    fn new(strategy: WaitStrategy) -> Waiter {
-        Waiter { strategy, polls: 0 }
+    fn new(wait: Wait) -> Waiter {
+        Waiter {
+            wait,
+            polls: 0,
+            spin_until: None,
+        }
     }
 
-    /// One pause; `true` about every millisecond.
-    fn pause(&mut self) -> bool {
+    fn pause(&mut self) -> Pause {
         self.polls = self.polls.wrapping_add(1);
-        match self.strategy {
+        match self.wait.strategy {
             WaitStrategy::Spin => {
                 std::hint::spin_loop();
-                self.polls % (1 << 14) == 0
+                if self.polls % (1 << 14) == 0 {
+                    Pause::Check
+                } else {
+                    Pause::Again
+                }
             }
             WaitStrategy::Yield => {
                 std::thread::yield_now();
-                self.polls % 256 == 0
+                if self.polls % 256 == 0 {
+                    Pause::Check
+                } else {
+                    Pause::Again
+                }
+            }
+            WaitStrategy::Block => {
+                // The clock is read once at the start and then every 64 polls.
+                let until = *self
+                    .spin_until
+                    .get_or_insert_with(|| Instant::now() + self.wait.budget);
+                if self.polls % 64 == 0 && Instant::now() >= until {
+                    return Pause::Sleep;
+                }
+                std::hint::spin_loop();
+                Pause::Again
             }
         }
+    }
+}
+
+/// Longest single futex sleep: a dead peer or a deadline is noticed within it.
+const SLEEP: Duration = Duration::from_millis(10);
+
+// The futex word is the low half of a u64 position, which is its first 4 bytes only on a
+// little-endian machine.
+const _: () = assert!(
+    cfg!(target_endian = "little"),
+    "shm's futex wait needs a little-endian machine"
+);
+
+/// Sleeps while the low 32 bits of `word` equal `expected`, for at most `timeout`.
+fn futex_wait(word: &AtomicU64, expected: u32, timeout: Duration) {
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_nsec: libc::c_long::from(timeout.subsec_nanos() as i32),
+    };
+    // SAFETY: the address is that of a live, 8-byte aligned AtomicU64 in the shared mapping
+    // (its first 4 bytes are its low half: checked little-endian above); FUTEX_WAIT only
+    // reads it, atomically, and `ts` outlives the call. Not FUTEX_PRIVATE: the word is
+    // shared between processes. Any error (a changed value, a timeout, a signal) just
+    // returns; the caller looks again.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr().cast::<u32>(),
+            libc::FUTEX_WAIT,
+            expected,
+            &ts as *const libc::timespec,
+        );
+    }
+}
+
+/// Wakes every process sleeping on `word`.
+fn futex_wake(word: &AtomicU64) {
+    // SAFETY: as in `futex_wait`; FUTEX_WAKE does not touch the word's memory.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr().cast::<u32>(),
+            libc::FUTEX_WAKE,
+            i32::MAX,
+        );
+    }
+}
+
+/// Raises `flag` before one last look and a sleep.
+///
+/// SYNC: the SeqCst store and fence pair with the SeqCst fence the other side issues
+/// between publishing and loading this flag (`wake_if_waiting`): either it sees the flag
+/// and wakes us, or the look that follows this call sees what it published.
+fn raise(flag: &AtomicU64) {
+    flag.store(1, Ordering::SeqCst);
+    fence(Ordering::SeqCst);
+}
+
+/// After publishing: wakes the peer if it raised its flag to sleep on `word`.
+fn wake_if_waiting(flag: &AtomicU64, word: &AtomicU64) {
+    // SYNC: pairs with the SeqCst store and fence in `raise_and_recheck`.
+    fence(Ordering::SeqCst);
+    if flag.load(Ordering::Relaxed) != 0 {
+        futex_wake(word);
     }
 }
 
@@ -199,7 +305,7 @@ impl Waiter {
 #[derive(Debug)]
 pub struct ShmTx {
     producer: Producer<SegmentRegion>,
-    wait: WaitStrategy,
+    wait: Wait,
     max_frame: usize,
 }
 
@@ -207,7 +313,7 @@ pub struct ShmTx {
 #[derive(Debug)]
 pub struct ShmRx {
     consumer: Consumer<SegmentRegion>,
-    wait: WaitStrategy,
+    wait: Wait,
     max_frame: usize,
 }
 
@@ -239,10 +345,31 @@ impl crate::Tx for ShmTx {
         }
         let mut waiter = Waiter::new(self.wait);
         loop {
-            match self.producer.try_push(frame) {
-                Ok(()) => return Ok(()),
+            let result = match self.producer.try_push(frame) {
+                Err(PushError::Full) => match waiter.pause() {
+                    Pause::Again => continue,
+                    Pause::Check => Err(PushError::Full),
+                    Pause::Sleep => {
+                        let head = self.producer.head_word();
+                        let seen = head.load(Ordering::Acquire) as u32;
+                        raise(self.producer.waiting_flag());
+                        let result = self.producer.try_push(frame);
+                        if result == Err(PushError::Full) {
+                            futex_wait(self.producer.head_word(), seen, SLEEP);
+                        }
+                        self.producer.waiting_flag().store(0, Ordering::Relaxed);
+                        result
+                    }
+                },
+                other => other,
+            };
+            match result {
+                Ok(()) => {
+                    self.after_push();
+                    return Ok(());
+                }
                 Err(PushError::Full) => {
-                    if waiter.pause() && !alive(self.producer.consumer_token()) {
+                    if !alive(self.producer.consumer_token()) {
                         return Err(SendError::Disconnected);
                     }
                 }
@@ -260,7 +387,10 @@ impl crate::Tx for ShmTx {
             .into());
         }
         match self.producer.try_push(frame) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.after_push();
+                Ok(())
+            }
             Err(PushError::Full) if !alive(self.producer.consumer_token()) => {
                 Err(SendError::Disconnected.into())
             }
@@ -274,7 +404,28 @@ impl crate::Tx for ShmTx {
     }
 }
 
+impl ShmTx {
+    /// With `block`: wakes a consumer that sleeps waiting for data. Free otherwise.
+    fn after_push(&self) {
+        if self.wait.strategy == WaitStrategy::Block {
+            wake_if_waiting(self.producer.peer_waiting_flag(), self.producer.tail_word());
+        }
+    }
+}
+
 impl ShmRx {
+    /// With `block`: wakes a producer that sleeps waiting for room, after publishing
+    /// what we read. Free otherwise.
+    fn after_pop(&mut self) {
+        if self.wait.strategy == WaitStrategy::Block {
+            fence(Ordering::SeqCst);
+            if self.consumer.peer_waiting_flag().load(Ordering::Relaxed) != 0 {
+                self.consumer.publish();
+                wake_if_waiting(self.consumer.peer_waiting_flag(), self.consumer.head_word());
+            }
+        }
+    }
+
     fn recv_until(
         &mut self,
         buf: &mut [u8],
@@ -283,21 +434,43 @@ impl ShmRx {
     ) -> Result<usize, RecvTimeoutError> {
         let mut waiter = Waiter::new(self.wait);
         loop {
-            match self.consumer.try_pop(buf) {
-                Ok(n) => return Ok(n),
+            let result = match self.consumer.try_pop(buf) {
+                Err(PopError::Empty) if wait => match waiter.pause() {
+                    Pause::Again => continue,
+                    Pause::Check => Err(PopError::Empty),
+                    Pause::Sleep => {
+                        let tail = self.consumer.tail_word();
+                        let seen = tail.load(Ordering::Acquire) as u32;
+                        raise(self.consumer.waiting_flag());
+                        let result = self.consumer.try_pop(buf);
+                        if result == Err(PopError::Empty) {
+                            let left = deadline.map_or(SLEEP, |d| {
+                                d.saturating_duration_since(Instant::now()).min(SLEEP)
+                            });
+                            futex_wait(self.consumer.tail_word(), seen, left);
+                        }
+                        self.consumer.waiting_flag().store(0, Ordering::Relaxed);
+                        result
+                    }
+                },
+                other => other,
+            };
+            match result {
+                Ok(n) => {
+                    self.after_pop();
+                    return Ok(n);
+                }
                 Err(PopError::Empty) => {
-                    if !wait || waiter.pause() {
-                        if !alive(self.consumer.producer_token()) {
-                            // Whatever it published before dying is still ours to read.
-                            return match self.consumer.try_pop(buf) {
-                                Ok(n) => Ok(n),
-                                Err(PopError::Empty) => Err(RecvError::Disconnected.into()),
-                                Err(e) => Err(pop_error(e).into()),
-                            };
-                        }
-                        if !wait || deadline.is_some_and(|d| Instant::now() >= d) {
-                            return Err(RecvTimeoutError::Timeout);
-                        }
+                    if !alive(self.consumer.producer_token()) {
+                        // Whatever it published before dying is still ours to read.
+                        return match self.consumer.try_pop(buf) {
+                            Ok(n) => Ok(n),
+                            Err(PopError::Empty) => Err(RecvError::Disconnected.into()),
+                            Err(e) => Err(pop_error(e).into()),
+                        };
+                    }
+                    if !wait || deadline.is_some_and(|d| Instant::now() >= d) {
+                        return Err(RecvTimeoutError::Timeout);
                     }
                 }
                 Err(e) => return Err(pop_error(e).into()),
@@ -352,6 +525,7 @@ fn attach(endpoint: &Endpoint, side_a: bool) -> Result<ShmListener, SetupError> 
         capacity,
         max_frame,
         wait,
+        spin_us,
     } = endpoint
     else {
         return Err(SetupError::WrongKind {
@@ -381,16 +555,20 @@ fn attach(endpoint: &Endpoint, side_a: bool) -> Result<ShmListener, SetupError> 
     let consumer = Consumer::attach(region_of(&segment, in_ring, capacity), token)
         .map_err(|e| fail("receiving ring", e))?;
     let max_frame = *max_frame as usize;
+    let wait = Wait {
+        strategy: *wait,
+        budget: Duration::from_micros(u64::from(*spin_us)),
+    };
     Ok(ShmListener {
         endpoint: endpoint.clone(),
         tx: ShmTx {
             producer,
-            wait: *wait,
+            wait,
             max_frame,
         },
         rx: ShmRx {
             consumer,
-            wait: *wait,
+            wait,
             max_frame,
         },
     })

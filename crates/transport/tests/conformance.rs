@@ -533,3 +533,4 @@ conformance!(uds, ipcbench_transport::Uds, Spin);
 conformance!(tcp, ipcbench_transport::Tcp, Spin);
 conformance!(shm_spin, ipcbench_transport::Shm, Spin);
 conformance!(shm_yield, ipcbench_transport::Shm, Yield);
+conformance!(shm_block, ipcbench_transport::Shm, Block);

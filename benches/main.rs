@@ -2,7 +2,8 @@
 //! message sizes, timed with `iter_custom` against a peer *process* pinned to another
 //! core (this bench binary run again with `IPCBENCH_BENCH_PEER` set), plus the bare
 //! system-call round trip at 64 B that the framed transports are compared with.
-//! Placement: this process on core 0, the peer on core 1; shm waits by spinning.
+//! Placement: this process on core 0, the peer on core 1; shm waits by spinning. The
+//! ring alone is benched between two threads pinned the same way.
 //! Correctness is checked once before timing. Figures are machine-specific.
 
 // Bench code: a failed unwrap aborts the bench with its message.
@@ -246,6 +247,107 @@ fn bench_bare<T: Transport<Tx = StreamTx, Rx = StreamRx>>(c: &mut Criterion) {
     p.stop();
 }
 
+/// The ring alone, between two threads pinned to cores 0 and 1 (no process, no
+/// transport): a round trip over two rings, and one-way push/pop, at 64 B.
+fn bench_ring(c: &mut Criterion) {
+    use ipcbench::ring::{init, region_len, Consumer, HeapRegion, PopError, Producer};
+    use std::num::NonZeroU32;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    const CAP: usize = 1 << 16;
+    let ring = || {
+        let r = Arc::new(HeapRegion::new(region_len(CAP)));
+        init(&*r, CAP).unwrap();
+        let t = NonZeroU32::new(1).unwrap();
+        (
+            Producer::attach(r.clone(), t).unwrap(),
+            Consumer::attach(r, t).unwrap(),
+        )
+    };
+    let pop = |c: &mut Consumer<Arc<HeapRegion>>, buf: &mut [u8]| loop {
+        match c.try_pop(buf) {
+            Ok(n) => return Some(n),
+            Err(PopError::Empty) => std::hint::spin_loop(),
+            Err(_) => return None,
+        }
+    };
+    let push = |p: &mut Producer<Arc<HeapRegion>>, msg: &[u8]| {
+        while p.try_push(msg).is_err() {
+            std::hint::spin_loop();
+        }
+    };
+    let msg = pattern(64);
+    let mut group = c.benchmark_group("ring");
+    group.throughput(Throughput::Bytes(64));
+
+    // Round trip: an echo thread on core 1.
+    let ((mut to_tx, to_rx), (back_tx, mut back_rx)) = (ring(), ring());
+    let stop = Arc::new(AtomicBool::new(false));
+    let echo = {
+        let stop = stop.clone();
+        let (mut rx, mut tx) = (to_rx, back_tx);
+        std::thread::spawn(move || {
+            pin(PEER_CORE);
+            let mut buf = [0u8; 64];
+            while !stop.load(Ordering::Relaxed) {
+                match rx.try_pop(&mut buf) {
+                    Ok(n) => push(&mut tx, &buf[..n]),
+                    Err(PopError::Empty) => std::hint::spin_loop(),
+                    Err(_) => return,
+                }
+            }
+        })
+    };
+    let mut buf = [0u8; 64];
+    push(&mut to_tx, &msg);
+    assert_eq!(pop(&mut back_rx, &mut buf), Some(64));
+    assert_eq!(buf[..], msg[..], "ring echo differs");
+    group.bench_function(BenchmarkId::new("roundtrip", 64), |b| {
+        b.iter_custom(|iters| {
+            let t = Instant::now();
+            for _ in 0..iters {
+                push(&mut to_tx, &msg);
+                pop(&mut back_rx, &mut buf);
+            }
+            t.elapsed()
+        })
+    });
+    stop.store(true, Ordering::Relaxed);
+    echo.join().unwrap();
+
+    // One way: a draining thread on core 1 acknowledges each batch.
+    let ((mut tx, mut rx), (mut ack_tx, mut ack_rx)) = (ring(), ring());
+    let drain = std::thread::spawn(move || {
+        pin(PEER_CORE);
+        let mut buf = [0u8; 64];
+        let mut count = 0u64;
+        while let Some(n) = pop(&mut rx, &mut buf) {
+            if n == 0 {
+                push(&mut ack_tx, &count.to_le_bytes());
+                count = 0;
+            } else {
+                count += 1;
+            }
+        }
+    });
+    group.bench_function(BenchmarkId::new("one_way", 64), |b| {
+        b.iter_custom(|iters| {
+            let t = Instant::now();
+            for _ in 0..iters {
+                push(&mut tx, &msg);
+            }
+            push(&mut tx, &[]);
+            let mut ack = [0u8; 8];
+            pop(&mut ack_rx, &mut ack);
+            assert_eq!(u64::from_le_bytes(ack), iters, "every record drained");
+            t.elapsed()
+        })
+    });
+    group.finish();
+    drop(tx);
+    drain.join().unwrap();
+}
+
 fn main() {
     if let Ok(mode) = std::env::var(PEER) {
         if let Err(e) = run_peer(&mode) {
@@ -260,6 +362,7 @@ fn main() {
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2))
         .configure_from_args();
+    bench_ring(&mut c);
     bench_bare::<Pipe>(&mut c);
     bench_bare::<Uds>(&mut c);
     bench_bare::<Tcp>(&mut c);

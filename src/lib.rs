@@ -3,5 +3,6 @@
 #![forbid(unsafe_code)]
 
 pub use ipcbench_harness as harness;
+pub use ipcbench_ring as ring;
 pub use ipcbench_transport as transport;
 pub use ipcbench_workloads as workloads;

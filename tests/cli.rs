@@ -48,6 +48,15 @@ impl Scratch {
         wait_bounded(&mut child, Duration::from_secs(240));
         child.wait_with_output().unwrap()
     }
+    /// `harness --config CFG --out OUT`.
+    fn run_config(&self, cfg: &Path, out: &Path) -> Output {
+        self.run(&[
+            "--config",
+            cfg.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
+    }
     /// No run directory and no segment of ours is left behind.
     fn assert_clean(&self) {
         let left: Vec<_> = std::fs::read_dir(self.tmp())
@@ -176,12 +185,7 @@ fn small_matrix_writes_every_result_file() {
     let s = Scratch::new();
     let cfg = s.write("small.toml", SMALL);
     let out = s.path("out");
-    let o = s.run(&[
-        "--config",
-        cfg.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let o = s.run_config(&cfg, &out);
     assert!(o.status.success(), "{}", stderr(&o));
     let dir = results_dir(&out);
     assert!(
@@ -234,12 +238,7 @@ fn bad_config_is_one_line_per_problem_exit_2_and_nothing_written() {
         "[[experiment]]\nname = \"x\"\nworkload = \"latency\"\ntransport = \"uds\"\nmsg_bytes = 64\ncount = \"many\"\nbogus = 1\ncores = [0, 99]\n",
     );
     let out = s.path("out");
-    let o = s.run(&[
-        "--config",
-        cfg.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let o = s.run_config(&cfg, &out);
     assert_eq!(o.status.code(), Some(2));
     let e = stderr(&o);
     let f = cfg.display();
@@ -273,12 +272,7 @@ fn other_bad_input_exits_2() {
     let cfg = s.write("ok.toml", "[[experiment]]\nname = \"x\"\nworkload = \"latency\"\ntransport = \"uds\"\nmsg_bytes = 64\ncount = 10\n");
     let blocker = s.write("a-file", "");
     let out = blocker.join("sub");
-    let o = s.run(&[
-        "--config",
-        cfg.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let o = s.run_config(&cfg, &out);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(
         stderr(&o).contains("cannot create output directory"),
@@ -425,12 +419,7 @@ fn a_run_past_its_timeout_is_killed_and_reported() {
     );
     let out = s.path("out");
     let t0 = Instant::now();
-    let o = s.run(&[
-        "--config",
-        cfg.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let o = s.run_config(&cfg, &out);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(t0.elapsed() < Duration::from_secs(60));
     let rows = rows(&results_dir(&out));

@@ -447,11 +447,6 @@ impl<R: Region> Producer<R> {
         max_payload(self.shared.capacity)
     }
 
-    /// Whether the consumer has let go.
-    pub fn consumer_closed(&self) -> bool {
-        self.shared.peer_closed()
-    }
-
     /// The consumer's owner token (`None` once it let go; `Some(0)` before it attached).
     pub fn consumer_token(&self) -> Option<u64> {
         self.shared.peer_token()
@@ -652,11 +647,6 @@ impl<R: Region> Consumer<R> {
     /// The ring's data capacity in bytes.
     pub fn capacity(&self) -> usize {
         self.shared.capacity
-    }
-
-    /// Whether the producer has let go.
-    pub fn producer_closed(&self) -> bool {
-        self.shared.peer_closed()
     }
 
     /// The producer's owner token (`None` once it let go; `Some(0)` before it attached).

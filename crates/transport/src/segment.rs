@@ -105,16 +105,6 @@ impl Segment {
         self.map.as_mut_ptr()
     }
 
-    /// Length in bytes.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Whether the segment is empty (never: creation refuses a zero length).
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     /// Gives up ownership: the file stays when this handle is dropped (the parent
     /// prepares a segment for its roles and removes it with [`crate::Endpoint::cleanup`]).
     pub fn persist(mut self) {

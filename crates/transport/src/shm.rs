@@ -169,6 +169,20 @@ fn alive(token: Option<u64>) -> bool {
     }
 }
 
+/// Rate limit for the liveness check on the non-blocking paths: a caller polling
+/// `try_send`/`try_recv` pays the `kill(pid, 0)` system call once per 1024 polls that
+/// find the ring full or empty, not on every one. (Blocking waits check on their own
+/// schedule, about every millisecond.)
+#[derive(Debug, Default)]
+struct TryPolls(u32);
+
+impl TryPolls {
+    fn due(&mut self) -> bool {
+        self.0 = self.0.wrapping_add(1);
+        self.0 % 1024 == 0
+    }
+}
+
 /// How a half waits: the strategy and, for `block`, the spin budget before sleeping.
 #[derive(Debug, Clone, Copy)]
 struct Wait {
@@ -305,6 +319,7 @@ fn wake_if_waiting(flag: &AtomicU64, word: &AtomicU64) {
 #[derive(Debug)]
 pub struct ShmTx {
     producer: Producer<SegmentRegion>,
+    try_polls: TryPolls,
     wait: Wait,
     max_frame: usize,
 }
@@ -313,6 +328,7 @@ pub struct ShmTx {
 #[derive(Debug)]
 pub struct ShmRx {
     consumer: Consumer<SegmentRegion>,
+    try_polls: TryPolls,
     wait: Wait,
     max_frame: usize,
 }
@@ -391,7 +407,9 @@ impl crate::Tx for ShmTx {
                 self.after_push();
                 Ok(())
             }
-            Err(PushError::Full) if !alive(self.producer.consumer_token()) => {
+            Err(PushError::Full)
+                if self.try_polls.due() && !alive(self.producer.consumer_token()) =>
+            {
                 Err(SendError::Disconnected.into())
             }
             Err(PushError::Full) => Err(TrySendError::Full),
@@ -461,7 +479,7 @@ impl ShmRx {
                     return Ok(n);
                 }
                 Err(PopError::Empty) => {
-                    if !alive(self.consumer.producer_token()) {
+                    if (wait || self.try_polls.due()) && !alive(self.consumer.producer_token()) {
                         // Whatever it published before dying is still ours to read.
                         return match self.consumer.try_pop(buf) {
                             Ok(n) => Ok(n),
@@ -563,11 +581,13 @@ fn attach(endpoint: &Endpoint, side_a: bool) -> Result<ShmListener, SetupError> 
         endpoint: endpoint.clone(),
         tx: ShmTx {
             producer,
+            try_polls: TryPolls::default(),
             wait,
             max_frame,
         },
         rx: ShmRx {
             consumer,
+            try_polls: TryPolls::default(),
             wait,
             max_frame,
         },

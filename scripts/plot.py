@@ -53,8 +53,12 @@ def params(row):
 def series_label(row, placements):
     p = params(row)
     label = row["transport"]
+    if row.get("wait") and row["wait"] not in ("kernel", "spin"):
+        label += f" {row['wait']}"
     if p.get("bare") == "true":
         label += " (bare)"
+    if p.get("zero_copy") == "true":
+        label += " (zero-copy)"
     if float(p.get("rate", "0") or 0) > 0:
         label += f" (open loop {float(p['rate']):g}/s)"
     if len(placements) > 1:
@@ -68,8 +72,10 @@ TRANSPORT_COLOURS = {"pipe": "C0", "uds": "C1", "tcp": "C2", "shm": "C3", "queue
 def line_style(row, index):
     """Same colour for a transport and its baseline; the baseline dashed."""
     colour = TRANSPORT_COLOURS.get(row["transport"], f"C{5 + index % 5}")
-    dashed = params(row).get("bare") == "true" or float(params(row).get("rate", "0") or 0) > 0
-    return {"color": colour, "linestyle": "--" if dashed else "-"}
+    p = params(row)
+    dashed = p.get("bare") == "true" or float(p.get("rate", "0") or 0) > 0
+    style = ":" if p.get("zero_copy") == "true" or row.get("wait") in ("block", "yield") else "-"
+    return {"color": colour, "linestyle": "--" if dashed else style}
 
 
 def read_hgrm(path: Path):

@@ -264,6 +264,12 @@ const LATENCY: &[ParamDef] = &[
         Some("false"),
         "bare baseline: the same system calls with no framing or checks",
     ),
+    p(
+        "zero_copy",
+        ParamType::Bool,
+        Some("false"),
+        "shm only: write the sequence number in place in a loaned slot and read the echo in place (no payload copy)",
+    ),
 ];
 
 const THROUGHPUT: &[ParamDef] = &[

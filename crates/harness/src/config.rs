@@ -116,6 +116,7 @@ impl RunSpec {
         match key {
             "rep" => self.rep.to_string() == value,
             "run_id" => self.run_id == value,
+            "experiment" | "name" => self.experiment == value,
             _ => self.values.get(key).is_some_and(|v| v.to_string() == value),
         }
     }
@@ -538,6 +539,28 @@ pub fn parse(
             }
         }
         let is_shm = |t: &Value| matches!(t, Value::Str(s) if s == "shm");
+        if let (Some((zc, line)), Some((transports, _))) =
+            (axes.get("zero_copy"), axes.get("transport"))
+        {
+            if zc.contains(&Value::Bool(true)) && !transports.iter().all(is_shm) {
+                errs.push(
+                    *line,
+                    Some("zero_copy"),
+                    "zero_copy = true needs transport = \"shm\" (the only transport that lends its memory)",
+                );
+            }
+            if zc.contains(&Value::Bool(true))
+                && axes
+                    .get("bare")
+                    .is_some_and(|(b, _)| b.contains(&Value::Bool(true)))
+            {
+                errs.push(
+                    *line,
+                    Some("zero_copy"),
+                    "zero_copy and bare cannot both be true",
+                );
+            }
+        }
         let shm_runs = axes
             .get("transport")
             .is_some_and(|(t, _)| t.iter().any(is_shm));
@@ -728,7 +751,35 @@ mod tests {
         // `rate` is a latency key: the throughput experiment ignores it from [defaults].
         assert!(!runs[8].values.contains_key("rate"));
         assert_eq!(runs[8].params_string(), "count=50;warmup=1000;bare=false");
+        assert_eq!(
+            runs[0].params_string(),
+            "count=50;warmup=1000;rate=5;bare=false;zero_copy=false"
+        );
         assert_eq!(runs[8].cores, vec![0, 1]);
+    }
+
+    #[test]
+    fn zero_copy_is_for_shm_alone_and_sweeps_beside_copy() {
+        let e = errors(
+            "[[experiment]]\nname = \"z\"\nworkload = \"latency\"\ntransport = [\"shm\", \"uds\"]\nmsg_bytes = 64\nzero_copy = true\n",
+        );
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].starts_with("t.toml:6: key `zero_copy`:") && e[0].contains("shm"),
+            "{e:?}"
+        );
+        let runs = parse(
+            "t.toml",
+            "[[experiment]]\nname = \"z\"\nworkload = \"latency\"\ntransport = \"shm\"\nmsg_bytes = 64\nzero_copy = [false, true]\n",
+            CORES,
+        )
+        .unwrap();
+        let ids: Vec<&str> = runs.iter().map(|r| r.run_id.as_str()).collect();
+        assert_eq!(
+            ids,
+            ["000-z-shm-zero_copyfalse-r0", "001-z-shm-zero_copytrue-r0"]
+        );
+        assert!(runs[1].flag("zero_copy") && !runs[0].flag("zero_copy"));
     }
 
     #[test]

@@ -68,7 +68,7 @@ struct Cli {
     /// Where results directories are created.
     #[arg(long, value_name = "DIR", default_value = "results")]
     out: PathBuf,
-    /// Keep only runs whose KEY equals VALUE (e.g. transport=uds, msg_bytes=64); repeatable.
+    /// Keep only runs whose KEY equals VALUE (e.g. transport=uds, msg_bytes=64, name=latency-shm); repeatable.
     #[arg(long = "filter", value_name = "KEY=VALUE")]
     filters: Vec<String>,
     /// Divide counts and warm-ups by 10 (at least 100 and 10) for a quick look.
@@ -238,7 +238,7 @@ fn apply_filters(runs: Vec<RunSpec>, filters: &[String]) -> anyhow::Result<Vec<R
         let Some((key, value)) = f.split_once('=') else {
             return Err(UsageError(format!("--filter {f:?}: expected KEY=VALUE")).into());
         };
-        let known = matches!(key, "rep" | "run_id") || catalog::known_anywhere(key);
+        let known = matches!(key, "rep" | "run_id" | "experiment") || catalog::known_anywhere(key);
         if !known {
             return Err(UsageError(format!(
                 "--filter {f:?}: no parameter `{key}` (see `harness list`)"
@@ -342,6 +342,7 @@ fn plan_run(spec: &RunSpec, dir: &Path) -> anyhow::Result<(RunPlan, Endpoint)> {
                 count,
                 warmup,
                 rate: spec.float("rate"),
+                zero_copy: spec.flag("zero_copy"),
             },
             bare,
         },

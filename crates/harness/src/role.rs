@@ -89,6 +89,21 @@ fn run(job: &RoleJob, stdin: &mut impl BufRead) -> anyhow::Result<RoleReport> {
                 (TransportKind::Pipe, false) => framed_role::<Pipe>(job, endpoint, setup, stdin),
                 (TransportKind::Uds, false) => framed_role::<Uds>(job, endpoint, setup, stdin),
                 (TransportKind::Tcp, false) => framed_role::<Tcp>(job, endpoint, setup, stdin),
+                (TransportKind::Shm, false) if in_place(&job.task) => {
+                    connected::<Shm>(job, endpoint, setup, stdin, |tx, rx| {
+                        Ok(match &job.task {
+                            RoleTask::Latency {
+                                client: true,
+                                params,
+                                ..
+                            } => latency::client_in_place(tx, rx, params)?,
+                            RoleTask::Latency { params, .. } => {
+                                latency::echo_in_place(tx, rx, params)?
+                            }
+                            _ => bail!("zero_copy is a latency option"),
+                        })
+                    })
+                }
                 (TransportKind::Shm, false) => framed_role::<Shm>(job, endpoint, setup, stdin),
                 (TransportKind::Pipe, true) => bare_role::<Pipe>(job, endpoint, setup, stdin),
                 (TransportKind::Uds, true) => bare_role::<Uds>(job, endpoint, setup, stdin),
@@ -97,6 +112,11 @@ fn run(job: &RoleJob, stdin: &mut impl BufRead) -> anyhow::Result<RoleReport> {
             }
         }
     }
+}
+
+/// Whether the task asks for the zero-copy (loan) variant.
+fn in_place(task: &RoleTask) -> bool {
+    matches!(task, RoleTask::Latency { params, .. } if params.zero_copy)
 }
 
 fn connect<T: Transport>(

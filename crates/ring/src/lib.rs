@@ -476,6 +476,7 @@ impl<R: Region> Producer<R> {
 
     /// Bytes free for records, after reloading the consumer's position if `need` more
     /// than the cached view offers.
+    #[inline]
     fn reserve(&mut self, need: u64) -> Result<(), PushError> {
         let cap = self.shared.capacity as u64;
         if self.tail - self.cached_head + need <= cap {
@@ -500,9 +501,10 @@ impl<R: Region> Producer<R> {
         }
     }
 
-    /// Reserves room for a `len`-byte payload and lends it out; [`Loan::commit`]
-    /// publishes it, dropping the loan publishes nothing.
-    pub fn loan(&mut self, len: usize) -> Result<Loan<'_, R>, PushError> {
+    /// Checks the length and makes sure the room for a `len`-byte record is free;
+    /// returns the wrap waste before it.
+    #[inline]
+    fn room(&mut self, len: usize) -> Result<u64, PushError> {
         let max = self.max_payload();
         if len > max {
             return Err(PushError::TooLarge { len, max });
@@ -516,6 +518,21 @@ impl<R: Region> Producer<R> {
         };
         // The record, any wrap waste before it, and the zeroed header slot after it.
         self.reserve(waste + need + HEADER as u64)?;
+        Ok(waste)
+    }
+
+    /// `Ok` if a `len`-byte record fits now (a following [`Producer::loan`] of that
+    /// length then succeeds); the errors of `loan` otherwise. Publishes nothing.
+    #[inline]
+    pub fn ready(&mut self, len: usize) -> Result<(), PushError> {
+        self.room(len).map(|_| ())
+    }
+
+    /// Reserves room for a `len`-byte payload and lends it out; [`Loan::commit`]
+    /// publishes it, dropping the loan publishes nothing.
+    #[inline]
+    pub fn loan(&mut self, len: usize) -> Result<Loan<'_, R>, PushError> {
+        let waste = self.room(len)?;
         Ok(Loan {
             start: self.tail + waste,
             waste,
@@ -549,7 +566,7 @@ pub struct Loan<'a, R: Region> {
     len: usize,
 }
 
-impl<R: Region> Loan<'_, R> {
+impl<'a, R: Region> Loan<'a, R> {
     fn payload_offset(&self) -> usize {
         DATA_OFFSET + (self.start & self.producer.shared.mask) as usize + HEADER
     }
@@ -580,6 +597,16 @@ impl<R: Region> Loan<'_, R> {
         };
     }
 
+    /// The payload in place, read-only (as written so far; zeroes or older bytes before).
+    pub fn as_slice(&self) -> Option<&[u8]> {
+        let base = self.producer.shared.region.raw()?;
+        // SAFETY: as in `as_mut_slice`; the `&self` borrow keeps the bytes unwritten
+        // through this loan while the slice lives.
+        Some(unsafe {
+            core::slice::from_raw_parts(base.as_ptr().add(self.payload_offset()), self.len)
+        })
+    }
+
     /// The payload in place, for storage that can lend its bytes (heap, shared mapping).
     pub fn as_mut_slice(&mut self) -> Option<&mut [u8]> {
         let base = self.producer.shared.region.raw()?;
@@ -591,9 +618,10 @@ impl<R: Region> Loan<'_, R> {
         })
     }
 
-    /// Publishes the record.
-    pub fn commit(self) {
-        let p = &mut *self.producer;
+    /// Publishes the record; gives the producer back (to wake a sleeping peer, say).
+    #[inline]
+    pub fn commit(self) -> &'a mut Producer<R> {
+        let p = self.producer;
         let pos = self.start;
         let next = pos + (HEADER + pad8(self.len)) as u64;
         // Zero the header slot after the record first (reserved: `loan` counted it), so
@@ -613,6 +641,7 @@ impl<R: Region> Loan<'_, R> {
         // SYNC: Release pairs with an Acquire load of the tail by a waiting consumer (the
         // blocking wait strategy); readiness itself travels in the record header.
         p.shared.region.word(W_TAIL).store(next, Ordering::Release);
+        p
     }
 }
 
@@ -689,6 +718,7 @@ impl<R: Region> Consumer<R> {
     }
 
     /// Finds the record at our position, following a wrap marker, validating everything.
+    #[inline]
     fn next(&mut self) -> Result<Next, PopError> {
         for _ in 0..2 {
             let position = self.head;
@@ -741,10 +771,21 @@ impl<R: Region> Consumer<R> {
         PopError::Empty
     }
 
+    #[inline]
     fn consumed(&mut self, end: u64) {
         self.head = end;
         if self.head - self.published >= (self.shared.capacity / 4) as u64 {
             self.publish();
+        }
+    }
+
+    /// `Ok` if a record is there now (a following [`Consumer::try_peek`] or a large
+    /// enough [`Consumer::try_pop`] then returns it); the errors of `try_pop` otherwise.
+    #[inline]
+    pub fn ready(&mut self) -> Result<(), PopError> {
+        match self.next()? {
+            Next::Empty => Err(self.empty()),
+            Next::Record { .. } => Ok(()),
         }
     }
 
@@ -766,6 +807,7 @@ impl<R: Region> Consumer<R> {
 
     /// Lends the next record in place, for storage that can lend its bytes; dropping the
     /// guard releases it. `Ok(None)`: the storage cannot lend (use [`Consumer::try_pop`]).
+    #[inline]
     pub fn try_peek(&mut self) -> Result<Option<Peeked<'_, R>>, PopError> {
         let Some(base) = self.shared.region.raw() else {
             return Ok(None);
@@ -779,7 +821,7 @@ impl<R: Region> Consumer<R> {
                 Ok(Some(Peeked {
                     bytes,
                     end,
-                    consumer: self,
+                    consumer: Some(self),
                 }))
             }
         }
@@ -791,7 +833,19 @@ impl<R: Region> Consumer<R> {
 pub struct Peeked<'a, R: Region> {
     bytes: &'a [u8],
     end: u64,
-    consumer: &'a mut Consumer<R>,
+    /// `Some` until released (by `release` or the drop).
+    consumer: Option<&'a mut Consumer<R>>,
+}
+
+impl<'a, R: Region> Peeked<'a, R> {
+    /// Releases the record, as dropping it does, and gives the consumer back (to wake a
+    /// sleeping producer, say).
+    #[inline]
+    pub fn release(mut self) -> Option<&'a mut Consumer<R>> {
+        let consumer = self.consumer.take()?;
+        consumer.consumed(self.end);
+        Some(consumer)
+    }
 }
 
 impl<R: Region> core::ops::Deref for Peeked<'_, R> {
@@ -803,8 +857,9 @@ impl<R: Region> core::ops::Deref for Peeked<'_, R> {
 
 impl<R: Region> Drop for Peeked<'_, R> {
     fn drop(&mut self) {
-        let end = self.end;
-        self.consumer.consumed(end);
+        if let Some(consumer) = self.consumer.take() {
+            consumer.consumed(self.end);
+        }
     }
 }
 

@@ -45,7 +45,7 @@ pub use endpoint::{Endpoint, EndpointOptions, TransportKind, WaitStrategy, DEFAU
 pub use error::{
     Corruption, RecvError, RecvTimeoutError, SendError, SetupError, TryRecvError, TrySendError,
 };
-pub use shm::{shm_max_frame, SegmentRegion, Shm, ShmListener, ShmRx, ShmTx};
+pub use shm::{shm_max_frame, SegmentRegion, Shm, ShmFrame, ShmListener, ShmLoan, ShmRx, ShmTx};
 pub use stream::{Pipe, StreamRx, StreamTx, Tcp, Uds};
 
 /// The sending half of a transport.
@@ -85,6 +85,35 @@ pub trait Rx {
     ) -> Result<usize, RecvTimeoutError>;
     /// The longest frame this half can receive.
     fn max_frame_len(&self) -> usize;
+}
+
+/// Zero-copy sending, for the transports that can: the frame is written in place in the
+/// transport's own memory instead of being copied in from a buffer.
+pub trait LoanTx: Tx {
+    /// A writable frame inside the transport.
+    type Loan<'a>: TxLoan
+    where
+        Self: 'a;
+    /// Waits for room for a `len`-byte frame and lends it out (its bytes are whatever the
+    /// memory held: write all of them). [`TxLoan::commit`] sends it; dropping the loan
+    /// sends nothing.
+    fn loan(&mut self, len: usize) -> Result<Self::Loan<'_>, SendError>;
+}
+
+/// A frame lent by [`LoanTx::loan`]: its bytes, then `commit`.
+pub trait TxLoan: std::ops::DerefMut<Target = [u8]> {
+    /// Sends the frame as it now stands.
+    fn commit(self);
+}
+
+/// Zero-copy receiving, for the transports that can: the frame is read in place.
+pub trait LoanRx: Rx {
+    /// A received frame borrowed from the transport; dropping it frees its room.
+    type Frame<'a>: std::ops::Deref<Target = [u8]>
+    where
+        Self: 'a;
+    /// Waits for the next frame and lends it in place.
+    fn recv_borrowed(&mut self) -> Result<Self::Frame<'_>, RecvError>;
 }
 
 /// A kind of transport: how its two halves are set up from an [`Endpoint`].

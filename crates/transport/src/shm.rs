@@ -351,17 +351,23 @@ fn pop_error(e: PopError) -> RecvError {
     }
 }
 
-impl crate::Tx for ShmTx {
-    fn send(&mut self, frame: &[u8]) -> Result<(), SendError> {
-        if frame.len() > self.max_frame {
+impl ShmTx {
+    /// Retries `attempt` until it is not `Full`, waiting as the strategy says; checks
+    /// about every millisecond that the consumer is still alive.
+    fn push_with<T>(
+        &mut self,
+        len: usize,
+        mut attempt: impl FnMut(&mut Producer<SegmentRegion>) -> Result<T, PushError>,
+    ) -> Result<T, SendError> {
+        if len > self.max_frame {
             return Err(SendError::FrameTooLarge {
-                len: frame.len(),
+                len,
                 max: self.max_frame,
             });
         }
         let mut waiter = Waiter::new(self.wait);
         loop {
-            let result = match self.producer.try_push(frame) {
+            let result = match attempt(&mut self.producer) {
                 Err(PushError::Full) => match waiter.pause() {
                     Pause::Again => continue,
                     Pause::Check => Err(PushError::Full),
@@ -369,8 +375,8 @@ impl crate::Tx for ShmTx {
                         let head = self.producer.head_word();
                         let seen = head.load(Ordering::Acquire) as u32;
                         raise(self.producer.waiting_flag());
-                        let result = self.producer.try_push(frame);
-                        if result == Err(PushError::Full) {
+                        let result = attempt(&mut self.producer);
+                        if matches!(result, Err(PushError::Full)) {
                             futex_wait(self.producer.head_word(), seen, SLEEP);
                         }
                         self.producer.waiting_flag().store(0, Ordering::Relaxed);
@@ -380,10 +386,7 @@ impl crate::Tx for ShmTx {
                 other => other,
             };
             match result {
-                Ok(()) => {
-                    self.after_push();
-                    return Ok(());
-                }
+                Ok(t) => return Ok(t),
                 Err(PushError::Full) => {
                     if !alive(self.producer.consumer_token()) {
                         return Err(SendError::Disconnected);
@@ -392,6 +395,33 @@ impl crate::Tx for ShmTx {
                 Err(e) => return Err(push_error(e)),
             }
         }
+    }
+}
+
+/// With `block`: wakes a consumer that sleeps waiting for data. Free otherwise.
+fn after_push(producer: &Producer<SegmentRegion>, strategy: WaitStrategy) {
+    if strategy == WaitStrategy::Block {
+        wake_if_waiting(producer.peer_waiting_flag(), producer.tail_word());
+    }
+}
+
+/// With `block`: wakes a producer that sleeps waiting for room, after publishing what
+/// we read. Free otherwise.
+fn after_pop(consumer: &mut Consumer<SegmentRegion>, strategy: WaitStrategy) {
+    if strategy == WaitStrategy::Block {
+        fence(Ordering::SeqCst);
+        if consumer.peer_waiting_flag().load(Ordering::Relaxed) != 0 {
+            consumer.publish();
+            wake_if_waiting(consumer.peer_waiting_flag(), consumer.head_word());
+        }
+    }
+}
+
+impl crate::Tx for ShmTx {
+    fn send(&mut self, frame: &[u8]) -> Result<(), SendError> {
+        self.push_with(frame.len(), |p| p.try_push(frame))?;
+        after_push(&self.producer, self.wait.strategy);
+        Ok(())
     }
 
     fn try_send(&mut self, frame: &[u8]) -> Result<(), TrySendError> {
@@ -404,7 +434,7 @@ impl crate::Tx for ShmTx {
         }
         match self.producer.try_push(frame) {
             Ok(()) => {
-                self.after_push();
+                after_push(&self.producer, self.wait.strategy);
                 Ok(())
             }
             Err(PushError::Full)
@@ -422,37 +452,61 @@ impl crate::Tx for ShmTx {
     }
 }
 
-impl ShmTx {
-    /// With `block`: wakes a consumer that sleeps waiting for data. Free otherwise.
-    fn after_push(&self) {
-        if self.wait.strategy == WaitStrategy::Block {
-            wake_if_waiting(self.producer.peer_waiting_flag(), self.producer.tail_word());
-        }
+/// A frame being written in place in the ring; see [`crate::TxLoan`].
+#[derive(Debug)]
+pub struct ShmLoan<'a> {
+    loan: ipcbench_ring::Loan<'a, SegmentRegion>,
+    strategy: WaitStrategy,
+}
+
+impl std::ops::Deref for ShmLoan<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // A segment region always lends its bytes (`SegmentRegion::raw` is `Some`).
+        self.loan.as_slice().unwrap_or_default()
+    }
+}
+
+impl std::ops::DerefMut for ShmLoan<'_> {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        // A segment region always lends its bytes (`SegmentRegion::raw` is `Some`).
+        self.loan.as_mut_slice().unwrap_or_default()
+    }
+}
+
+impl crate::TxLoan for ShmLoan<'_> {
+    fn commit(self) {
+        let producer = self.loan.commit();
+        after_push(producer, self.strategy);
+    }
+}
+
+impl crate::LoanTx for ShmTx {
+    type Loan<'a> = ShmLoan<'a>;
+
+    fn loan(&mut self, len: usize) -> Result<ShmLoan<'_>, SendError> {
+        self.push_with(len, |p| p.ready(len))?;
+        let loan = self.producer.loan(len).map_err(push_error)?;
+        Ok(ShmLoan {
+            loan,
+            strategy: self.wait.strategy,
+        })
     }
 }
 
 impl ShmRx {
-    /// With `block`: wakes a producer that sleeps waiting for room, after publishing
-    /// what we read. Free otherwise.
-    fn after_pop(&mut self) {
-        if self.wait.strategy == WaitStrategy::Block {
-            fence(Ordering::SeqCst);
-            if self.consumer.peer_waiting_flag().load(Ordering::Relaxed) != 0 {
-                self.consumer.publish();
-                wake_if_waiting(self.consumer.peer_waiting_flag(), self.consumer.head_word());
-            }
-        }
-    }
-
-    fn recv_until(
+    /// Retries `attempt` until it is not `Empty`, waiting as the strategy says (or not at
+    /// all: `wait = false`), until `deadline`; checks about every millisecond that the
+    /// producer is alive, and reads what it published before it died.
+    fn pop_with<T>(
         &mut self,
-        buf: &mut [u8],
         deadline: Option<Instant>,
         wait: bool,
-    ) -> Result<usize, RecvTimeoutError> {
+        mut attempt: impl FnMut(&mut Consumer<SegmentRegion>) -> Result<T, PopError>,
+    ) -> Result<T, RecvTimeoutError> {
         let mut waiter = Waiter::new(self.wait);
         loop {
-            let result = match self.consumer.try_pop(buf) {
+            let result = match attempt(&mut self.consumer) {
                 Err(PopError::Empty) if wait => match waiter.pause() {
                     Pause::Again => continue,
                     Pause::Check => Err(PopError::Empty),
@@ -460,8 +514,8 @@ impl ShmRx {
                         let tail = self.consumer.tail_word();
                         let seen = tail.load(Ordering::Acquire) as u32;
                         raise(self.consumer.waiting_flag());
-                        let result = self.consumer.try_pop(buf);
-                        if result == Err(PopError::Empty) {
+                        let result = attempt(&mut self.consumer);
+                        if matches!(result, Err(PopError::Empty)) {
                             let left = deadline.map_or(SLEEP, |d| {
                                 d.saturating_duration_since(Instant::now()).min(SLEEP)
                             });
@@ -474,15 +528,12 @@ impl ShmRx {
                 other => other,
             };
             match result {
-                Ok(n) => {
-                    self.after_pop();
-                    return Ok(n);
-                }
+                Ok(t) => return Ok(t),
                 Err(PopError::Empty) => {
                     if (wait || self.try_polls.due()) && !alive(self.consumer.producer_token()) {
                         // Whatever it published before dying is still ours to read.
-                        return match self.consumer.try_pop(buf) {
-                            Ok(n) => Ok(n),
+                        return match attempt(&mut self.consumer) {
+                            Ok(t) => Ok(t),
                             Err(PopError::Empty) => Err(RecvError::Disconnected.into()),
                             Err(e) => Err(pop_error(e).into()),
                         };
@@ -495,14 +546,29 @@ impl ShmRx {
             }
         }
     }
+
+    fn recv_until(
+        &mut self,
+        buf: &mut [u8],
+        deadline: Option<Instant>,
+        wait: bool,
+    ) -> Result<usize, RecvTimeoutError> {
+        let n = self.pop_with(deadline, wait, |c| c.try_pop(buf))?;
+        after_pop(&mut self.consumer, self.wait.strategy);
+        Ok(n)
+    }
+}
+
+fn timed_out(e: RecvTimeoutError) -> RecvError {
+    match e {
+        RecvTimeoutError::Recv(e) => e,
+        RecvTimeoutError::Timeout => RecvError::Io(nix::errno::Errno::ETIMEDOUT),
+    }
 }
 
 impl crate::Rx for ShmRx {
     fn recv(&mut self, buf: &mut [u8]) -> Result<usize, RecvError> {
-        self.recv_until(buf, None, true).map_err(|e| match e {
-            RecvTimeoutError::Recv(e) => e,
-            RecvTimeoutError::Timeout => RecvError::Io(nix::errno::Errno::ETIMEDOUT),
-        })
+        self.recv_until(buf, None, true).map_err(timed_out)
     }
 
     fn try_recv(&mut self, buf: &mut [u8]) -> Result<usize, TryRecvError> {
@@ -522,6 +588,45 @@ impl crate::Rx for ShmRx {
 
     fn max_frame_len(&self) -> usize {
         self.max_frame
+    }
+}
+
+/// A received frame lent in place from the ring; see [`crate::LoanRx`].
+#[derive(Debug)]
+pub struct ShmFrame<'a> {
+    peeked: Option<ipcbench_ring::Peeked<'a, SegmentRegion>>,
+    strategy: WaitStrategy,
+}
+
+impl std::ops::Deref for ShmFrame<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        self.peeked.as_deref().unwrap_or_default()
+    }
+}
+
+impl Drop for ShmFrame<'_> {
+    fn drop(&mut self) {
+        if let Some(consumer) = self.peeked.take().and_then(|p| p.release()) {
+            after_pop(consumer, self.strategy);
+        }
+    }
+}
+
+impl crate::LoanRx for ShmRx {
+    type Frame<'a> = ShmFrame<'a>;
+
+    fn recv_borrowed(&mut self) -> Result<ShmFrame<'_>, RecvError> {
+        self.pop_with(None, true, |c| c.ready())
+            .map_err(timed_out)?;
+        match self.consumer.try_peek().map_err(pop_error)? {
+            Some(peeked) => Ok(ShmFrame {
+                peeked: Some(peeked),
+                strategy: self.wait.strategy,
+            }),
+            // A segment region always lends its bytes (`SegmentRegion::raw` is `Some`).
+            None => Err(RecvError::Io(nix::errno::Errno::EOPNOTSUPP)),
+        }
     }
 }
 

@@ -13,8 +13,9 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use ipcbench_transport::{
-    Corruption, Endpoint, EndpointOptions, Pipe, RecvError, RecvTimeoutError, Rx, SendError, Shm,
-    Tcp, Transport, TransportKind, TryRecvError, TrySendError, Tx, Uds, WaitStrategy,
+    Corruption, Endpoint, EndpointOptions, LoanRx, LoanTx, Pipe, RecvError, RecvTimeoutError, Rx,
+    SendError, Shm, Tcp, Transport, TransportKind, TryRecvError, TrySendError, Tx, TxLoan, Uds,
+    WaitStrategy,
 };
 
 const ENV_CASE: &str = "IPCBENCH_CONFORMANCE_CASE";
@@ -336,6 +337,105 @@ fn peer_case(case: &str, tx: &mut impl Tx, rx: &mut impl Rx, dir: &Path, garbage
     }
 }
 
+// ---- zero-copy: loans and borrowed frames (the transports that have them) --------------
+
+/// Sends the ordered frames written in place; every 7th is first loaned, scribbled on and
+/// dropped, which must send nothing.
+fn loan_ordered(tx: &mut impl LoanTx, n: u64) {
+    let mut buf = Vec::new();
+    for seq in 0..n {
+        frame_for(seq, &mut buf);
+        if seq % 7 == 0 {
+            let mut cancelled = tx.loan(buf.len()).unwrap();
+            cancelled.fill(0xee);
+        }
+        let mut loan = tx
+            .loan(buf.len())
+            .unwrap_or_else(|e| panic!("loan {seq}: {e}"));
+        assert_eq!(loan.len(), buf.len());
+        loan.copy_from_slice(&buf);
+        loan.commit();
+    }
+}
+
+/// Receives the ordered frames in place, checking each one.
+fn borrow_ordered(rx: &mut impl LoanRx, n: u64) {
+    let mut expect = Vec::new();
+    for seq in 0..n {
+        frame_for(seq, &mut expect);
+        let frame = rx
+            .recv_borrowed()
+            .unwrap_or_else(|e| panic!("recv_borrowed {seq}: {e}"));
+        assert_eq!(
+            &frame[..],
+            &expect[..],
+            "frame {seq} differs (lost, reordered, corrupted or a cancelled loan sent)"
+        );
+    }
+}
+
+fn parent_loan_case(case: &str, tx: &mut (impl Tx + LoanTx), rx: &mut (impl Rx + LoanRx)) {
+    match case {
+        // More than a ring's worth each way, so both sides wait for room and for data
+        // (with `block`: sleep and are woken by a commit or a released frame).
+        "loans_in_order" => {
+            loan_ordered(tx, ORDER_FRAMES);
+            borrow_ordered(rx, ORDER_FRAMES);
+            // Loans and copies mix on the same ring.
+            tx.send(b"copied").unwrap();
+            let mut buf = [0u8; 16];
+            assert_eq!(rx.recv_timeout(&mut buf, SETUP), Ok(4));
+            assert_eq!(&buf[..4], b"done");
+        }
+        "loan_over_max" => {
+            let max = tx.max_frame_len();
+            assert_eq!(
+                tx.loan(max + 1).err(),
+                Some(SendError::FrameTooLarge { len: max + 1, max })
+            );
+            let mut loan = tx.loan(max).unwrap();
+            loan.copy_from_slice(&pattern(max));
+            loan.commit();
+            recv_exact(rx, b"done");
+        }
+        "loan_peer_exit" => {
+            let t0 = Instant::now();
+            assert_eq!(rx.recv_borrowed().err(), Some(RecvError::Disconnected));
+            assert!(t0.elapsed() < SETUP);
+            let mut result = Ok(());
+            for _ in 0..1000 {
+                result = tx.loan(64 * 1024).map(|l| l.commit());
+                if result.is_err() {
+                    break;
+                }
+            }
+            assert_eq!(result, Err(SendError::Disconnected));
+        }
+        other => panic!("unknown case {other}"),
+    }
+}
+
+fn peer_loan_case(case: &str, tx: &mut (impl Tx + LoanTx), rx: &mut (impl Rx + LoanRx)) {
+    match case {
+        "loans_in_order" => {
+            borrow_ordered(rx, ORDER_FRAMES);
+            loan_ordered(tx, ORDER_FRAMES);
+            let frame = rx.recv_borrowed().unwrap();
+            assert_eq!(&frame[..], b"copied");
+            drop(frame);
+            tx.send(b"done").unwrap();
+        }
+        "loan_over_max" => {
+            let frame = rx.recv_borrowed().unwrap();
+            assert_eq!(&frame[..], &pattern(MAX as usize)[..]);
+            drop(frame);
+            tx.send(b"done").unwrap();
+        }
+        "loan_peer_exit" => std::process::exit(0),
+        other => panic!("unknown case {other}"),
+    }
+}
+
 // ---- the two-process plumbing ----------------------------------------------------------
 
 /// Removes what the endpoint made outside the test's directory, also when a case fails.
@@ -347,6 +447,14 @@ impl Drop for Cleanup {
 }
 
 fn run_case<T: Transport>(case: &str, wait: WaitStrategy) {
+    run_case_with::<T>(case, wait, |tx, rx, dir| parent_case(case, tx, rx, dir));
+}
+
+fn run_case_with<T: Transport>(
+    case: &str,
+    wait: WaitStrategy,
+    parent: impl FnOnce(&mut T::Tx, &mut T::Rx, &Path),
+) {
     let dir = tempfile::tempdir().unwrap();
     let opts = EndpointOptions {
         max_frame: MAX,
@@ -377,7 +485,7 @@ fn run_case<T: Transport>(case: &str, wait: WaitStrategy) {
     });
     let guard = Watchdog(pid);
     let (mut tx, mut rx) = T::accept(listener, SETUP).unwrap();
-    parent_case(case, &mut tx, &mut rx, dir.path());
+    parent(&mut tx, &mut rx, dir.path());
     drop((tx, rx));
     if done_rx.recv_timeout(WATCHDOG).is_err() {
         panic!(
@@ -483,6 +591,10 @@ fn peer_entry() {
         TransportKind::Pipe => run_peer::<Pipe>(&case, &endpoint, &dir),
         TransportKind::Uds => run_peer::<Uds>(&case, &endpoint, &dir),
         TransportKind::Tcp => run_peer::<Tcp>(&case, &endpoint, &dir),
+        TransportKind::Shm if case.starts_with("loan") => {
+            let (mut tx, mut rx) = Shm::connect(&endpoint, SETUP).unwrap();
+            peer_loan_case(&case, &mut tx, &mut rx);
+        }
         TransportKind::Shm => run_peer::<Shm>(&case, &endpoint, &dir),
     }
 }
@@ -534,3 +646,31 @@ conformance!(tcp, ipcbench_transport::Tcp, Spin);
 conformance!(shm_spin, ipcbench_transport::Shm, Spin);
 conformance!(shm_yield, ipcbench_transport::Shm, Yield);
 conformance!(shm_block, ipcbench_transport::Shm, Block);
+
+macro_rules! loans {
+    ($module:ident, $wait:ident) => {
+        mod $module {
+            use ipcbench_transport::WaitStrategy::$wait as WAIT;
+            fn run(case: &str) {
+                super::run_case_with::<ipcbench_transport::Shm>(case, WAIT, |tx, rx, _| {
+                    super::parent_loan_case(case, tx, rx)
+                });
+            }
+            #[test]
+            fn loans_in_order() {
+                run("loans_in_order");
+            }
+            #[test]
+            fn loan_over_max() {
+                run("loan_over_max");
+            }
+            #[test]
+            fn loan_peer_exit() {
+                run("loan_peer_exit");
+            }
+        }
+    };
+}
+
+loans!(shm_spin_loans, Spin);
+loans!(shm_block_loans, Block);

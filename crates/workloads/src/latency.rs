@@ -10,8 +10,11 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use ipcbench_transport::{LoanRx, LoanTx, TxLoan};
+
 use crate::{
-    check_msg_bytes, fill_pattern, new_histogram, seq_of, stamp, Measurement, Rx, Tx, WorkloadError,
+    check_msg_bytes, fill_pattern, new_histogram, seq_of, stamp, Measurement, Rx, Tx,
+    WorkloadError, SEQ_BYTES,
 };
 
 /// Parameters of a latency run.
@@ -25,6 +28,10 @@ pub struct LatencyParams {
     pub warmup: u64,
     /// Messages per second in open-loop mode; 0 for closed loop (next send at once).
     pub rate: f64,
+    /// Zero-copy: [`client_in_place`] and [`echo_in_place`] instead of [`client`] and
+    /// [`echo`] (for transports with loans). The harness picks the functions from it.
+    #[serde(default)]
+    pub zero_copy: bool,
 }
 
 /// Sleeps, then spins, until `due`.
@@ -43,40 +50,69 @@ fn wait_until(due: Instant) {
     }
 }
 
-/// The measuring side: sends, waits for the echo, records the round trip.
+/// The measuring side: sends, waits for the echo, records the round trip. The message is
+/// copied in from the client's buffer and out into another.
 pub fn client<T: Tx, R: Rx>(
     tx: &mut T,
     rx: &mut R,
     p: &LatencyParams,
 ) -> Result<Measurement, WorkloadError> {
     check_msg_bytes(p.msg_bytes)?;
+    let mut out = vec![0u8; p.msg_bytes];
+    let mut back = vec![0u8; p.msg_bytes];
+    fill_pattern(&mut out, 0x1a7e);
+    measure(p, |seq| {
+        stamp(&mut out, seq);
+        tx.send(&out)?;
+        let n = rx.recv(&mut back)?;
+        check_echo(seq, n, &back, out.len())
+    })
+}
+
+/// The measuring side, zero-copy: each message is a loan from the transport in which
+/// the client writes the sequence number in place (the rest of the payload is whatever
+/// the slot held: nothing is copied, as for a producer that builds its message in the
+/// transport's memory); the echo is read in place.
+pub fn client_in_place<T: LoanTx, R: LoanRx>(
+    tx: &mut T,
+    rx: &mut R,
+    p: &LatencyParams,
+) -> Result<Measurement, WorkloadError> {
+    check_msg_bytes(p.msg_bytes)?;
+    measure(p, |seq| {
+        let mut loan = tx.loan(p.msg_bytes)?;
+        stamp(&mut loan, seq);
+        loan.commit();
+        let back = rx.recv_borrowed()?;
+        check_echo(seq, back.len(), &back, p.msg_bytes)
+    })
+}
+
+fn check_echo(seq: u64, n: usize, back: &[u8], len: usize) -> Result<(), WorkloadError> {
+    if n != len || n < SEQ_BYTES || seq_of(back) != seq {
+        return Err(WorkloadError::Integrity(format!(
+            "round trip {seq}: echo of {n} bytes with sequence {}, expected {len} bytes with sequence {seq}",
+            if n >= SEQ_BYTES { seq_of(back) } else { u64::MAX },
+        )));
+    }
+    Ok(())
+}
+
+/// Runs the warm-up and the measured round trips (`round_trip(seq)` does one), closed or
+/// open loop, into a histogram.
+fn measure(
+    p: &LatencyParams,
+    mut round_trip: impl FnMut(u64) -> Result<(), WorkloadError>,
+) -> Result<Measurement, WorkloadError> {
     if !(p.rate >= 0.0 && p.rate.is_finite()) {
         return Err(WorkloadError::Param(format!(
             "rate {} must be a finite number >= 0",
             p.rate
         )));
     }
-    let mut out = vec![0u8; p.msg_bytes];
-    let mut back = vec![0u8; p.msg_bytes];
-    fill_pattern(&mut out, 0x1a7e);
     let mut hist = new_histogram();
-
-    let mut round_trip = |seq: u64, out: &mut [u8], back: &mut [u8]| -> Result<(), WorkloadError> {
-        stamp(out, seq);
-        tx.send(out)?;
-        let n = rx.recv(back)?;
-        if n != out.len() || seq_of(back) != seq {
-            return Err(WorkloadError::Integrity(format!(
-                "round trip {seq}: echo of {n} bytes with sequence {}, expected {} bytes with sequence {seq}",
-                if n >= 8 { seq_of(back) } else { u64::MAX },
-                out.len()
-            )));
-        }
-        Ok(())
-    };
-
     for seq in 0..p.warmup {
-        round_trip(seq, &mut out, &mut back)?;
+        round_trip(seq)?;
     }
     let interval = if p.rate > 0.0 {
         Some(Duration::from_secs_f64(1.0 / p.rate))
@@ -94,7 +130,7 @@ pub fn client<T: Tx, R: Rx>(
             }
             None => Instant::now(),
         };
-        round_trip(seq, &mut out, &mut back)?;
+        round_trip(seq)?;
         hist.saturating_record(base.elapsed().as_nanos() as u64);
     }
     let duration = start.elapsed();
@@ -126,4 +162,108 @@ pub fn echo<T: Tx, R: Rx>(
         duration: start.elapsed(),
         ..Default::default()
     })
+}
+
+/// The echoing side, zero-copy: reads each message in place and answers with a loan in
+/// which it writes the sequence number it read (the payload is not copied).
+pub fn echo_in_place<T: LoanTx, R: LoanRx>(
+    tx: &mut T,
+    rx: &mut R,
+    p: &LatencyParams,
+) -> Result<Measurement, WorkloadError> {
+    check_msg_bytes(p.msg_bytes)?;
+    let start = Instant::now();
+    for _ in 0..p.warmup + p.count {
+        let frame = rx.recv_borrowed()?;
+        let n = frame.len();
+        if n < SEQ_BYTES {
+            return Err(WorkloadError::Integrity(format!(
+                "a {n}-byte message has no sequence number"
+            )));
+        }
+        let seq = seq_of(&frame);
+        drop(frame);
+        let mut reply = tx.loan(n)?;
+        stamp(&mut reply, seq);
+        reply.commit();
+    }
+    Ok(Measurement {
+        count: p.count,
+        bytes: p.count * p.msg_bytes as u64,
+        duration: start.elapsed(),
+        ..Default::default()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ipcbench_transport::{Endpoint, EndpointOptions, Shm, Transport, TransportKind};
+
+    fn shm_pair(
+        dir: &std::path::Path,
+    ) -> (
+        Endpoint,
+        <Shm as Transport>::Listener,
+        std::thread::JoinHandle<(ipcbench_transport::ShmTx, ipcbench_transport::ShmRx)>,
+    ) {
+        let opts = EndpointOptions {
+            shm_capacity: 1 << 16,
+            max_frame: 1024,
+            ..Default::default()
+        };
+        let spec = Endpoint::prepare(TransportKind::Shm, dir, &opts).unwrap();
+        let listener = Shm::listen(&spec).unwrap();
+        let resolved = Shm::resolved(&listener);
+        let peer =
+            std::thread::spawn(move || Shm::connect(&resolved, Duration::from_secs(5)).unwrap());
+        (spec, listener, peer)
+    }
+
+    const P: LatencyParams = LatencyParams {
+        msg_bytes: 100,
+        count: 5_000,
+        warmup: 100,
+        rate: 0.0,
+        zero_copy: true,
+    };
+
+    #[test]
+    fn in_place_round_trips_are_all_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spec, listener, peer) = shm_pair(dir.path());
+        let (mut tx, mut rx) = Shm::accept(listener, Duration::from_secs(5)).unwrap();
+        let (mut ptx, mut prx) = peer.join().unwrap();
+        let echo = std::thread::spawn(move || echo_in_place(&mut ptx, &mut prx, &P).unwrap());
+        let m = client_in_place(&mut tx, &mut rx, &P).unwrap();
+        assert_eq!(m.count, 5_000);
+        assert_eq!(m.histogram.unwrap().len(), 5_000);
+        assert_eq!(echo.join().unwrap().count, 5_000);
+        spec.cleanup();
+    }
+
+    #[test]
+    fn an_echo_with_the_wrong_sequence_fails_the_in_place_client() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spec, listener, peer) = shm_pair(dir.path());
+        let (mut tx, mut rx) = Shm::accept(listener, Duration::from_secs(5)).unwrap();
+        let (mut ptx, mut prx) = peer.join().unwrap();
+        let echo = std::thread::spawn(move || {
+            let mut buf = [0u8; 100];
+            // Until the client, failed, lets go of the rings.
+            while let Ok(n) = prx.recv(&mut buf) {
+                let seq = seq_of(&buf) + u64::from(seq_of(&buf) == 7);
+                stamp(&mut buf, seq);
+                ptx.send(&buf[..n]).unwrap();
+            }
+        });
+        let e = client_in_place(&mut tx, &mut rx, &P).unwrap_err();
+        assert!(
+            matches!(&e, WorkloadError::Integrity(m) if m.contains("round trip 7")),
+            "{e}"
+        );
+        drop((tx, rx));
+        echo.join().unwrap();
+        spec.cleanup();
+    }
 }

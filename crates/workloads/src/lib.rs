@@ -11,7 +11,7 @@
 //! let spec = Endpoint::prepare(TransportKind::Uds, dir.path(), &EndpointOptions::default()).unwrap();
 //! let listener = Uds::listen(&spec).unwrap();
 //! let resolved = Uds::resolved(&listener);
-//! let params = LatencyParams { msg_bytes: 64, count: 100, warmup: 10, rate: 0.0 };
+//! let params = LatencyParams { msg_bytes: 64, count: 100, warmup: 10, rate: 0.0, zero_copy: false };
 //! let echo = std::thread::spawn(move || {
 //!     let (mut tx, mut rx) = Uds::connect(&resolved, Duration::from_secs(5)).unwrap();
 //!     latency::echo(&mut tx, &mut rx, &params).unwrap()

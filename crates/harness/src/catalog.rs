@@ -10,17 +10,24 @@ pub enum WorkloadKind {
     Latency,
     /// One-way stream.
     Throughput,
+    /// Two agents paint an image one pixel per turn.
+    Pingpong,
 }
 
 impl WorkloadKind {
     /// Every workload, in `list` order.
-    pub const ALL: [WorkloadKind; 2] = [WorkloadKind::Latency, WorkloadKind::Throughput];
+    pub const ALL: [WorkloadKind; 3] = [
+        WorkloadKind::Latency,
+        WorkloadKind::Throughput,
+        WorkloadKind::Pingpong,
+    ];
 
     /// Its name in configs and CSV.
     pub fn name(self) -> &'static str {
         match self {
             WorkloadKind::Latency => "latency",
             WorkloadKind::Throughput => "throughput",
+            WorkloadKind::Pingpong => "pingpong",
         }
     }
 
@@ -33,6 +40,9 @@ impl WorkloadKind {
             WorkloadKind::Throughput => {
                 "one-way stream; every sequence number and payload byte checked; msgs/s and bytes/s"
             }
+            WorkloadKind::Pingpong => {
+                "two agents paint a WxH image one pixel per turn (unused position, unused colour), handing the turn over the transport; every pixel checked"
+            }
         }
     }
 
@@ -41,6 +51,7 @@ impl WorkloadKind {
         match self {
             WorkloadKind::Latency => &["client", "server"],
             WorkloadKind::Throughput => &["sender", "receiver"],
+            WorkloadKind::Pingpong => &["ping", "pong"],
         }
     }
 
@@ -49,12 +60,23 @@ impl WorkloadKind {
         match self {
             WorkloadKind::Latency => LATENCY,
             WorkloadKind::Throughput => THROUGHPUT,
+            WorkloadKind::Pingpong => PINGPONG,
         }
     }
 
     /// Extra CSV columns this workload fills (after the fixed ones).
     pub fn metric_columns(self) -> &'static [&'static str] {
-        &[]
+        match self {
+            WorkloadKind::Pingpong => &[
+                "width",
+                "height",
+                "pixels",
+                "ns_per_pixel",
+                "pick_ns",
+                "speedup_vs_original",
+            ],
+            _ => &[],
+        }
     }
 
     /// Looks a workload up by name.
@@ -294,6 +316,50 @@ const THROUGHPUT: &[ParamDef] = &[
         ParamType::Bool,
         Some("false"),
         "bare baseline: the same system calls with no framing or checks",
+    ),
+];
+
+const SIDE: ParamType = ParamType::Int {
+    min: 0,
+    max: 1 << 24,
+};
+
+const PINGPONG: &[ParamDef] = &[
+    p(
+        "size",
+        ParamType::Int {
+            min: 1,
+            max: 1 << 24,
+        },
+        None,
+        "image side: a size x size image (at most 2^24 pixels: one colour each)",
+    ),
+    p(
+        "width",
+        SIDE,
+        Some("0"),
+        "image width, if not size (0 = size)",
+    ),
+    p(
+        "height",
+        SIDE,
+        Some("0"),
+        "image height, if not size (0 = size)",
+    ),
+    p(
+        "seed",
+        ParamType::Int {
+            min: 0,
+            max: i64::MAX,
+        },
+        Some("1"),
+        "seed of the picks: a run is reproducible from it",
+    ),
+    p(
+        "artefacts",
+        ParamType::Bool,
+        Some("true"),
+        "write the [pos, colour] log and the final PNG into the results",
     ),
 ];
 

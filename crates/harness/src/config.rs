@@ -538,6 +538,51 @@ pub fn parse(
                 );
             }
         }
+        if let Some((sizes, size_line)) = axes.get("size") {
+            let ints = |k: &str| -> Vec<i64> {
+                axes.get(k).map_or(vec![0], |(v, _)| {
+                    v.iter()
+                        .filter_map(|x| match x {
+                            Value::Int(i) => Some(*i),
+                            _ => None,
+                        })
+                        .collect()
+                })
+            };
+            let mut too_large = None;
+            for size in sizes.iter().filter_map(|v| match v {
+                Value::Int(i) => Some(*i),
+                _ => None,
+            }) {
+                let side = |v: i64| if v == 0 { size } else { v };
+                for w in ints("width") {
+                    for h in ints("height") {
+                        if side(w) * side(h) > 1 << 24 && too_large.is_none() {
+                            // The error goes to the key that set the too-large side.
+                            let key = if w != 0 {
+                                "width"
+                            } else if h != 0 {
+                                "height"
+                            } else {
+                                "size"
+                            };
+                            too_large = Some((side(w), side(h), key));
+                        }
+                    }
+                }
+            }
+            if let Some((w, h, key)) = too_large {
+                let line = axes.get(key).map_or(*size_line, |(_, l)| *l);
+                errs.push(
+                    line,
+                    Some(key),
+                    format!(
+                        "a {w}x{h} image has {} pixels, more than the 2^24 colours (each pixel needs one of its own)",
+                        w * h
+                    ),
+                );
+            }
+        }
         let is_shm = |t: &Value| matches!(t, Value::Str(s) if s == "shm");
         if let (Some((zc, line)), Some((transports, _))) =
             (axes.get("zero_copy"), axes.get("transport"))
@@ -783,6 +828,32 @@ mod tests {
     }
 
     #[test]
+    fn pingpong_images_over_2_pow_24_pixels_are_refused() {
+        let e = errors(
+            "[[experiment]]\nname = \"p\"\nworkload = \"pingpong\"\ntransport = \"shm\"\nsize = [1024, 4097]\n",
+        );
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].starts_with("t.toml:5: key `size`:") && e[0].contains("4097x4097"),
+            "{e:?}"
+        );
+        let e = errors(
+            "[[experiment]]\nname = \"p\"\nworkload = \"pingpong\"\ntransport = \"shm\"\nsize = 4096\nwidth = 8192\n",
+        );
+        assert!(
+            e[0].starts_with("t.toml:6: key `width`:") && e[0].contains("8192x4096"),
+            "{e:?}"
+        );
+        let runs = parse(
+            "t.toml",
+            "[[experiment]]\nname = \"p\"\nworkload = \"pingpong\"\ntransport = \"shm\"\nsize = 4096\n",
+            CORES,
+        )
+        .unwrap();
+        assert_eq!(runs.len(), 1);
+    }
+
+    #[test]
     fn cores_list_of_lists_is_a_sweep() {
         let runs = parse(
             "t.toml",
@@ -853,7 +924,7 @@ mod tests {
         let e = errors("[[experiment]]\nname = \"a\"\nworkload = \"nope\"\n");
         assert_eq!(
             e,
-            vec!["t.toml:3: key `workload`: unknown workload `nope` (known: latency, throughput)"]
+            vec!["t.toml:3: key `workload`: unknown workload `nope` (known: latency, throughput, pingpong)"]
         );
         let e =
             errors("[[experiment]]\nname = \"a\"\nworkload = \"latency\"\ntransport = \"uds\"\n");

@@ -28,6 +28,7 @@ use ipcbench_workloads::throughput::ThroughputParams;
 pub mod builtin;
 pub mod catalog;
 pub mod config;
+pub mod pingpong;
 pub mod report;
 pub mod role;
 pub mod runner;
@@ -95,6 +96,18 @@ enum Command {
         #[arg(long, value_name = "DIR", default_value = "results")]
         out: PathBuf,
     },
+    /// Render a pingpong log as a PNG: the image after its first N pixels.
+    Render {
+        /// The `[pos, colour]` log a pingpong run wrote (results/.../pingpong/<run>.log).
+        #[arg(long, value_name = "FILE")]
+        log: PathBuf,
+        /// Pixels to draw (default: all).
+        #[arg(long, value_name = "N")]
+        upto: Option<u64>,
+        /// The PNG to write.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
     /// Internal: run one role of a run (spawned by the harness).
     #[command(name = "__role", hide = true)]
     Role,
@@ -123,6 +136,12 @@ pub fn main() -> ExitCode {
 fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Some(Command::Role) => Ok(role::main()),
+        Some(Command::Render { log, upto, out }) => {
+            let n = pingpong::render_command(&log, upto, &out)
+                .map_err(|e| UsageError(format!("render: {e:#}")))?;
+            eprintln!("harness: rendered {n} pixels into {}", out.display());
+            Ok(ExitCode::SUCCESS)
+        }
         Some(Command::List) => {
             print_stdout(&list_text());
             Ok(ExitCode::SUCCESS)
@@ -306,7 +325,7 @@ fn print_stdout(text: &str) {
 
 /// Builds the plan of one run: its roles, their cores and tasks, and its endpoint (which
 /// comes back too, for [`Endpoint::cleanup`]).
-fn plan_run(spec: &RunSpec, dir: &Path) -> anyhow::Result<(RunPlan, Endpoint)> {
+fn plan_run(spec: &RunSpec, dir: &Path) -> anyhow::Result<(RunPlan, Endpoint, Option<Segment>)> {
     let mut opts = EndpointOptions {
         max_frame: spec.int("max_frame") as u32,
         ..Default::default()
@@ -332,7 +351,23 @@ fn plan_run(spec: &RunSpec, dir: &Path) -> anyhow::Result<(RunPlan, Endpoint)> {
         spec.flag("bare"),
     );
     let roles = spec.workload.roles();
+    let canvas = match spec.workload {
+        WorkloadKind::Pingpong => Some(pingpong::create_canvas(
+            &pingpong::params(spec),
+            dir,
+            &spec.run_id,
+        )?),
+        _ => None,
+    };
+    let canvas_path = canvas.as_ref().map(|c| c.path().to_path_buf());
     let task = |first: bool| match spec.workload {
+        WorkloadKind::Pingpong => RoleTask::Pingpong {
+            endpoint: endpoint.clone(),
+            listen: first,
+            ping: first,
+            canvas: canvas_path.clone().unwrap_or_default(),
+            params: pingpong::params(spec),
+        },
         WorkloadKind::Latency => RoleTask::Latency {
             endpoint: endpoint.clone(),
             listen: first,
@@ -373,7 +408,7 @@ fn plan_run(spec: &RunSpec, dir: &Path) -> anyhow::Result<(RunPlan, Endpoint)> {
         timeout: spec.timeout,
         dir: dir.to_path_buf(),
     };
-    Ok((plan, endpoint))
+    Ok((plan, endpoint, canvas))
 }
 
 fn run_dir() -> anyhow::Result<tempfile::TempDir> {
@@ -504,17 +539,47 @@ fn run_matrix(
     );
     let mut table = Vec::new();
     let mut failed = 0;
+    // The harness's own private memory after each pingpong check (the canvas it reads is
+    // shared memory, counted apart).
+    let mut peak_private_kib = 0u64;
     for (i, spec) in runs.iter().enumerate() {
         if interrupted.load(Ordering::Relaxed) {
             break;
         }
         bar.set_message(spec.run_id.clone());
         let dir = run_dir()?;
+        let mut extra: Vec<(String, f64)> = Vec::new();
         let outcome = match plan_run(spec, dir.path()) {
-            Ok((plan, endpoint)) => {
-                let outcome = runner::execute(&exe, &plan, &interrupted);
+            Ok((plan, endpoint, canvas)) => {
+                let tick = || {
+                    if let Some(c) = &canvas {
+                        let words = c.words32();
+                        let done = ipcbench_workloads::pingpong::progress(words);
+                        bar.set_message(format!("{}: {done} pixels", spec.run_id));
+                    }
+                };
+                let mut outcome = runner::execute_with(&exe, &plan, &interrupted, &tick);
                 // Every role is gone now: remove the shm segment, if there is one.
                 endpoint.cleanup();
+                if let (Some(c), runner::Status::Ok) = (&canvas, &outcome.status) {
+                    let p = pingpong::params(spec);
+                    match pingpong::check_and_save(
+                        c,
+                        &p,
+                        &results.join("pingpong"),
+                        &spec.run_id,
+                        spec.flag("artefacts"),
+                    ) {
+                        Ok(_) => {
+                            extra = pingpong_metrics(&p, &outcome);
+                            peak_private_kib =
+                                peak_private_kib.max(pingpong::own_private_kib().unwrap_or(0));
+                        }
+                        Err(e) => outcome.status = Status::Failed(format!("check: {e:#}")),
+                    }
+                }
+                // The canvas segment is removed here.
+                drop(canvas);
                 outcome
             }
             Err(e) => runner::RunOutcome {
@@ -545,6 +610,8 @@ fn run_matrix(
                 h,
             )?;
         }
+        let mut figures = figures;
+        figures.metrics.extend(extra);
         summary.row(spec, &outcome.status, &figures)?;
         if outcome.status != Status::Ok {
             failed += 1;
@@ -574,6 +641,12 @@ fn run_matrix(
     }
     bar.finish_and_clear();
     print_stdout(&report::table_text(&table));
+    if peak_private_kib > 0 {
+        eprintln!(
+            "harness: its own private memory after the pingpong checks: at most {:.1} MiB (RssAnon)",
+            peak_private_kib as f64 / 1024.0
+        );
+    }
     if interrupted.load(Ordering::Relaxed) {
         eprintln!(
             "harness: interrupted after {} of {} runs; every role stopped and its files removed; completed rows are in {}",
@@ -592,6 +665,31 @@ fn run_matrix(
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The pingpong columns of a run that passed its checks.
+fn pingpong_metrics(
+    p: &ipcbench_workloads::pingpong::PingpongParams,
+    outcome: &runner::RunOutcome,
+) -> Vec<(String, f64)> {
+    let pixels = u64::from(p.width) * u64::from(p.height);
+    let secs = outcome
+        .reports
+        .first()
+        .and_then(|r| r.as_ref())
+        .map_or(0.0, |r| r.duration_ns as f64 / 1e9);
+    let mut m = vec![
+        ("width".to_string(), f64::from(p.width)),
+        ("height".to_string(), f64::from(p.height)),
+        ("pixels".to_string(), pixels as f64),
+    ];
+    if secs > 0.0 {
+        m.push(("ns_per_pixel".into(), secs * 1e9 / pixels as f64));
+        if let Some(orig) = pingpong::original_s(p.width, p.height) {
+            m.push(("speedup_vs_original".into(), orig / secs));
+        }
+    }
+    m
 }
 
 fn first_line_of(path: &str, key: &str) -> Option<String> {

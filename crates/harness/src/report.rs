@@ -151,7 +151,14 @@ pub fn figures(
         f.msgs_per_s = Some(report.count as f64 / secs);
         f.bytes_per_s = Some(report.bytes as f64 / secs);
     }
-    let hist = report.histogram()?;
+    // Every role's histogram, merged (pingpong's agents each time the handoffs to them).
+    let mut hist = report.histogram()?;
+    for other in outcome.reports.iter().skip(1).flatten() {
+        if let (Some(h), Some(o)) = (hist.as_mut(), other.histogram()?) {
+            h.add(&o)
+                .map_err(|e| anyhow::anyhow!("merging histograms: {e:?}"))?;
+        }
+    }
     if let Some(h) = &hist {
         f.latency = Some([
             h.value_at_quantile(0.5) as f64,
@@ -168,6 +175,16 @@ pub fn figures(
             WorkloadKind::Latency => {
                 f.floor_ns = Some(floor.rtt_ns);
                 f.ratio = f.latency.map(|l| l[0] / floor.rtt_ns);
+            }
+            WorkloadKind::Pingpong => {
+                // A turn's lower bound: one one-way handoff (half the cache-line round
+                // trip) plus the pick measured alone.
+                let pick = report.metric("pick_ns").unwrap_or(0.0);
+                let bound = floor.rtt_ns / 2.0 + pick;
+                f.floor_ns = Some(bound);
+                if report.count > 0 && bound > 0.0 {
+                    f.ratio = Some(report.duration_ns as f64 / report.count as f64 / bound);
+                }
             }
             WorkloadKind::Throughput => {
                 // One copy of the message at single-core memcpy speed (GB/s = bytes/ns).

@@ -13,7 +13,7 @@ use ipcbench_transport::segment::Segment;
 use ipcbench_transport::{
     baseline, Endpoint, Pipe, Shm, StreamRx, StreamTx, Tcp, Transport, TransportKind, Uds,
 };
-use ipcbench_workloads::{latency, new_histogram, throughput, Measurement};
+use ipcbench_workloads::{latency, new_histogram, pingpong, throughput, Measurement};
 
 use crate::wire::{RoleEvent, RoleJob, RoleReport, RoleTask, GO};
 
@@ -84,6 +84,31 @@ fn run(job: &RoleJob, stdin: &mut impl BufRead) -> anyhow::Result<RoleReport> {
             let m = floor(&seg, *ping, *iterations, *same_core)?;
             RoleReport::from_measurement(&m)
         }
+        RoleTask::Pingpong {
+            endpoint,
+            ping,
+            canvas,
+            params,
+            ..
+        } => {
+            let n = params.pixels()?;
+            let seg = Segment::open_with(canvas, pingpong::canvas_bytes(n), pingpong::populate(n))?;
+            let canvas = pingpong::Canvas::attach(seg.words32(), params)?;
+            match endpoint.kind() {
+                TransportKind::Pipe => connected::<Pipe>(job, endpoint, setup, stdin, |tx, rx| {
+                    pingpong_agent(tx, rx, &canvas, params, *ping)
+                }),
+                TransportKind::Uds => connected::<Uds>(job, endpoint, setup, stdin, |tx, rx| {
+                    pingpong_agent(tx, rx, &canvas, params, *ping)
+                }),
+                TransportKind::Tcp => connected::<Tcp>(job, endpoint, setup, stdin, |tx, rx| {
+                    pingpong_agent(tx, rx, &canvas, params, *ping)
+                }),
+                TransportKind::Shm => connected::<Shm>(job, endpoint, setup, stdin, |tx, rx| {
+                    pingpong_agent(tx, rx, &canvas, params, *ping)
+                }),
+            }
+        }
         RoleTask::Latency { endpoint, bare, .. } | RoleTask::Throughput { endpoint, bare, .. } => {
             match (endpoint.kind(), *bare) {
                 (TransportKind::Pipe, false) => framed_role::<Pipe>(job, endpoint, setup, stdin),
@@ -112,6 +137,23 @@ fn run(job: &RoleJob, stdin: &mut impl BufRead) -> anyhow::Result<RoleReport> {
             }
         }
     }
+}
+
+/// One pingpong agent; ping also measures the pick alone afterwards (on a private
+/// canvas of the same size, at most 2^20 pixels), for the floor comparison.
+fn pingpong_agent(
+    tx: &mut impl ipcbench_transport::Tx,
+    rx: &mut impl ipcbench_transport::Rx,
+    canvas: &pingpong::Canvas<'_>,
+    params: &pingpong::PingpongParams,
+    ping: bool,
+) -> anyhow::Result<Measurement> {
+    let mut m = pingpong::agent(tx, rx, canvas, params, ping)?;
+    if ping {
+        let pick = pingpong::pick_cost(params, 1 << 20)?;
+        m.metrics.push(("pick_ns".into(), pick));
+    }
+    Ok(m)
 }
 
 /// Whether the task asks for the zero-copy (loan) variant.
@@ -147,7 +189,9 @@ fn connected<T: Transport>(
     work: impl FnOnce(&mut T::Tx, &mut T::Rx) -> anyhow::Result<Measurement>,
 ) -> anyhow::Result<RoleReport> {
     let listen = match &job.task {
-        RoleTask::Latency { listen, .. } | RoleTask::Throughput { listen, .. } => *listen,
+        RoleTask::Latency { listen, .. }
+        | RoleTask::Throughput { listen, .. }
+        | RoleTask::Pingpong { listen, .. } => *listen,
         RoleTask::Floor { .. } => bail!("not a transport task"),
     };
     let (mut tx, mut rx) = connect::<T>(endpoint, listen, setup)?;
@@ -176,7 +220,9 @@ fn framed_role<T: Transport>(
                 ..
             } => throughput::sender(tx, rx, params)?,
             RoleTask::Throughput { params, .. } => throughput::receiver(tx, rx, params)?,
-            RoleTask::Floor { .. } => bail!("not a transport task"),
+            RoleTask::Floor { .. } | RoleTask::Pingpong { .. } => {
+                bail!("not a latency or throughput task")
+            }
         })
     })
 }
@@ -194,7 +240,9 @@ where
     connected::<T>(job, endpoint, setup, stdin, |tx, rx| match &job.task {
         RoleTask::Latency { client, params, .. } => bare_latency(tx, rx, params, *client),
         RoleTask::Throughput { sender, params, .. } => bare_throughput(tx, rx, params, *sender),
-        RoleTask::Floor { .. } => bail!("not a transport task"),
+        RoleTask::Floor { .. } | RoleTask::Pingpong { .. } => {
+            bail!("not a latency or throughput task")
+        }
     })
 }
 

@@ -301,9 +301,19 @@ fn cleanup(procs: &mut [Proc]) {
 
 /// Runs `plan` with this binary (`exe`) as every role.
 pub fn execute(exe: &Path, plan: &RunPlan, interrupted: &AtomicBool) -> RunOutcome {
+    execute_with(exe, plan, interrupted, &|| {})
+}
+
+/// [`execute`], calling `tick` about every 100 ms while the roles run (for progress).
+pub fn execute_with(
+    exe: &Path,
+    plan: &RunPlan,
+    interrupted: &AtomicBool,
+    tick: &dyn Fn(),
+) -> RunOutcome {
     let mut procs: Vec<Proc> = Vec::new();
     let (tx, rx) = mpsc::channel();
-    let status = run_phases(exe, plan, interrupted, &mut procs, &tx, &rx);
+    let status = run_phases(exe, plan, interrupted, &mut procs, &tx, &rx, tick);
     drop(tx);
     // On failure give the other roles a moment to report their side too.
     if matches!(status, Err(Stop::Broken)) {
@@ -338,6 +348,7 @@ fn run_phases(
     procs: &mut Vec<Proc>,
     tx: &Sender<Msg>,
     rx: &Receiver<Msg>,
+    tick: &dyn Fn(),
 ) -> Result<(), Stop> {
     let setup_deadline = Instant::now() + plan.setup_timeout;
     let parent_pid = std::process::id() as i32;
@@ -389,6 +400,7 @@ fn run_phases(
         }
     }
     pump(procs, rx, Instant::now() + plan.timeout, interrupted, |p| {
+        tick();
         p.iter().all(|p| p.done.is_some())
     })
 }

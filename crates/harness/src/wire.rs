@@ -9,6 +9,7 @@ use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
 use hdrhistogram::Histogram;
 use ipcbench_transport::Endpoint;
 use ipcbench_workloads::latency::LatencyParams;
+use ipcbench_workloads::pingpong::PingpongParams;
 use ipcbench_workloads::throughput::ThroughputParams;
 use ipcbench_workloads::Measurement;
 use serde::{Deserialize, Serialize};
@@ -63,6 +64,19 @@ pub enum RoleTask {
         /// Bare baseline instead of the framed transport.
         bare: bool,
     },
+    /// `pingpong`: one agent painting the canvas in turn with its peer.
+    Pingpong {
+        /// Where to meet the peer.
+        endpoint: Endpoint,
+        /// Listen (side A) or connect (side B).
+        listen: bool,
+        /// Ping (paints the even iterations, measures) or pong.
+        ping: bool,
+        /// The canvas segment the parent created.
+        canvas: PathBuf,
+        /// Image size and seed.
+        params: PingpongParams,
+    },
     /// The hardware floor: a cache-line ping-pong over a shared segment.
     Floor {
         /// The segment the parent created.
@@ -80,9 +94,9 @@ impl RoleTask {
     /// The endpoint, for tasks that use a transport.
     pub fn endpoint_mut(&mut self) -> Option<&mut Endpoint> {
         match self {
-            RoleTask::Latency { endpoint, .. } | RoleTask::Throughput { endpoint, .. } => {
-                Some(endpoint)
-            }
+            RoleTask::Latency { endpoint, .. }
+            | RoleTask::Throughput { endpoint, .. }
+            | RoleTask::Pingpong { endpoint, .. } => Some(endpoint),
             RoleTask::Floor { .. } => None,
         }
     }

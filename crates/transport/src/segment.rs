@@ -9,7 +9,7 @@
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU32, AtomicU64};
 
 use memmap2::{MmapOptions, MmapRaw};
 
@@ -22,13 +22,19 @@ pub struct Segment {
     path: PathBuf,
     len: usize,
     owner: bool,
-    _file: File,
+    _file: Option<File>,
 }
 
 impl Segment {
     /// Creates a new segment of `len` bytes (a non-zero multiple of 8), zero-filled.
     /// Fails if the path exists. The creator removes the file when the segment is dropped.
     pub fn create(path: &Path, len: usize) -> Result<Segment, SetupError> {
+        Segment::create_with(path, len, false)
+    }
+
+    /// [`Segment::create`]; with `populate`, the file's pages are allocated now and mapped
+    /// in advance (`fallocate`, `MAP_POPULATE`), so no page fault lands in a timed part.
+    pub fn create_with(path: &Path, len: usize, populate: bool) -> Result<Segment, SetupError> {
         if len == 0 || len % 8 != 0 {
             return Err(SetupError::Invalid(format!(
                 "segment length {len} is not a positive multiple of 8"
@@ -44,7 +50,22 @@ impl Segment {
         let seg = (|| {
             file.set_len(len as u64)
                 .map_err(|e| SetupError::io("size segment", path.display(), e))?;
-            let map = MmapOptions::new()
+            if populate {
+                nix::fcntl::fallocate(
+                    &file,
+                    nix::fcntl::FallocateFlags::empty(),
+                    0,
+                    len as libc::off_t,
+                )
+                .map_err(|e| {
+                    SetupError::io("allocate segment", path.display(), std::io::Error::from(e))
+                })?;
+            }
+            let mut opts = MmapOptions::new();
+            if populate {
+                opts.populate();
+            }
+            let map = opts
                 .len(len)
                 .map_raw(&file)
                 .map_err(|e| SetupError::io("map segment", path.display(), e))?;
@@ -56,7 +77,7 @@ impl Segment {
                 path: path.to_path_buf(),
                 len,
                 owner: true,
-                _file: file,
+                _file: Some(file),
             }),
             Err(e) => {
                 let _ = std::fs::remove_file(path);
@@ -67,6 +88,12 @@ impl Segment {
 
     /// Opens an existing segment, which must be exactly `len` bytes long.
     pub fn open(path: &Path, len: usize) -> Result<Segment, SetupError> {
+        Segment::open_with(path, len, false)
+    }
+
+    /// [`Segment::open`]; with `populate`, the mapping's page tables are filled now
+    /// (`MAP_POPULATE`).
+    pub fn open_with(path: &Path, len: usize, populate: bool) -> Result<Segment, SetupError> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -82,7 +109,11 @@ impl Segment {
                 path.display()
             )));
         }
-        let map = MmapOptions::new()
+        let mut opts = MmapOptions::new();
+        if populate {
+            opts.populate();
+        }
+        let map = opts
             .len(len)
             .map_raw(&file)
             .map_err(|e| SetupError::io("map segment", path.display(), e))?;
@@ -91,7 +122,38 @@ impl Segment {
             path: path.to_path_buf(),
             len,
             owner: false,
-            _file: file,
+            _file: Some(file),
+        })
+    }
+
+    /// A private, zero-filled anonymous mapping of `len` bytes (a non-zero multiple of 8)
+    /// with the same views as a shared segment: for in-process use and tests. Pages cost
+    /// memory only once touched.
+    pub fn anonymous(len: usize) -> Result<Segment, SetupError> {
+        Segment::anonymous_with(len, false)
+    }
+
+    /// [`Segment::anonymous`]; with `populate`, every page is allocated now.
+    pub fn anonymous_with(len: usize, populate: bool) -> Result<Segment, SetupError> {
+        if len == 0 || len % 8 != 0 {
+            return Err(SetupError::Invalid(format!(
+                "segment length {len} is not a positive multiple of 8"
+            )));
+        }
+        let mut opts = MmapOptions::new();
+        if populate {
+            opts.populate();
+        }
+        let map = opts
+            .len(len)
+            .map_anon()
+            .map_err(|e| SetupError::io("map anonymous memory", "(anonymous)", e))?;
+        Ok(Segment {
+            map: MmapRaw::from(map),
+            path: PathBuf::new(),
+            len,
+            owner: false,
+            _file: None,
         })
     }
 
@@ -109,6 +171,14 @@ impl Segment {
     /// prepares a segment for its roles and removes it with [`crate::Endpoint::cleanup`]).
     pub fn persist(mut self) {
         self.owner = false;
+    }
+
+    /// The whole segment seen as 32-bit atomic words.
+    pub fn words32(&self) -> &[AtomicU32] {
+        // SAFETY: as in `words`: page-aligned, `len` a multiple of 8 (so of 4), alive as
+        // long as `self`; AtomicU32 has the size and alignment of u32 and permits the
+        // shared mutation another process makes.
+        unsafe { std::slice::from_raw_parts(self.map.as_ptr().cast::<AtomicU32>(), self.len / 4) }
     }
 
     /// The whole segment seen as 64-bit atomic words.

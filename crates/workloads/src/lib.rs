@@ -30,6 +30,7 @@ use hdrhistogram::Histogram;
 use ipcbench_transport::{RecvError, SendError};
 
 pub mod latency;
+pub mod pingpong;
 pub mod throughput;
 
 pub use ipcbench_transport::{Rx, Tx};

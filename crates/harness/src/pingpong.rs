@@ -1,0 +1,372 @@
+//! The harness's side of `pingpong`: the canvas segment (created before the run, checked
+//! and removed after it), the `[pos, colour]` log file, PNG rendering (`harness render`),
+//! and the original's published times.
+//!
+//! Log format (little-endian; documented in results/README.md): the 8 bytes `IPPLOG1\0`,
+//! then width, height and the number of entries as u32, then one 6-byte entry per pixel
+//! in generation order: the position (y·W + x) in 3 bytes, the colour (R<<16 | G<<8 | B)
+//! in 3 bytes. Both fit 24 bits because an image has at most 2^24 pixels.
+
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context};
+use ipcbench_transport::segment::Segment;
+use ipcbench_workloads::pingpong::{self, Canvas, PingpongParams, Pixel};
+
+use crate::config::RunSpec;
+
+/// The log file's magic.
+pub const LOG_MAGIC: &[u8; 8] = b"IPPLOG1\0";
+const LOG_HEADER: usize = 20;
+const LOG_ENTRY: usize = 6;
+
+/// The original's published times (seconds) for square images, WORKLOADS.md §3.
+pub const ORIGINAL_S: &[(u32, f64)] = &[
+    (56, 0.2),
+    (128, 1.1),
+    (256, 4.3),
+    (512, 16.9),
+    (1024, 66.8),
+    (2048, 277.3),
+    (4072, 1184.8),
+];
+
+/// The original's time for a `w`×`h` image, where it published one.
+pub fn original_s(w: u32, h: u32) -> Option<f64> {
+    ORIGINAL_S
+        .iter()
+        .find(|(s, _)| *s == w && *s == h)
+        .map(|(_, t)| *t)
+}
+
+/// Image size and seed of a run.
+pub fn params(spec: &RunSpec) -> PingpongParams {
+    let size = spec.int("size") as u32;
+    let side = |k: &str| match spec.int(k) {
+        0 => size,
+        v => v as u32,
+    };
+    PingpongParams {
+        width: side("width"),
+        height: side("height"),
+        seed: spec.int("seed") as u64,
+    }
+}
+
+/// Creates and initialises the canvas of a run in `/dev/shm` (or `dir` where there is
+/// none); removed when the returned segment is dropped.
+pub fn create_canvas(p: &PingpongParams, dir: &Path, run: &str) -> anyhow::Result<Segment> {
+    let n = p.pixels()?;
+    let shm = Path::new("/dev/shm");
+    let base = if shm.is_dir() { shm } else { dir };
+    let path = base.join(format!(
+        "ipcbench-canvas-{}-{}",
+        std::process::id(),
+        sanitize(run)
+    ));
+    let seg = Segment::create_with(&path, pingpong::canvas_bytes(n), pingpong::populate(n))?;
+    pingpong::init_canvas(seg.words32(), p)?;
+    Ok(seg)
+}
+
+fn sanitize(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect()
+}
+
+/// What the checks after a run produced: the artefacts written, if any.
+#[derive(Debug, Default)]
+pub struct Checked {
+    /// The log file.
+    pub log: Option<PathBuf>,
+    /// The PNG of the final image.
+    pub png: Option<PathBuf>,
+}
+
+/// The checks after a run (every position once, no colour twice, each agent its parity),
+/// then, with `artefacts`, the log (read back and compared with the canvas) and the PNG.
+/// Streams: its own memory stays a few MiB whatever the image size.
+pub fn check_and_save(
+    canvas_seg: &Segment,
+    p: &PingpongParams,
+    out_dir: &Path,
+    run_id: &str,
+    artefacts: bool,
+) -> anyhow::Result<Checked> {
+    let canvas = Canvas::attach(canvas_seg.words32(), p)?;
+    pingpong::verify(&canvas)?;
+    if !artefacts {
+        return Ok(Checked::default());
+    }
+    std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    let log = out_dir.join(format!("{run_id}.log"));
+    write_log(&canvas, &log)?;
+    let mut reader = LogReader::open(&log)?;
+    if (reader.width, reader.height) != canvas.size() || reader.count != canvas.pixels() {
+        bail!("{}: the log does not describe the canvas", log.display());
+    }
+    let mut i = 0u32;
+    reader.for_each(reader.count, |px| {
+        let on_canvas = canvas.pixel(i)?;
+        if px != on_canvas {
+            bail!("{}: entry {i} differs from the canvas", log.display());
+        }
+        i += 1;
+        Ok(())
+    })?;
+    let png = out_dir.join(format!("{run_id}.png"));
+    let (w, h) = canvas.size();
+    render(w, h, &png, |f| {
+        for i in 0..canvas.pixels() {
+            f(canvas.pixel(i)?)?;
+        }
+        Ok(())
+    })?;
+    Ok(Checked {
+        log: Some(log),
+        png: Some(png),
+    })
+}
+
+fn write_log(canvas: &Canvas<'_>, path: &Path) -> anyhow::Result<()> {
+    let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut w = BufWriter::with_capacity(1 << 20, file);
+    let (width, height) = canvas.size();
+    w.write_all(LOG_MAGIC)?;
+    for v in [width, height, canvas.pixels()] {
+        w.write_all(&v.to_le_bytes())?;
+    }
+    for i in 0..canvas.pixels() {
+        let px = canvas.pixel(i)?;
+        let (p, c) = (px.pos.to_le_bytes(), px.colour.to_le_bytes());
+        w.write_all(&[p[0], p[1], p[2], c[0], c[1], c[2]])?;
+    }
+    w.flush()
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// A pingpong log, header checked; its entries are streamed, each one checked.
+#[derive(Debug)]
+pub struct LogReader {
+    path: PathBuf,
+    /// Image width.
+    pub width: u32,
+    /// Image height.
+    pub height: u32,
+    /// Entries in the log.
+    pub count: u32,
+}
+
+impl LogReader {
+    /// Opens a log and checks its header against its length.
+    pub fn open(path: &Path) -> anyhow::Result<LogReader> {
+        let mut file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        let len = file.metadata()?.len();
+        let mut head = [0u8; LOG_HEADER];
+        file.read_exact(&mut head)
+            .map_err(|_| anyhow!("{}: too short for a pingpong log", path.display()))?;
+        if &head[..8] != LOG_MAGIC {
+            bail!("{}: not a pingpong log (bad magic)", path.display());
+        }
+        let word = |i: usize| u32::from_le_bytes([head[i], head[i + 1], head[i + 2], head[i + 3]]);
+        let (width, height, count) = (word(8), word(12), word(16));
+        let n = u64::from(width) * u64::from(height);
+        if n == 0 || n > u64::from(pingpong::COLOURS) || u64::from(count) > n {
+            bail!(
+                "{}: a {width}x{height} image with {count} entries is not possible",
+                path.display()
+            );
+        }
+        if len != (LOG_HEADER + LOG_ENTRY * count as usize) as u64 {
+            bail!(
+                "{}: {len} bytes, but the header promises {count} entries",
+                path.display()
+            );
+        }
+        Ok(LogReader {
+            path: path.to_path_buf(),
+            width,
+            height,
+            count,
+        })
+    }
+
+    /// Calls `f` on the first `upto` entries in order (reading the file afresh).
+    pub fn for_each(
+        &mut self,
+        upto: u32,
+        mut f: impl FnMut(Pixel) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        let path = &self.path;
+        let mut file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        let mut head = [0u8; LOG_HEADER];
+        file.read_exact(&mut head)?;
+        let mut r = BufReader::with_capacity(1 << 20, file);
+        let n = u64::from(self.width) * u64::from(self.height);
+        let mut e = [0u8; LOG_ENTRY];
+        for i in 0..upto.min(self.count) {
+            r.read_exact(&mut e)
+                .with_context(|| format!("{}: entry {i}", path.display()))?;
+            let pos = u32::from_le_bytes([e[0], e[1], e[2], 0]);
+            let colour = u32::from_le_bytes([e[3], e[4], e[5], 0]);
+            if u64::from(pos) >= n {
+                bail!(
+                    "{}: entry {i} has position {pos}, outside the {}x{} image",
+                    path.display(),
+                    self.width,
+                    self.height
+                );
+            }
+            f(Pixel { pos, colour })?;
+        }
+        Ok(())
+    }
+}
+
+/// This process's private resident memory (`RssAnon`) in KiB, from /proc/self/status.
+pub fn own_private_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("RssAnon:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Rows per band: at most this many RGB bytes are held at once.
+const BAND_BYTES: usize = 4 << 20;
+
+/// Writes a PNG (pos = y·W + x at column x, row y; unpainted pixels black) of the pixels
+/// that `pixels` yields (to the callback it is given), in bands of rows, calling it once
+/// per band, so memory stays at [`BAND_BYTES`] whatever the image size.
+pub fn render(
+    w: u32,
+    h: u32,
+    out: &Path,
+    mut pixels: impl FnMut(&mut dyn FnMut(Pixel) -> anyhow::Result<()>) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let row = w as usize * 3;
+    let band_rows = (BAND_BYTES / row.max(1)).max(1) as u32;
+    let file = File::create(out).with_context(|| format!("creating {}", out.display()))?;
+    let mut enc = png::Encoder::new(BufWriter::new(file), w, h);
+    enc.set_color(png::ColorType::Rgb);
+    enc.set_depth(png::BitDepth::Eight);
+    enc.set_compression(png::Compression::Fast);
+    let writing = || format!("writing {}", out.display());
+    let mut writer = enc.write_header().with_context(writing)?;
+    let mut stream = writer.stream_writer().with_context(writing)?;
+    let mut band = vec![0u8; band_rows as usize * row];
+    let mut top = 0u32;
+    while top < h {
+        let rows = band_rows.min(h - top);
+        let (first, end) = (
+            top as usize * w as usize,
+            (top + rows) as usize * w as usize,
+        );
+        band.fill(0);
+        pixels(&mut |px: Pixel| {
+            let p = px.pos as usize;
+            if p >= w as usize * h as usize {
+                bail!("position {} is outside the {w}x{h} image", px.pos);
+            }
+            if (first..end).contains(&p) {
+                let at = (p - first) * 3;
+                band[at..at + 3].copy_from_slice(&[
+                    (px.colour >> 16) as u8,
+                    (px.colour >> 8) as u8,
+                    px.colour as u8,
+                ]);
+            }
+            Ok(())
+        })?;
+        stream
+            .write_all(&band[..rows as usize * row])
+            .with_context(writing)?;
+        top += rows;
+    }
+    stream.finish().with_context(writing)?;
+    Ok(())
+}
+
+/// `harness render`: the image after the first `upto` pixels of a log (all by default).
+pub fn render_command(log: &Path, upto: Option<u64>, out: &Path) -> anyhow::Result<u64> {
+    let mut reader = LogReader::open(log)?;
+    let n = match upto {
+        Some(n) if n > u64::from(reader.count) => bail!(
+            "--upto {n}: {} holds {} pixels",
+            log.display(),
+            reader.count
+        ),
+        Some(n) => n as u32,
+        None => reader.count,
+    };
+    let (w, h) = (reader.width, reader.height);
+    render(w, h, out, |f| reader.for_each(n, &mut *f))?;
+    Ok(u64::from(n))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_log_round_trips_and_renders_and_garbage_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = PingpongParams {
+            width: 6,
+            height: 4,
+            seed: 3,
+        };
+        let seg = create_canvas(&p, dir.path(), "t").unwrap();
+        let canvas = Canvas::attach(seg.words32(), &p).unwrap();
+        for i in 0..24 {
+            canvas.paint(i % 2).unwrap();
+        }
+        let got = check_and_save(&seg, &p, dir.path(), "run", true).unwrap();
+        let log = got.log.unwrap();
+        let mut r = LogReader::open(&log).unwrap();
+        assert_eq!((r.width, r.height, r.count), (6, 4, 24));
+        let mut px = Vec::new();
+        r.for_each(24, |p| {
+            px.push(p);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(px[5], canvas.pixel(5).unwrap());
+        assert!(got.png.unwrap().metadata().unwrap().len() > 0);
+        let half = dir.path().join("half.png");
+        assert_eq!(render_command(&log, Some(12), &half).unwrap(), 12);
+        assert!(render_command(&log, Some(25), &half).is_err());
+
+        let bytes = std::fs::read(&log).unwrap();
+        let bad = dir.path().join("bad.log");
+        std::fs::write(&bad, &bytes[..bytes.len() - 1]).unwrap();
+        let e = LogReader::open(&bad).err().unwrap();
+        assert!(e.to_string().contains("header promises"), "{e}");
+        let mut wrong = bytes.clone();
+        wrong[LOG_HEADER + 2] = 0xff; // a position far outside the image
+        std::fs::write(&bad, &wrong).unwrap();
+        let e = render_command(&bad, None, &half).unwrap_err();
+        assert!(format!("{e:#}").contains("outside"), "{e:#}");
+        std::fs::write(&bad, b"not a log at all, really").unwrap();
+        let e = LogReader::open(&bad).err().unwrap();
+        assert!(e.to_string().contains("magic"), "{e}");
+    }
+
+    #[test]
+    fn an_unfinished_canvas_fails_the_checks() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = PingpongParams {
+            width: 5,
+            height: 5,
+            seed: 1,
+        };
+        let seg = create_canvas(&p, dir.path(), "u").unwrap();
+        Canvas::attach(seg.words32(), &p).unwrap().paint(0).unwrap();
+        let e = check_and_save(&seg, &p, dir.path(), "run", true).unwrap_err();
+        assert!(format!("{e:#}").contains("stopped at 1 of 25"), "{e:#}");
+    }
+}

@@ -456,3 +456,99 @@ fn ctrl_c_stops_every_role_and_removes_run_files() {
 fn sigterm_cleans_up_like_ctrl_c() {
     stop_with(nix::sys::signal::Signal::SIGTERM);
 }
+
+#[test]
+fn pingpong_paints_checks_and_renders_over_a_kernel_transport_and_shm() {
+    let s = Scratch::new();
+    let cfg = s.write(
+        "pp.toml",
+        "[[experiment]]\nname = \"pp\"\nworkload = \"pingpong\"\ntransport = [\"pipe\", \"shm\"]\nsize = 56\n\n\
+         [[experiment]]\nname = \"wide\"\nworkload = \"pingpong\"\ntransport = \"uds\"\nsize = 1\nwidth = 9\nheight = 4\nseed = 7\n",
+    );
+    let out = s.path("out");
+    let o = s.run_config(&cfg, &out);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let dir = results_dir(&out);
+    let mut r = csv::Reader::from_path(dir.join("summary.csv")).unwrap();
+    let header: Vec<String> = r.headers().unwrap().iter().map(str::to_string).collect();
+    let col = |name: &str| header.iter().position(|h| h == name).unwrap();
+    let rows: Vec<csv::StringRecord> = r.records().map(|x| x.unwrap()).collect();
+    assert_eq!(rows.len(), 3);
+    for row in &rows {
+        assert_eq!(&row[col("status")], "ok", "{row:?}");
+        let pixels: f64 = row[col("pixels")].parse().unwrap();
+        let w: f64 = row[col("width")].parse().unwrap();
+        let h: f64 = row[col("height")].parse().unwrap();
+        assert_eq!(pixels, w * h);
+        assert_eq!(row[col("count")].parse::<f64>().unwrap(), pixels);
+        assert!(row[col("ns_per_pixel")].parse::<f64>().unwrap() > 0.0);
+        assert!(row[col("pick_ns")].parse::<f64>().unwrap() > 0.0);
+        assert!(
+            row[col("p50_ns")].parse::<f64>().unwrap() > 0.0,
+            "handoff histogram"
+        );
+        let log = dir.join("pingpong").join(format!("{}.log", &row[0]));
+        assert_eq!(
+            std::fs::metadata(&log).unwrap().len(),
+            20 + 6 * pixels as u64,
+            "6 bytes per pixel after a 20-byte header"
+        );
+        assert!(dir
+            .join("pingpong")
+            .join(format!("{}.png", &row[0]))
+            .is_file());
+    }
+    assert_eq!(&rows[2][col("width")], "9.000");
+    // 56x56 is one of the original's sizes.
+    assert!(rows[0][col("speedup_vs_original")].parse::<f64>().unwrap() > 0.0);
+    assert!(rows[2][col("speedup_vs_original")].is_empty());
+
+    // Render any step; a step past the log, or a file that is no log, is a usage error.
+    let log = dir.join("pingpong").join(format!("{}.log", &rows[0][0]));
+    let png = s.path("half.png");
+    let ok = s.run(&[
+        "render",
+        "--log",
+        log.to_str().unwrap(),
+        "--upto",
+        "1568",
+        "--out",
+        png.to_str().unwrap(),
+    ]);
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    assert!(std::fs::read(&png).unwrap().starts_with(b"\x89PNG"));
+    let past = s.run(&[
+        "render",
+        "--log",
+        log.to_str().unwrap(),
+        "--upto",
+        "3137",
+        "--out",
+        png.to_str().unwrap(),
+    ]);
+    assert_eq!(past.status.code(), Some(2), "{}", stderr(&past));
+    assert!(
+        stderr(&past).contains("holds 3136 pixels"),
+        "{}",
+        stderr(&past)
+    );
+    let not_log = s.run(&[
+        "render",
+        "--log",
+        cfg.to_str().unwrap(),
+        "--out",
+        png.to_str().unwrap(),
+    ]);
+    assert_eq!(not_log.status.code(), Some(2));
+    assert!(stderr(&not_log).contains("pp.toml"), "{}", stderr(&not_log));
+    s.assert_clean();
+    let canvases: Vec<_> = std::fs::read_dir("/dev/shm")
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("ipcbench-canvas-"))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(canvases.is_empty(), "canvas segments left: {canvases:?}");
+}

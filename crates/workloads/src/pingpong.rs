@@ -297,6 +297,18 @@ impl<'a> Canvas<'a> {
         Ok(picked)
     }
 
+    /// Touches the two shuffle entries iteration `i` will swap (known ahead: the draws
+    /// depend on the seed and the iteration only), so their cache misses overlap the wait
+    /// for the turn instead of lengthening it. Reads only; changes nothing.
+    pub fn warm(&self, i: u32) {
+        if i < self.pixels {
+            let j = i + draw(self.seed, i, 0, self.pixels - i);
+            let k = i + draw(self.seed, i, 1, COLOURS - i);
+            std::hint::black_box(self.pos_word(j).load(Ordering::Relaxed));
+            std::hint::black_box(self.colour_word(k).load(Ordering::Relaxed));
+        }
+    }
+
     /// Paints the next pixel as agent `agent` (0 ping, 1 pong): a free position and an
     /// unused colour, each uniform; then advances the status to the other agent's turn.
     pub fn paint(&self, agent: u32) -> Result<(u32, Pixel), WorkloadError> {
@@ -377,6 +389,8 @@ pub fn agent<T: Tx, R: Rx>(
         *painted += 1;
         let stamp = if i % sample == 0 { now_ns() } else { 0 };
         tx.send(&encode(i, px, stamp))?;
+        // Our next turn is two iterations on.
+        canvas.warm(i + 2);
         Ok(i + 1 == n)
     };
     if ping && turn(&mut painted)? {
@@ -579,6 +593,93 @@ mod tests {
                 .sum();
             assert!(chi < 37.7, "{what}: chi-square {chi:.1} over {cells:?}");
         }
+    }
+
+    /// Two agents over `shm`, threads in one process (the harness runs them as processes).
+    fn over_shm(
+        p: &PingpongParams,
+        pong: impl FnOnce(
+                &mut ipcbench_transport::ShmTx,
+                &mut ipcbench_transport::ShmRx,
+                &Canvas<'_>,
+            ) -> Result<Measurement, WorkloadError>
+            + Send,
+    ) -> (
+        Result<Measurement, WorkloadError>,
+        Result<Measurement, WorkloadError>,
+        Segment,
+    ) {
+        use ipcbench_transport::{Endpoint, EndpointOptions, Shm, Transport, TransportKind};
+        use std::time::Duration;
+        let dir = tempfile::tempdir().unwrap();
+        let opts = EndpointOptions {
+            shm_capacity: 1 << 12,
+            max_frame: 64,
+            ..Default::default()
+        };
+        let spec = Endpoint::prepare(TransportKind::Shm, dir.path(), &opts).unwrap();
+        let listener = Shm::listen(&spec).unwrap();
+        let resolved = Shm::resolved(&listener);
+        let seg = canvas_for(p);
+        let canvas = Canvas::attach(seg.words32(), p).unwrap();
+        let (a, b) = std::thread::scope(|sc| {
+            let peer = sc.spawn(|| {
+                let (mut tx, mut rx) = Shm::connect(&resolved, Duration::from_secs(5)).unwrap();
+                pong(&mut tx, &mut rx, &canvas)
+            });
+            let (mut tx, mut rx) = Shm::accept(listener, Duration::from_secs(5)).unwrap();
+            let a = agent(&mut tx, &mut rx, &canvas, p, true);
+            drop((tx, rx));
+            (a, peer.join().unwrap())
+        });
+        spec.cleanup();
+        (a, b, seg)
+    }
+
+    #[test]
+    fn two_agents_paint_the_whole_image_and_it_verifies() {
+        let p = PingpongParams {
+            width: 33,
+            height: 17,
+            seed: 5,
+        };
+        let (a, b, seg) = over_shm(&p, |tx, rx, c| agent(tx, rx, c, &p, false));
+        let (a, b) = (a.unwrap(), b.unwrap());
+        assert_eq!((a.count, b.count), (561, 561));
+        assert_eq!(a.metrics, vec![("painted".to_string(), 281.0)]);
+        assert_eq!(b.metrics, vec![("painted".to_string(), 280.0)]);
+        // Every handoff is timed at this size: 280 to ping, 281 to pong.
+        assert_eq!(a.histogram.unwrap().len() + b.histogram.unwrap().len(), 561);
+        let c = Canvas::attach(seg.words32(), &p).unwrap();
+        assert_eq!(verify(&c).unwrap().pixels, 561);
+    }
+
+    #[test]
+    fn a_handoff_that_disagrees_with_the_canvas_fails_the_agent() {
+        let p = PingpongParams {
+            width: 8,
+            height: 8,
+            seed: 5,
+        };
+        let (a, _, _) = over_shm(&p, |tx, rx, c| {
+            let mut buf = [0u8; MSG_BYTES];
+            rx.recv(&mut buf)?;
+            let (i, px) = c.paint(1)?;
+            // Claim another colour than the one painted.
+            let lie = Pixel {
+                colour: px.colour ^ 1,
+                ..px
+            };
+            tx.send(&encode(i, lie, 0))?;
+            // Wait for ping to give up (it lets go of the rings).
+            let _ = rx.recv(&mut buf);
+            Ok(Measurement::default())
+        });
+        let e = a.unwrap_err();
+        assert!(
+            e.to_string().contains("iteration 1: the message says"),
+            "{e}"
+        );
     }
 
     #[test]

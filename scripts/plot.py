@@ -9,6 +9,9 @@ Reads summary.csv and histograms/*.hgrm and writes PNGs beside them:
   (and bare baseline), on HdrHistogram's log "1 / (1 - quantile)" axis, for each message size;
 - latency_vs_size.png: p50 and p99 round trip against message size;
 - throughput.png: one-way MB/s and messages/s against message size;
+- pingpong_time_vs_size.png: pingpong total time and time per pixel against image size
+  (log-log), one line per transport (wait, placement), the original's published times beside;
+- pingpong_image.png: the final image of the largest pingpong run that saved one;
 - bare_ratio.csv (and a table on stdout): each framed transport over its bare baseline
   (same workload, size and cores; medians over repetitions): p50 round trip for latency,
   time per message for throughput. 1.00 means ipcbench's framing and checks cost nothing.
@@ -225,6 +228,61 @@ def plot_throughput(directory, rows, placements, written):
     written.append(out)
 
 
+# The original's published times (WORKLOADS.md section 3): square side -> seconds.
+ORIGINAL_PINGPONG = {56: 0.2, 128: 1.1, 256: 4.3, 512: 16.9, 1024: 66.8, 2048: 277.3, 4072: 1184.8}
+
+
+def plot_pingpong(directory, rows, placements, written):
+    pp = [r for r in rows if r["workload"] == "pingpong" and r.get("pixels")]
+    if not pp:
+        return
+    series = defaultdict(lambda: defaultdict(list))
+    for r in pp:
+        series[series_label(r, placements)][int(float(r["pixels"]))].append(r)
+    fig, (ax_t, ax_p) = plt.subplots(1, 2, figsize=(14, 6))
+    for i, (label, points) in enumerate(sorted(series.items())):
+        points = sorted(points.items())
+        px = [n for n, _ in points]
+        style = dict(line_style(points[0][1][0], i), marker="o")
+        ax_t.plot(px, [median(rs, "duration_s") for _, rs in points], label=label, **style)
+        ax_p.plot(px, [median(rs, "ns_per_pixel") / 1000 for _, rs in points], label=label, **style)
+    orig = sorted(ORIGINAL_PINGPONG.items())
+    ax_t.plot([s * s for s, _ in orig], [t for _, t in orig], "kX--", label="original (published)")
+    ax_p.plot([s * s for s, _ in orig], [t / (s * s) * 1e6 for s, t in orig], "kX--", label="original (published)")
+    for ax in (ax_t, ax_p):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("pixels (W x H, log scale)")
+        ax.grid(True, which="major", alpha=0.3)
+        ax.legend(fontsize="x-small", ncol=2)
+    plain_log_y(ax_p)
+    ax_t.set_ylabel("time to paint the whole image (s, log scale)")
+    ax_t.set_title("pingpong: total time against image size")
+    ax_p.set_ylabel("time per pixel (µs, log scale)")
+    ax_p.set_title("pingpong: time per pixel (one pick + one handoff)")
+    fig.suptitle("Median over repetitions; every pixel checked after each run")
+    out = directory / "pingpong_time_vs_size.png"
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    written.append(out)
+
+    images = [(int(float(r["pixels"])), directory / "pingpong" / f"{r['run_id']}.png") for r in pp]
+    images = [(n, p) for n, p in images if p.is_file()]
+    if images:
+        n, path = max(images)
+        image = plt.imread(path)
+        fig, ax = plt.subplots(figsize=(8, 8 * image.shape[0] / image.shape[1]))
+        ax.imshow(image, interpolation="nearest")
+        ax.set_axis_off()
+        ax.set_title(f"{path.stem}: {image.shape[1]}x{image.shape[0]}, {n:,} pixels")
+        out = directory / "pingpong_image.png"
+        fig.tight_layout()
+        fig.savefig(out, dpi=110)
+        plt.close(fig)
+        written.append(out)
+
+
 def bare_ratios(directory, rows, written):
     """Framed over bare, matched on workload, transport, size and cores."""
     groups = defaultdict(lambda: {"false": [], "true": []})
@@ -277,6 +335,7 @@ def main():
     plot_latency_percentiles(args.results_dir, rows, placements, written)
     plot_latency_vs_size(args.results_dir, rows, placements, written)
     plot_throughput(args.results_dir, rows, placements, written)
+    plot_pingpong(args.results_dir, rows, placements, written)
     bare_ratios(args.results_dir, rows, written)
     for path in written:
         print(path)

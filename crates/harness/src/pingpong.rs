@@ -66,7 +66,7 @@ pub fn create_canvas(p: &PingpongParams, dir: &Path, run: &str) -> anyhow::Resul
         std::process::id(),
         sanitize(run)
     ));
-    let seg = Segment::create_with(&path, pingpong::canvas_bytes(n), pingpong::populate(n))?;
+    let seg = Segment::create_with(&path, pingpong::canvas_bytes(n), true)?;
     pingpong::init_canvas(seg.words32(), p)?;
     Ok(seg)
 }

@@ -92,7 +92,7 @@ fn run(job: &RoleJob, stdin: &mut impl BufRead) -> anyhow::Result<RoleReport> {
             ..
         } => {
             let n = params.pixels()?;
-            let seg = Segment::open_with(canvas, pingpong::canvas_bytes(n), pingpong::populate(n))?;
+            let seg = Segment::open_with(canvas, pingpong::canvas_bytes(n), true)?;
             let canvas = pingpong::Canvas::attach(seg.words32(), params)?;
             match endpoint.kind() {
                 TransportKind::Pipe => connected::<Pipe>(job, endpoint, setup, stdin, |tx, rx| {

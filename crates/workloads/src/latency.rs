@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use ipcbench_transport::{LoanRx, LoanTx, TxLoan};
 
 use crate::{
-    check_msg_bytes, fill_pattern, new_histogram, seq_of, stamp, Measurement, Rx, Tx,
+    check_msg_bytes, fill_pattern, new_histogram, seq_of, stamp, wait_until, Measurement, Rx, Tx,
     WorkloadError, SEQ_BYTES,
 };
 
@@ -32,22 +32,6 @@ pub struct LatencyParams {
     /// [`echo`] (for transports with loans). The harness picks the functions from it.
     #[serde(default)]
     pub zero_copy: bool,
-}
-
-/// Sleeps, then spins, until `due`.
-fn wait_until(due: Instant) {
-    loop {
-        let now = Instant::now();
-        if now >= due {
-            return;
-        }
-        let left = due - now;
-        if left > Duration::from_micros(200) {
-            std::thread::sleep(left - Duration::from_micros(100));
-        } else {
-            std::hint::spin_loop();
-        }
-    }
 }
 
 /// The measuring side: sends, waits for the echo, records the round trip. The message is
@@ -197,28 +181,10 @@ pub fn echo_in_place<T: LoanTx, R: LoanRx>(
 
 #[cfg(test)]
 mod tests {
+    // Test code: a failed unwrap is a failed test, with its message.
+    #![allow(clippy::unwrap_used)]
     use super::*;
-    use ipcbench_transport::{Endpoint, EndpointOptions, Shm, Transport, TransportKind};
-
-    fn shm_pair(
-        dir: &std::path::Path,
-    ) -> (
-        Endpoint,
-        <Shm as Transport>::Listener,
-        std::thread::JoinHandle<(ipcbench_transport::ShmTx, ipcbench_transport::ShmRx)>,
-    ) {
-        let opts = EndpointOptions {
-            shm_capacity: 1 << 16,
-            max_frame: 1024,
-            ..Default::default()
-        };
-        let spec = Endpoint::prepare(TransportKind::Shm, dir, &opts).unwrap();
-        let listener = Shm::listen(&spec).unwrap();
-        let resolved = Shm::resolved(&listener);
-        let peer =
-            std::thread::spawn(move || Shm::connect(&resolved, Duration::from_secs(5)).unwrap());
-        (spec, listener, peer)
-    }
+    use crate::testing::over_shm;
 
     const P: LatencyParams = LatencyParams {
         msg_bytes: 100,
@@ -230,40 +196,36 @@ mod tests {
 
     #[test]
     fn in_place_round_trips_are_all_recorded() {
-        let dir = tempfile::tempdir().unwrap();
-        let (spec, listener, peer) = shm_pair(dir.path());
-        let (mut tx, mut rx) = Shm::accept(listener, Duration::from_secs(5)).unwrap();
-        let (mut ptx, mut prx) = peer.join().unwrap();
-        let echo = std::thread::spawn(move || echo_in_place(&mut ptx, &mut prx, &P).unwrap());
-        let m = client_in_place(&mut tx, &mut rx, &P).unwrap();
+        let (m, e) = over_shm(
+            1024,
+            |tx, rx| client_in_place(tx, rx, &P).unwrap(),
+            |tx, rx| echo_in_place(tx, rx, &P).unwrap(),
+        );
         assert_eq!(m.count, 5_000);
         assert_eq!(m.histogram.unwrap().len(), 5_000);
-        assert_eq!(echo.join().unwrap().count, 5_000);
-        spec.cleanup();
+        assert_eq!(e.count, 5_000);
     }
 
     #[test]
     fn an_echo_with_the_wrong_sequence_fails_the_in_place_client() {
-        let dir = tempfile::tempdir().unwrap();
-        let (spec, listener, peer) = shm_pair(dir.path());
-        let (mut tx, mut rx) = Shm::accept(listener, Duration::from_secs(5)).unwrap();
-        let (mut ptx, mut prx) = peer.join().unwrap();
-        let echo = std::thread::spawn(move || {
-            let mut buf = [0u8; 100];
-            // Until the client, failed, lets go of the rings.
-            while let Ok(n) = prx.recv(&mut buf) {
-                let seq = seq_of(&buf) + u64::from(seq_of(&buf) == 7);
-                stamp(&mut buf, seq);
-                ptx.send(&buf[..n]).unwrap();
-            }
-        });
-        let e = client_in_place(&mut tx, &mut rx, &P).unwrap_err();
+        let (e, ()) = over_shm(
+            1024,
+            |tx, rx| client_in_place(tx, rx, &P).unwrap_err(),
+            |tx, rx| {
+                let mut buf = [0u8; 100];
+                // Until the client, failed, lets go of the rings.
+                while let Ok(n) = rx.recv(&mut buf) {
+                    let seq = seq_of(&buf) + u64::from(seq_of(&buf) == 7);
+                    stamp(&mut buf, seq);
+                    if tx.send(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            },
+        );
         assert!(
             matches!(&e, WorkloadError::Integrity(m) if m.contains("round trip 7")),
             "{e}"
         );
-        drop((tx, rx));
-        echo.join().unwrap();
-        spec.cleanup();
     }
 }

@@ -32,6 +32,7 @@ use ipcbench_transport::{RecvError, SendError};
 pub mod latency;
 pub mod pingpong;
 pub mod throughput;
+pub mod vectors;
 
 pub use ipcbench_transport::{Rx, Tx};
 
@@ -99,16 +100,85 @@ pub(crate) fn seq_of(buf: &[u8]) -> u64 {
     u64::from_le_bytes(b)
 }
 
+/// The SplitMix64 output number `counter` of the stream seeded with `seed`: a
+/// counter-based generator, so any draw can be made (or made again) from its index alone.
+pub fn splitmix(seed: u64, counter: u64) -> u64 {
+    let mut z = seed.wrapping_add(counter.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
 /// Fills `buf` with a reproducible pseudo-random pattern (splitmix64 from `seed`).
 pub fn fill_pattern(buf: &mut [u8], seed: u64) {
-    let mut x = seed;
-    for chunk in buf.chunks_mut(8) {
-        x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = x;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
+    for (i, chunk) in buf.chunks_mut(8).enumerate() {
+        let z = splitmix(seed, i as u64);
         chunk.copy_from_slice(&z.to_le_bytes()[..chunk.len()]);
+    }
+}
+
+/// `CLOCK_MONOTONIC` in ns: one clock for every process on the machine, so a timestamp
+/// taken by one role can be compared with another role's.
+pub(crate) fn monotonic_ns() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
+        .unwrap_or(0)
+}
+
+/// Sleeps, then spins, until `due` (the last 100-200 µs spun, for an exact start).
+pub(crate) fn wait_until(due: std::time::Instant) {
+    loop {
+        let now = std::time::Instant::now();
+        if now >= due {
+            return;
+        }
+        let left = due - now;
+        if left > Duration::from_micros(200) {
+            std::thread::sleep(left - Duration::from_micros(100));
+        } else {
+            std::hint::spin_loop();
+        }
+    }
+}
+
+/// Test plumbing shared by the workloads' unit tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::time::Duration;
+
+    use ipcbench_transport::{
+        Endpoint, EndpointOptions, Shm, ShmRx, ShmTx, Transport, TransportKind,
+    };
+
+    /// Runs `a` (the listening side) and `b` on two threads joined by an `shm` pair; each
+    /// side's halves are dropped as soon as its closure returns, so the other side sees
+    /// the disconnect.
+    pub fn over_shm<A: Send, B: Send>(
+        max_frame: u32,
+        a: impl FnOnce(&mut ShmTx, &mut ShmRx) -> A + Send,
+        b: impl FnOnce(&mut ShmTx, &mut ShmRx) -> B + Send,
+    ) -> (A, B) {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = EndpointOptions {
+            shm_capacity: (4 * max_frame).next_power_of_two().max(1 << 12),
+            max_frame,
+            ..Default::default()
+        };
+        let spec = Endpoint::prepare(TransportKind::Shm, dir.path(), &opts).unwrap();
+        let listener = Shm::listen(&spec).unwrap();
+        let resolved = Shm::resolved(&listener);
+        let out = std::thread::scope(|sc| {
+            let peer = sc.spawn(|| {
+                let (mut tx, mut rx) = Shm::connect(&resolved, Duration::from_secs(5)).unwrap();
+                b(&mut tx, &mut rx)
+            });
+            let (mut tx, mut rx) = Shm::accept(listener, Duration::from_secs(5)).unwrap();
+            let ra = a(&mut tx, &mut rx);
+            drop((tx, rx));
+            (ra, peer.join().unwrap())
+        });
+        spec.cleanup();
+        out
     }
 }
 

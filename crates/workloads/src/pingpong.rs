@@ -13,8 +13,7 @@
 //! iteration `i` the painter draws `j` uniformly in `[i, N)` and swaps entries `i` and `j`;
 //! entries `0..=i` are then the picks in generation order, so the shuffle arrays *are* the
 //! log. An entry holds `value + 1`, and 0 means "still its own index", so the arrays need
-//! no initialisation and an untouched page of the (sparse, zero-filled) segment costs no
-//! memory: a 5×5 image touches a few pages of the 64 MiB colour array. The random numbers
+//! no initialisation: a zero-filled segment is a fresh canvas. The random numbers
 //! come from a counter-based generator (SplitMix64 of the seed and the iteration), so a run
 //! is reproducible from its seed and the agents need no generator state either.
 
@@ -24,7 +23,7 @@ use std::time::Instant;
 use ipcbench_transport::segment::Segment;
 use serde::{Deserialize, Serialize};
 
-use crate::{new_histogram, Measurement, Rx, Tx, WorkloadError};
+use crate::{monotonic_ns, new_histogram, splitmix, Measurement, Rx, Tx, WorkloadError};
 
 /// Number of 24-bit colours, and the most pixels an image may have (each colour once).
 pub const COLOURS: u32 = 1 << 24;
@@ -83,14 +82,6 @@ impl PingpongParams {
     }
 }
 
-/// Whether a canvas for `pixels` pixels is allocated and mapped in full before the run
-/// (from 4096 pixels on), so first-touch page faults stay out of the timed part. A smaller
-/// image keeps its canvas sparse (a few pages of the 64 MiB colour array), and its time
-/// includes those few faults.
-pub fn populate(pixels: u32) -> bool {
-    pixels >= 1 << 12
-}
-
 /// Words of a canvas for `pixels` pixels: header, positions, colours, painter bitmap.
 pub fn canvas_words(pixels: u32) -> usize {
     let n = pixels as usize;
@@ -98,7 +89,10 @@ pub fn canvas_words(pixels: u32) -> usize {
     (HEADER_WORDS + n + COLOURS as usize + n.div_ceil(32)).next_multiple_of(2)
 }
 
-/// Bytes of a canvas for `pixels` pixels.
+/// Bytes of a canvas for `pixels` pixels. Canvases are allocated and mapped in full
+/// before a run (`fallocate`, `MAP_POPULATE`), so no first-touch page fault (a few
+/// microseconds each here) lands in the timed part and small images measure the handoff,
+/// not the kernel's page allocator; a 5x5 image pays the 64 MiB colour array for it.
 pub fn canvas_bytes(pixels: u32) -> usize {
     canvas_words(pixels) * 4
 }
@@ -131,14 +125,6 @@ pub fn progress(words: &[AtomicU32]) -> u32 {
     words
         .get(W_ITERATION)
         .map_or(0, |w| w.load(Ordering::Relaxed))
-}
-
-/// The SplitMix64 output number `counter` of the stream seeded with `seed`.
-fn splitmix(seed: u64, counter: u64) -> u64 {
-    let mut z = seed.wrapping_add(counter.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 /// A number uniform in `0..bound` (`bound >= 1`) for draw `stream` of `iteration`, by
@@ -359,13 +345,6 @@ fn decode(m: &[u8]) -> Option<(u64, Pixel, u64)> {
     ))
 }
 
-/// CLOCK_MONOTONIC in ns: one clock for both processes.
-fn now_ns() -> u64 {
-    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
-        .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
-        .unwrap_or(0)
-}
-
 /// One agent: `ping` paints the even iterations (and the first), pong the odd ones. Each
 /// turn taken is checked against the canvas; every `sample_every`-th handoff is timed
 /// from the sender's clock read to the receipt. Returns when the image is complete.
@@ -387,7 +366,7 @@ pub fn agent<T: Tx, R: Rx>(
     let mut turn = |painted: &mut u64| -> Result<bool, WorkloadError> {
         let (i, px) = canvas.paint(me)?;
         *painted += 1;
-        let stamp = if i % sample == 0 { now_ns() } else { 0 };
+        let stamp = if i % sample == 0 { monotonic_ns() } else { 0 };
         tx.send(&encode(i, px, stamp))?;
         // Our next turn is two iterations on.
         canvas.warm(i + 2);
@@ -398,7 +377,7 @@ pub fn agent<T: Tx, R: Rx>(
     }
     loop {
         let len = rx.recv(&mut buf)?;
-        let received = now_ns();
+        let received = monotonic_ns();
         let Some((i, px, sent)) = decode(&buf[..len]) else {
             return Err(WorkloadError::Integrity(format!(
                 "a {len}-byte handoff message"
@@ -448,7 +427,7 @@ fn done(
 /// same size in one thread (no handoff); mean ns per pixel.
 pub fn pick_cost(p: &PingpongParams, limit: u32) -> Result<f64, WorkloadError> {
     let n = p.pixels()?;
-    let seg = Segment::anonymous_with(canvas_bytes(n), populate(n))
+    let seg = Segment::anonymous_with(canvas_bytes(n), true)
         .map_err(|e| WorkloadError::Param(format!("canvas memory: {e}")))?;
     init_canvas(seg.words32(), p)?;
     let canvas = Canvas::attach(seg.words32(), p)?;
@@ -595,7 +574,7 @@ mod tests {
         }
     }
 
-    /// Two agents over `shm`, threads in one process (the harness runs them as processes).
+    /// Ping and `pong` over `shm`, threads in one process (the harness runs processes).
     fn over_shm(
         p: &PingpongParams,
         pong: impl FnOnce(
@@ -609,30 +588,13 @@ mod tests {
         Result<Measurement, WorkloadError>,
         Segment,
     ) {
-        use ipcbench_transport::{Endpoint, EndpointOptions, Shm, Transport, TransportKind};
-        use std::time::Duration;
-        let dir = tempfile::tempdir().unwrap();
-        let opts = EndpointOptions {
-            shm_capacity: 1 << 12,
-            max_frame: 64,
-            ..Default::default()
-        };
-        let spec = Endpoint::prepare(TransportKind::Shm, dir.path(), &opts).unwrap();
-        let listener = Shm::listen(&spec).unwrap();
-        let resolved = Shm::resolved(&listener);
         let seg = canvas_for(p);
         let canvas = Canvas::attach(seg.words32(), p).unwrap();
-        let (a, b) = std::thread::scope(|sc| {
-            let peer = sc.spawn(|| {
-                let (mut tx, mut rx) = Shm::connect(&resolved, Duration::from_secs(5)).unwrap();
-                pong(&mut tx, &mut rx, &canvas)
-            });
-            let (mut tx, mut rx) = Shm::accept(listener, Duration::from_secs(5)).unwrap();
-            let a = agent(&mut tx, &mut rx, &canvas, p, true);
-            drop((tx, rx));
-            (a, peer.join().unwrap())
-        });
-        spec.cleanup();
+        let (a, b) = crate::testing::over_shm(
+            64,
+            |tx, rx| agent(tx, rx, &canvas, p, true),
+            |tx, rx| pong(tx, rx, &canvas),
+        );
         (a, b, seg)
     }
 

@@ -1,0 +1,931 @@
+//! `vectors`: a paced stream of random vectors with injected noise, exact drop detection
+//! and interpolation of what was dropped (WORKLOADS.md §1).
+//!
+//! The producer sends vector *k* at `start + k / rate` (a fixed schedule, no drift; `rate
+//! = 0`: as fast as the transport takes them). Each frame carries its sequence number, its
+//! send time (`CLOCK_MONOTONIC`, one clock for both processes) and a checksum. A [`Noise`]
+//! filter decides per vector whether it goes out; a dropped vector keeps its time slot and
+//! its sequence number, so the consumer sees the gap and knows exactly how many vectors
+//! are missing: it fills each one by linear interpolation of its two neighbours and marks it
+//! extrapolated. Over a stream socket the original sent pickles with no framing, so a read
+//! could return half a vector or two at once and vectors vanished silently; here every
+//! frame is length-prefixed (or a ring record) and numbered, so nothing is lost unseen.
+//!
+//! Values: before the clock starts both sides draw the same pool of [`POOL`] vectors from
+//! the seeded generator (normal or uniform); vector *k* is pool entry `k % POOL`. Drawing
+//! fresh normals for every vector (50 of them, about a microsecond) would cost more than
+//! the whole max-rate budget; the pool keeps the values random and lets the consumer check
+//! every received payload byte for byte against what must have been sent.
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    monotonic_ns, new_histogram, splitmix, wait_until, Measurement, Rx, Tx, WorkloadError,
+};
+
+/// Vectors drawn before the clock starts; vector *k* is entry `k % POOL`.
+pub const POOL: u64 = 1024;
+/// Arrivals in the sliding rate window.
+pub const WINDOW: usize = 100;
+/// Vectors per analytics batch.
+pub const BATCH: usize = 100;
+/// Frame header: sequence, send time, checksum, element count | dtype | end flag.
+pub const HEADER: usize = 32;
+const END: u64 = 1 << 40;
+
+/// Element type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Dtype {
+    /// 4-byte float.
+    F32,
+    /// 8-byte float.
+    F64,
+}
+
+impl Dtype {
+    /// Bytes per element.
+    pub fn bytes(self) -> usize {
+        match self {
+            Dtype::F32 => 4,
+            Dtype::F64 => 8,
+        }
+    }
+}
+
+/// Distribution of the elements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Distribution {
+    /// Standard normal.
+    Normal,
+    /// Uniform on [0, 1).
+    Uniform,
+}
+
+/// Which noise, with its settings.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum NoiseSpec {
+    /// Nothing is dropped.
+    None,
+    /// One vector dropped every X seconds, X uniform in [low_s, high_s), drawn anew after
+    /// each drop.
+    DropInterval {
+        /// Shortest interval.
+        low_s: f64,
+        /// Longest interval (exclusive).
+        high_s: f64,
+    },
+    /// `len` consecutive vectors dropped every X seconds, X as for `DropInterval`: a link
+    /// that goes dark for a moment.
+    Burst {
+        /// Shortest interval.
+        low_s: f64,
+        /// Longest interval (exclusive).
+        high_s: f64,
+        /// Vectors lost per burst.
+        len: u32,
+    },
+}
+
+/// Parameters of a vectors run.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct VectorsParams {
+    /// Elements per vector.
+    pub size: u32,
+    /// Element type.
+    pub dtype: Dtype,
+    /// Element distribution.
+    pub distribution: Distribution,
+    /// Vectors per second; 0 = as fast as the transport goes.
+    pub rate: f64,
+    /// Run length when `count` is 0.
+    pub duration_s: f64,
+    /// Vector slots (sent or dropped); 0 = `duration_s` worth.
+    pub count: u64,
+    /// The noise filter.
+    pub noise: NoiseSpec,
+    /// Seed of the values and the noise.
+    pub seed: u64,
+    /// How often the consumer logs its rate and latency.
+    pub display_interval_s: f64,
+}
+
+impl VectorsParams {
+    /// Payload bytes of one vector.
+    pub fn payload_bytes(&self) -> usize {
+        self.size as usize * self.dtype.bytes()
+    }
+
+    /// Frame bytes: header and payload.
+    pub fn frame_bytes(&self) -> usize {
+        HEADER + self.payload_bytes()
+    }
+
+    fn check(&self) -> Result<(), WorkloadError> {
+        let bad = |m: String| Err(WorkloadError::Param(m));
+        if self.size == 0 {
+            return bad("size must be at least 1".into());
+        }
+        if !(self.rate >= 0.0 && self.rate.is_finite()) {
+            return bad(format!("rate {} must be a finite number >= 0", self.rate));
+        }
+        if self.count == 0 && !(self.duration_s > 0.0 && self.duration_s.is_finite()) {
+            return bad("give count > 0 or duration_s > 0".into());
+        }
+        if let NoiseSpec::DropInterval { low_s, high_s } | NoiseSpec::Burst { low_s, high_s, .. } =
+            self.noise
+        {
+            if !(low_s > 0.0 && high_s > low_s && high_s.is_finite()) {
+                return bad(format!(
+                    "noise interval [{low_s}, {high_s}) must have 0 < low_s < high_s"
+                ));
+            }
+        }
+        if !(self.display_interval_s.is_finite() && self.display_interval_s > 0.0) {
+            return bad("display_interval_s must be > 0".into());
+        }
+        Ok(())
+    }
+
+    /// Slots in the run when it is counted, not timed (`rate = 0` with no count is timed).
+    fn slots(&self) -> Option<u64> {
+        if self.count > 0 {
+            Some(self.count)
+        } else if self.rate > 0.0 {
+            Some(((self.duration_s * self.rate).round() as u64).max(1))
+        } else {
+            None
+        }
+    }
+}
+
+/// A noise filter: a vector in, maybe a vector out. `at_s` is the vector's time slot in
+/// seconds from the start of the run, `seq` its sequence number. Add a kind by
+/// implementing this and naming it in [`noise_for`] (and the harness's `noise` choices).
+pub trait Noise: Send {
+    /// `Some(v)` to send the vector, `None` to drop it.
+    fn filter<'v>(&mut self, at_s: f64, seq: u64, v: &'v [u8]) -> Option<&'v [u8]>;
+}
+
+/// Passes everything.
+#[derive(Debug, Default)]
+pub struct NoNoise;
+
+impl Noise for NoNoise {
+    fn filter<'v>(&mut self, _: f64, _: u64, v: &'v [u8]) -> Option<&'v [u8]> {
+        Some(v)
+    }
+}
+
+/// Drops `len` consecutive vectors every X seconds (X uniform in [low, high), redrawn
+/// after each drop, from the seed): with `len = 1` the original's noise.
+#[derive(Debug)]
+pub struct IntervalDrop {
+    low_s: f64,
+    high_s: f64,
+    len: u32,
+    seed: u64,
+    draws: u64,
+    next_s: f64,
+    left_in_burst: u32,
+}
+
+impl IntervalDrop {
+    /// A filter for `[low_s, high_s)` and bursts of `len`.
+    pub fn new(low_s: f64, high_s: f64, len: u32, seed: u64) -> IntervalDrop {
+        let mut n = IntervalDrop {
+            low_s,
+            high_s,
+            len: len.max(1),
+            seed: seed ^ 0x6e6f_6973_6521,
+            draws: 0,
+            next_s: 0.0,
+            left_in_burst: 0,
+        };
+        n.next_s = n.interval();
+        n
+    }
+
+    fn interval(&mut self) -> f64 {
+        let u = (splitmix(self.seed, self.draws) >> 11) as f64 / (1u64 << 53) as f64;
+        self.draws += 1;
+        self.low_s + u * (self.high_s - self.low_s)
+    }
+}
+
+impl Noise for IntervalDrop {
+    fn filter<'v>(&mut self, at_s: f64, _: u64, v: &'v [u8]) -> Option<&'v [u8]> {
+        if self.left_in_burst > 0 {
+            self.left_in_burst -= 1;
+            return None;
+        }
+        if at_s >= self.next_s {
+            self.left_in_burst = self.len - 1;
+            self.next_s = at_s + self.interval();
+            return None;
+        }
+        Some(v)
+    }
+}
+
+/// The filter a spec names.
+pub fn noise_for(spec: &NoiseSpec, seed: u64) -> Box<dyn Noise> {
+    match *spec {
+        NoiseSpec::None => Box::new(NoNoise),
+        NoiseSpec::DropInterval { low_s, high_s } => {
+            Box::new(IntervalDrop::new(low_s, high_s, 1, seed))
+        }
+        NoiseSpec::Burst { low_s, high_s, len } => {
+            Box::new(IntervalDrop::new(low_s, high_s, len, seed))
+        }
+    }
+}
+
+/// Element `e` of pool vector `v`, as f64.
+fn draw_element(p: &VectorsParams, v: u64, e: u64) -> f64 {
+    let counter = (v * u64::from(p.size) + e) * 2;
+    let unit = |c: u64| (splitmix(p.seed, c) >> 11) as f64 / (1u64 << 53) as f64;
+    match p.distribution {
+        Distribution::Uniform => unit(counter),
+        Distribution::Normal => {
+            // Box-Muller; 1 - u is in (0, 1], so the log is finite.
+            let (u1, u2) = (1.0 - unit(counter), unit(counter + 1));
+            (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+        }
+    }
+}
+
+/// The pool: each vector's payload bytes (little-endian elements) and checksum.
+struct Pool {
+    bytes: Vec<u8>,
+    sums: Vec<u64>,
+    stride: usize,
+}
+
+impl Pool {
+    fn new(p: &VectorsParams) -> Pool {
+        let stride = p.payload_bytes();
+        let mut bytes = Vec::with_capacity(stride * POOL as usize);
+        for v in 0..POOL {
+            for e in 0..u64::from(p.size) {
+                let x = draw_element(p, v, e);
+                match p.dtype {
+                    Dtype::F64 => bytes.extend_from_slice(&x.to_le_bytes()),
+                    Dtype::F32 => bytes.extend_from_slice(&(x as f32).to_le_bytes()),
+                }
+            }
+        }
+        let sums = bytes.chunks(stride).map(checksum).collect();
+        Pool {
+            bytes,
+            sums,
+            stride,
+        }
+    }
+
+    fn vector(&self, seq: u64) -> (&[u8], u64) {
+        let i = (seq % POOL) as usize;
+        (
+            &self.bytes[i * self.stride..(i + 1) * self.stride],
+            self.sums[i],
+        )
+    }
+}
+
+/// A word-wise checksum of a payload (FNV-style multiply over 8-byte words).
+pub fn checksum(bytes: &[u8]) -> u64 {
+    let mut h = 0xcbf2_9ce4_8422_2325u64 ^ bytes.len() as u64;
+    let mut words = bytes.chunks_exact(8);
+    for w in &mut words {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(w);
+        h = (h ^ u64::from_le_bytes(b)).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    for &b in words.remainder() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+fn header(buf: &mut [u8], seq: u64, sent_ns: u64, sum: u64, info: u64) {
+    buf[0..8].copy_from_slice(&seq.to_le_bytes());
+    buf[8..16].copy_from_slice(&sent_ns.to_le_bytes());
+    buf[16..24].copy_from_slice(&sum.to_le_bytes());
+    buf[24..32].copy_from_slice(&info.to_le_bytes());
+}
+
+fn word(buf: &[u8], i: usize) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&buf[i * 8..i * 8 + 8]);
+    u64::from_le_bytes(b)
+}
+
+fn info(p: &VectorsParams) -> u64 {
+    u64::from(p.size) | (p.dtype.bytes() as u64) << 32
+}
+
+/// The producer: sends every slot on schedule unless the noise drops it, then an end frame
+/// carrying the number of slots. The last slot is never dropped (a missing vector is
+/// filled from both neighbours, so it needs one after it), nor, with `low_s > 0`, the first.
+pub fn producer<T: Tx, R: Rx>(
+    tx: &mut T,
+    _rx: &mut R,
+    p: &VectorsParams,
+) -> Result<Measurement, WorkloadError> {
+    p.check()?;
+    let pool = Pool::new(p);
+    let mut noise = noise_for(&p.noise, p.seed);
+    let mut frame = vec![0u8; p.frame_bytes()];
+    let slots = p.slots();
+    let duration = Duration::from_secs_f64(p.duration_s.max(0.0));
+    let interval = (p.rate > 0.0).then(|| 1.0 / p.rate);
+    let (mut sent, mut dropped) = (0u64, 0u64);
+    let start = Instant::now();
+    let mut seq = 0u64;
+    loop {
+        let at_s = match interval {
+            Some(iv) => {
+                let at = seq as f64 * iv;
+                wait_until(start + Duration::from_secs_f64(at));
+                at
+            }
+            None => start.elapsed().as_secs_f64(),
+        };
+        let last = match slots {
+            Some(n) => seq + 1 == n,
+            None => start.elapsed() >= duration,
+        };
+        let (payload, sum) = pool.vector(seq);
+        let keep = last || noise.filter(at_s, seq, payload).is_some();
+        if keep {
+            header(&mut frame, seq, monotonic_ns(), sum, info(p));
+            frame[HEADER..].copy_from_slice(payload);
+            tx.send(&frame)?;
+            sent += 1;
+        } else {
+            dropped += 1;
+        }
+        seq += 1;
+        if last {
+            break;
+        }
+    }
+    let elapsed = start.elapsed();
+    header(&mut frame, seq, monotonic_ns(), 0, info(p) | END);
+    tx.send(&frame[..HEADER])?;
+    tx.flush()?;
+    Ok(Measurement {
+        histogram: None,
+        count: sent,
+        bytes: sent * p.payload_bytes() as u64,
+        duration: elapsed,
+        metrics: vec![
+            ("vectors_sent".into(), sent as f64),
+            ("drops_injected".into(), dropped as f64),
+            ("rate_target_hz".into(), p.rate),
+        ],
+    })
+}
+
+/// Where the consumer writes its batches and timeline (CSV; results/README.md).
+#[derive(Debug)]
+pub struct Outputs<W: Write> {
+    /// One row per batch of [`BATCH`] vectors.
+    pub batches: W,
+    /// One row per `display_interval_s`, and one per drop.
+    pub timeline: W,
+}
+
+/// Running rate statistics over the last [`WINDOW`] arrivals and over the whole run.
+#[derive(Debug)]
+struct Rates {
+    window: [f64; WINDOW],
+    len: usize,
+    next: usize,
+    all_n: u64,
+    all_mean: f64,
+    all_m2: f64,
+}
+
+impl Rates {
+    fn new() -> Rates {
+        Rates {
+            window: [0.0; WINDOW],
+            len: 0,
+            next: 0,
+            all_n: 0,
+            all_mean: 0.0,
+            all_m2: 0.0,
+        }
+    }
+
+    fn push(&mut self, r: f64) {
+        self.window[self.next] = r;
+        self.next = (self.next + 1) % WINDOW;
+        self.len = (self.len + 1).min(WINDOW);
+        // Welford, for the whole run.
+        self.all_n += 1;
+        let d = r - self.all_mean;
+        self.all_mean += d / self.all_n as f64;
+        self.all_m2 += d * (r - self.all_mean);
+    }
+
+    /// Current, mean and population std over the window.
+    fn window(&self) -> (f64, f64, f64) {
+        if self.len == 0 {
+            return (0.0, 0.0, 0.0);
+        }
+        let w = &self.window[..self.len];
+        let current = self.window[(self.next + WINDOW - 1) % WINDOW];
+        let mean = w.iter().sum::<f64>() / self.len as f64;
+        let var = w.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / self.len as f64;
+        (current, mean, var.sqrt())
+    }
+
+    fn run_std(&self) -> f64 {
+        if self.all_n == 0 {
+            0.0
+        } else {
+            (self.all_m2 / self.all_n as f64).sqrt()
+        }
+    }
+}
+
+/// Per-column sums for one batch.
+struct Batch {
+    index: u64,
+    first: u64,
+    n: usize,
+    extrapolated: u32,
+    sum: Vec<f64>,
+    sumsq: Vec<f64>,
+}
+
+impl Batch {
+    fn new(size: usize) -> Batch {
+        Batch {
+            index: 0,
+            first: 0,
+            n: 0,
+            extrapolated: 0,
+            sum: vec![0.0; size],
+            sumsq: vec![0.0; size],
+        }
+    }
+
+    fn add(&mut self, seq: u64, v: &[f64], extrapolated: bool) {
+        if self.n == 0 {
+            self.first = seq;
+        }
+        for ((s, q), x) in self.sum.iter_mut().zip(self.sumsq.iter_mut()).zip(v) {
+            *s += x;
+            *q += x * x;
+        }
+        self.n += 1;
+        self.extrapolated += u32::from(extrapolated);
+    }
+
+    fn flush(
+        &mut self,
+        out: &mut impl Write,
+        last: u64,
+        rates: (f64, f64, f64),
+    ) -> std::io::Result<()> {
+        if self.n == 0 {
+            return Ok(());
+        }
+        let n = self.n as f64;
+        write!(
+            out,
+            "{},{},{},{},{},{:.3},{:.3},{:.3}",
+            self.index, self.first, last, self.n, self.extrapolated, rates.0, rates.1, rates.2
+        )?;
+        for s in &self.sum {
+            write!(out, ",{:.6}", s / n)?;
+        }
+        for (s, q) in self.sum.iter().zip(&self.sumsq) {
+            let mean = s / n;
+            write!(out, ",{:.6}", (q / n - mean * mean).max(0.0).sqrt())?;
+        }
+        writeln!(out)?;
+        self.index += 1;
+        self.n = 0;
+        self.extrapolated = 0;
+        self.sum.iter_mut().for_each(|x| *x = 0.0);
+        self.sumsq.iter_mut().for_each(|x| *x = 0.0);
+        Ok(())
+    }
+}
+
+fn decode(p: &VectorsParams, payload: &[u8], out: &mut [f64]) {
+    match p.dtype {
+        Dtype::F64 => {
+            for (x, c) in out.iter_mut().zip(payload.chunks_exact(8)) {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(c);
+                *x = f64::from_le_bytes(b);
+            }
+        }
+        Dtype::F32 => {
+            for (x, c) in out.iter_mut().zip(payload.chunks_exact(4)) {
+                let mut b = [0u8; 4];
+                b.copy_from_slice(c);
+                *x = f64::from(f32::from_le_bytes(b));
+            }
+        }
+    }
+}
+
+/// Linear interpolation between `a` (at sequence `sa`) and `b` (at `sb`) at sequence `s`.
+pub fn interpolate(a: &[f64], sa: u64, b: &[f64], sb: u64, s: u64, out: &mut [f64]) {
+    let t = (s - sa) as f64 / (sb - sa) as f64;
+    for ((o, x), y) in out.iter_mut().zip(a).zip(b) {
+        *o = x + (y - x) * t;
+    }
+}
+
+fn io(e: std::io::Error) -> WorkloadError {
+    WorkloadError::Param(format!("writing the consumer's output: {e}"))
+}
+
+/// The consumer: checks every frame (sequence, checksum, payload), detects drops from
+/// the gaps and fills each missing vector by interpolation, keeps the rate window, the
+/// one-way latency histogram and the batch analytics, until the end frame.
+pub fn consumer<T: Tx, R: Rx, W: Write>(
+    _tx: &mut T,
+    rx: &mut R,
+    p: &VectorsParams,
+    out: &mut Outputs<W>,
+) -> Result<Measurement, WorkloadError> {
+    p.check()?;
+    let pool = Pool::new(p);
+    let size = p.size as usize;
+    let mut buf = vec![0u8; p.frame_bytes()];
+    let (mut prev, mut cur, mut fill) = (vec![0.0; size], vec![0.0; size], vec![0.0; size]);
+    let mut hist = new_histogram();
+    let mut interval_hist = new_histogram();
+    let mut rates = Rates::new();
+    let mut batch = Batch::new(size);
+    write!(
+        out.batches,
+        "batch,first_seq,last_seq,vectors,extrapolated,rate_current_hz,rate_mean_hz,rate_std_hz"
+    )
+    .map_err(io)?;
+    for c in 0..size {
+        write!(out.batches, ",mean_{c}").map_err(io)?;
+    }
+    for c in 0..size {
+        write!(out.batches, ",std_{c}").map_err(io)?;
+    }
+    writeln!(out.batches).map_err(io)?;
+    writeln!(out.timeline, "t_s,event,seq,received,rate_current_hz,rate_mean_hz,rate_std_hz,latency_p50_ns,latency_max_ns").map_err(io)?;
+
+    let display = Duration::from_secs_f64(p.display_interval_s);
+    let (mut expected, mut received, mut detected, mut extrapolated) = (0u64, 0u64, 0u64, 0u64);
+    let mut first_arrival: Option<(Instant, u64)> = None;
+    let mut last_arrival: Option<(Instant, u64)> = None;
+    let mut next_display: Option<Instant> = None;
+    loop {
+        let n = rx.recv(&mut buf)?;
+        let now_ns = monotonic_ns();
+        let now = Instant::now();
+        if n < HEADER {
+            return Err(WorkloadError::Integrity(format!("a {n}-byte frame")));
+        }
+        let (seq, sent, sum, inf) = (word(&buf, 0), word(&buf, 1), word(&buf, 2), word(&buf, 3));
+        if inf & !END != info(p) {
+            return Err(WorkloadError::Integrity(format!(
+                "frame {seq}: shape word {inf:#x}, expected {:#x}",
+                info(p)
+            )));
+        }
+        if inf & END != 0 {
+            // `seq` is the number of slots: a missing tail is a loss.
+            if seq != expected {
+                return Err(WorkloadError::Integrity(format!(
+                    "the producer had {seq} slots, the last vector received was {}",
+                    expected.wrapping_sub(1)
+                )));
+            }
+            break;
+        }
+        if n != p.frame_bytes() {
+            return Err(WorkloadError::Integrity(format!(
+                "frame {seq}: {n} bytes, expected {}",
+                p.frame_bytes()
+            )));
+        }
+        if seq < expected {
+            return Err(WorkloadError::Integrity(format!(
+                "frame {seq} arrived after {} (duplicated or reordered)",
+                expected - 1
+            )));
+        }
+        let (want, want_sum) = pool.vector(seq);
+        if sum != want_sum || checksum(&buf[HEADER..n]) != sum || &buf[HEADER..n] != want {
+            return Err(WorkloadError::Integrity(format!(
+                "frame {seq}: payload differs from what was sent (checksum {sum:#x}, expected {want_sum:#x})"
+            )));
+        }
+        decode(p, &buf[HEADER..n], &mut cur);
+        if seq > expected {
+            if received == 0 {
+                return Err(WorkloadError::Integrity(format!(
+                    "the first vector received is {seq}: {seq} lost before it"
+                )));
+            }
+            let gap = seq - expected;
+            detected += gap;
+            let t = first_arrival.map_or(0.0, |(t0, _)| now.duration_since(t0).as_secs_f64());
+            writeln!(out.timeline, "{t:.6},drop,{expected},{received},,,,,").map_err(io)?;
+            for s in expected..seq {
+                interpolate(&prev, expected - 1, &cur, seq, s, &mut fill);
+                batch.add(s, &fill, true);
+                extrapolated += 1;
+                if batch.n == BATCH {
+                    batch
+                        .flush(&mut out.batches, s, rates.window())
+                        .map_err(io)?;
+                }
+            }
+        }
+        received += 1;
+        let latency = now_ns.saturating_sub(sent);
+        hist.saturating_record(latency);
+        interval_hist.saturating_record(latency);
+        if let Some((t, s)) = last_arrival {
+            let dt = now.duration_since(t).as_secs_f64();
+            if dt > 0.0 {
+                // A rate per slot: a gap of g slots counts as g arrivals' worth of time.
+                rates.push((seq - s) as f64 / dt);
+            }
+        }
+        first_arrival.get_or_insert((now, seq));
+        last_arrival = Some((now, seq));
+        batch.add(seq, &cur, false);
+        if batch.n == BATCH {
+            batch
+                .flush(&mut out.batches, seq, rates.window())
+                .map_err(io)?;
+        }
+        std::mem::swap(&mut prev, &mut cur);
+        expected = seq + 1;
+        let due = *next_display.get_or_insert(now + display);
+        if now >= due {
+            let (c, m, s) = rates.window();
+            let t = first_arrival.map_or(0.0, |(t0, _)| now.duration_since(t0).as_secs_f64());
+            writeln!(
+                out.timeline,
+                "{t:.6},rate,{seq},{received},{c:.3},{m:.3},{s:.3},{},{}",
+                interval_hist.value_at_quantile(0.5),
+                interval_hist.max()
+            )
+            .map_err(io)?;
+            interval_hist.reset();
+            next_display = Some(due + display);
+        }
+    }
+    batch
+        .flush(&mut out.batches, expected.saturating_sub(1), rates.window())
+        .map_err(io)?;
+    out.batches.flush().map_err(io)?;
+    out.timeline.flush().map_err(io)?;
+    let (achieved, span) = match (first_arrival, last_arrival) {
+        (Some((t0, s0)), Some((t1, s1))) if s1 > s0 => {
+            let dt = t1.duration_since(t0).as_secs_f64();
+            ((s1 - s0) as f64 / dt, t1.duration_since(t0))
+        }
+        _ => (0.0, Duration::ZERO),
+    };
+    Ok(Measurement {
+        histogram: Some(hist),
+        count: received,
+        bytes: received * p.payload_bytes() as u64,
+        duration: span,
+        metrics: vec![
+            ("vectors_received".into(), received as f64),
+            ("drops_detected".into(), detected as f64),
+            ("extrapolated".into(), extrapolated as f64),
+            ("rate_achieved_hz".into(), achieved),
+            ("rate_std_hz".into(), rates.run_std()),
+        ],
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    // Test code: a failed unwrap is a failed test, with its message.
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::testing::over_shm;
+
+    fn params(noise: NoiseSpec) -> VectorsParams {
+        VectorsParams {
+            size: 50,
+            dtype: Dtype::F64,
+            distribution: Distribution::Normal,
+            rate: 20_000.0,
+            duration_s: 0.0,
+            count: 6_000,
+            noise,
+            seed: 11,
+            display_interval_s: 0.05,
+        }
+    }
+
+    fn run(
+        p: &VectorsParams,
+    ) -> (
+        Measurement,
+        Result<Measurement, WorkloadError>,
+        String,
+        String,
+    ) {
+        let mut out = Outputs {
+            batches: Vec::new(),
+            timeline: Vec::new(),
+        };
+        let (a, b) = over_shm(
+            4096,
+            |tx, rx| producer(tx, rx, p).unwrap(),
+            |tx, rx| consumer(tx, rx, p, &mut out),
+        );
+        (
+            a,
+            b,
+            String::from_utf8(out.batches).unwrap(),
+            String::from_utf8(out.timeline).unwrap(),
+        )
+    }
+
+    fn metric(m: &Measurement, k: &str) -> f64 {
+        m.metrics
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| *v)
+            .unwrap()
+    }
+
+    #[test]
+    fn every_injected_drop_is_detected_and_filled() {
+        // 6,000 slots at 20,000/s: 0.3 s, a drop every 10-20 ms.
+        let p = params(NoiseSpec::DropInterval {
+            low_s: 0.01,
+            high_s: 0.02,
+        });
+        let (tx, rx, batches, timeline) = run(&p);
+        let rx = rx.unwrap();
+        let injected = metric(&tx, "drops_injected");
+        assert!(
+            (14.0..=31.0).contains(&injected),
+            "{injected} drops in 0.3 s"
+        );
+        assert_eq!(metric(&rx, "drops_detected"), injected);
+        assert_eq!(metric(&rx, "extrapolated"), injected);
+        assert_eq!(metric(&tx, "vectors_sent") + injected, 6_000.0);
+        assert_eq!(metric(&rx, "vectors_received"), metric(&tx, "vectors_sent"));
+        // 60 batches of 100 (extrapolated vectors included), plus the header.
+        assert_eq!(batches.lines().count(), 61);
+        assert_eq!(batches.lines().next().unwrap().split(',').count(), 8 + 100);
+        let filled: u64 = batches
+            .lines()
+            .skip(1)
+            .map(|l| l.split(',').nth(4).unwrap().parse::<u64>().unwrap())
+            .sum();
+        assert_eq!(filled as f64, injected);
+        assert_eq!(
+            timeline.lines().filter(|l| l.contains(",drop,")).count() as f64,
+            injected
+        );
+        assert!(timeline.lines().any(|l| l.contains(",rate,")));
+        assert_eq!(
+            rx.histogram.unwrap().len() as f64,
+            metric(&tx, "vectors_sent")
+        );
+    }
+
+    #[test]
+    fn bursts_drop_runs_of_vectors_and_f32_uniform_vectors_arrive_intact() {
+        let p = VectorsParams {
+            dtype: Dtype::F32,
+            distribution: Distribution::Uniform,
+            size: 7,
+            ..params(NoiseSpec::Burst {
+                low_s: 0.02,
+                high_s: 0.03,
+                len: 4,
+            })
+        };
+        let (tx, rx, _, timeline) = run(&p);
+        let rx = rx.unwrap();
+        let injected = metric(&tx, "drops_injected");
+        assert!(injected >= 4.0 && injected % 4.0 == 0.0, "{injected}");
+        assert_eq!(metric(&rx, "drops_detected"), injected);
+        // One gap per burst.
+        assert_eq!(
+            timeline.lines().filter(|l| l.contains(",drop,")).count() as f64,
+            injected / 4.0
+        );
+    }
+
+    #[test]
+    fn no_noise_nothing_dropped() {
+        let p = params(NoiseSpec::None);
+        let (tx, rx, _, _) = run(&p);
+        let rx = rx.unwrap();
+        assert_eq!(metric(&tx, "drops_injected"), 0.0);
+        assert_eq!(metric(&rx, "drops_detected"), 0.0);
+        assert_eq!(metric(&rx, "vectors_received"), 6_000.0);
+        // The rate itself is measured by the harness, not asserted here (a shared machine).
+        assert!(metric(&rx, "rate_achieved_hz") > 0.0);
+    }
+
+    #[test]
+    fn a_corrupted_payload_fails_the_consumer() {
+        let p = params(NoiseSpec::None);
+        let mut out = Outputs {
+            batches: Vec::new(),
+            timeline: Vec::new(),
+        };
+        let (_, rx) = over_shm(
+            4096,
+            |tx, _rx| {
+                let pool = Pool::new(&p);
+                let mut frame = vec![0u8; p.frame_bytes()];
+                for seq in 0..3 {
+                    let (payload, sum) = pool.vector(seq);
+                    header(&mut frame, seq, monotonic_ns(), sum, info(&p));
+                    frame[HEADER..].copy_from_slice(payload);
+                    if seq == 2 {
+                        frame[HEADER + 17] ^= 0x40;
+                    }
+                    tx.send(&frame).unwrap();
+                }
+            },
+            |tx, rx| consumer(tx, rx, &p, &mut out),
+        );
+        let e = rx.unwrap_err();
+        assert!(e.to_string().contains("frame 2: payload differs"), "{e}");
+    }
+
+    #[test]
+    fn interpolation_is_linear_between_the_neighbours() {
+        let (a, b) = ([0.0, 10.0, -4.0], [4.0, 10.0, 4.0]);
+        let mut out = [0.0; 3];
+        interpolate(&a, 10, &b, 14, 11, &mut out);
+        assert_eq!(out, [1.0, 10.0, -2.0]);
+        interpolate(&a, 10, &b, 14, 13, &mut out);
+        assert_eq!(out, [3.0, 10.0, 2.0]);
+    }
+
+    #[test]
+    fn interval_drop_keeps_its_interval_and_never_drops_at_the_start() {
+        let mut n = IntervalDrop::new(2.0, 3.0, 1, 5);
+        let v = [0u8; 4];
+        let drops: Vec<f64> = (0..30_000)
+            .map(|k| k as f64 / 1000.0)
+            .filter(|&t| n.filter(t, 0, &v).is_none())
+            .collect();
+        assert!(drops[0] >= 2.0);
+        for w in drops.windows(2) {
+            let gap = w[1] - w[0];
+            assert!((2.0..3.0 + 1e-9).contains(&gap), "{gap}");
+        }
+        assert!((10..=15).contains(&drops.len()), "{}", drops.len());
+    }
+
+    #[test]
+    fn bad_parameters_are_refused() {
+        let bad = [
+            VectorsParams {
+                size: 0,
+                ..params(NoiseSpec::None)
+            },
+            VectorsParams {
+                rate: f64::NAN,
+                ..params(NoiseSpec::None)
+            },
+            VectorsParams {
+                count: 0,
+                duration_s: 0.0,
+                ..params(NoiseSpec::None)
+            },
+            params(NoiseSpec::DropInterval {
+                low_s: 0.0,
+                high_s: 1.0,
+            }),
+            params(NoiseSpec::DropInterval {
+                low_s: 2.0,
+                high_s: 2.0,
+            }),
+        ];
+        for p in bad {
+            assert!(matches!(p.check(), Err(WorkloadError::Param(_))), "{p:?}");
+        }
+    }
+}

@@ -552,3 +552,70 @@ fn pingpong_paints_checks_and_renders_over_a_kernel_transport_and_shm() {
         .unwrap_or_default();
     assert!(canvases.is_empty(), "canvas segments left: {canvases:?}");
 }
+
+#[test]
+fn vectors_detects_every_drop_and_writes_its_batches_and_timeline() {
+    let s = Scratch::new();
+    let cfg = s.write(
+        "vec.toml",
+        "[[experiment]]\nname = \"v\"\nworkload = \"vectors\"\ntransport = [\"uds\", \"shm\"]\n\
+         duration_s = 1\nrate = 2000\nlow_s = 0.1\nhigh_s = 0.2\nnoise = [\"drop-interval\", \"burst\"]\n\
+         burst = 3\ndtype = \"f32\"\ndisplay_interval_s = 0.2\n",
+    );
+    let out = s.path("out");
+    let o = s.run_config(&cfg, &out);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let dir = results_dir(&out);
+    let mut r = csv::Reader::from_path(dir.join("summary.csv")).unwrap();
+    let header: Vec<String> = r.headers().unwrap().iter().map(str::to_string).collect();
+    let col = |name: &str| header.iter().position(|h| h == name).unwrap();
+    let rows: Vec<csv::StringRecord> = r.records().map(|x| x.unwrap()).collect();
+    assert_eq!(rows.len(), 4);
+    for row in &rows {
+        assert_eq!(&row[col("status")], "ok", "{row:?}");
+        let num = |c: &str| row[col(c)].parse::<f64>().unwrap();
+        let injected = num("drops_injected");
+        assert!(injected >= 3.0, "{row:?}");
+        assert_eq!(num("drops_detected"), injected);
+        assert_eq!(num("extrapolated"), injected);
+        assert_eq!(num("vectors_sent"), num("vectors_received"));
+        assert_eq!(
+            num("vectors_sent") + injected,
+            2000.0,
+            "a second of 2000/s slots"
+        );
+        assert_eq!(num("rate_target_hz"), 2000.0);
+        assert!(num("rate_achieved_hz") > 0.0 && num("p50_ns") > 0.0);
+        for kind in ["batches", "timeline"] {
+            let f = dir.join("vectors").join(format!("{}.{kind}.csv", &row[0]));
+            let text = std::fs::read_to_string(&f).unwrap();
+            assert!(text.lines().count() > 2, "{}", f.display());
+        }
+        let batches =
+            std::fs::read_to_string(dir.join("vectors").join(format!("{}.batches.csv", &row[0])))
+                .unwrap();
+        // 2000 slots, extrapolated ones included: 20 batches of 100.
+        assert_eq!(batches.lines().count(), 21);
+    }
+    s.assert_clean();
+}
+
+#[test]
+fn vectors_config_errors_name_their_keys() {
+    let s = Scratch::new();
+    let cfg = s.write(
+        "bad.toml",
+        "[[experiment]]\nname = \"v\"\nworkload = \"vectors\"\ntransport = \"uds\"\nlow_s = 3\nhigh_s = 2\ndtype = \"f16\"\n",
+    );
+    let o = s.run(&["validate", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    let e = stderr(&o);
+    assert!(
+        e.contains("bad.toml:7: key `dtype`: unknown dtype `f16` (known: f64, f32)"),
+        "{e}"
+    );
+    assert!(
+        e.contains("bad.toml:6: key `high_s`: must be larger than low_s"),
+        "{e}"
+    );
+}

@@ -12,14 +12,17 @@ pub enum WorkloadKind {
     Throughput,
     /// Two agents paint an image one pixel per turn.
     Pingpong,
+    /// A paced, noisy vector stream with exact drop detection.
+    Vectors,
 }
 
 impl WorkloadKind {
     /// Every workload, in `list` order.
-    pub const ALL: [WorkloadKind; 3] = [
+    pub const ALL: [WorkloadKind; 4] = [
         WorkloadKind::Latency,
         WorkloadKind::Throughput,
         WorkloadKind::Pingpong,
+        WorkloadKind::Vectors,
     ];
 
     /// Its name in configs and CSV.
@@ -28,6 +31,7 @@ impl WorkloadKind {
             WorkloadKind::Latency => "latency",
             WorkloadKind::Throughput => "throughput",
             WorkloadKind::Pingpong => "pingpong",
+            WorkloadKind::Vectors => "vectors",
         }
     }
 
@@ -39,6 +43,9 @@ impl WorkloadKind {
             }
             WorkloadKind::Throughput => {
                 "one-way stream; every sequence number and payload byte checked; msgs/s and bytes/s"
+            }
+            WorkloadKind::Vectors => {
+                "paced random vectors with injected drops; the consumer detects every drop exactly, interpolates it, keeps rate and batch statistics"
             }
             WorkloadKind::Pingpong => {
                 "two agents paint a WxH image one pixel per turn (unused position, unused colour), handing the turn over the transport; every pixel checked"
@@ -52,6 +59,7 @@ impl WorkloadKind {
             WorkloadKind::Latency => &["client", "server"],
             WorkloadKind::Throughput => &["sender", "receiver"],
             WorkloadKind::Pingpong => &["ping", "pong"],
+            WorkloadKind::Vectors => &["producer", "consumer"],
         }
     }
 
@@ -61,6 +69,7 @@ impl WorkloadKind {
             WorkloadKind::Latency => LATENCY,
             WorkloadKind::Throughput => THROUGHPUT,
             WorkloadKind::Pingpong => PINGPONG,
+            WorkloadKind::Vectors => VECTORS,
         }
     }
 
@@ -74,6 +83,16 @@ impl WorkloadKind {
                 "ns_per_pixel",
                 "pick_ns",
                 "speedup_vs_original",
+            ],
+            WorkloadKind::Vectors => &[
+                "vectors_sent",
+                "vectors_received",
+                "drops_injected",
+                "drops_detected",
+                "extrapolated",
+                "rate_target_hz",
+                "rate_achieved_hz",
+                "rate_std_hz",
             ],
             _ => &[],
         }
@@ -104,6 +123,8 @@ pub enum ParamType {
     Str,
     /// A shared-memory wait strategy: spin or yield.
     Wait,
+    /// One of a fixed set of names.
+    Choice(&'static [&'static str]),
     /// A transport name.
     Transport,
     /// A workload name.
@@ -122,6 +143,7 @@ impl ParamType {
             ParamType::Bool => "true or false".into(),
             ParamType::Str => "string".into(),
             ParamType::Wait => "\"spin\", \"yield\" or \"block\"".into(),
+            ParamType::Choice(c) => format!("one of {}", c.join(", ")),
             ParamType::Transport => "transport name".into(),
             ParamType::Workload => "workload name".into(),
             ParamType::Cores => "list of core ids, one per role".into(),
@@ -360,6 +382,85 @@ const PINGPONG: &[ParamDef] = &[
         ParamType::Bool,
         Some("true"),
         "write the [pos, colour] log and the final PNG into the results",
+    ),
+];
+
+const SECONDS: ParamType = ParamType::Float { min: 0.0 };
+
+const VECTORS: &[ParamDef] = &[
+    p(
+        "size",
+        ParamType::Int {
+            min: 1,
+            max: 1 << 20,
+        },
+        Some("50"),
+        "elements per vector",
+    ),
+    p(
+        "dtype",
+        ParamType::Choice(&["f64", "f32"]),
+        Some("\"f64\""),
+        "element type",
+    ),
+    p(
+        "distribution",
+        ParamType::Choice(&["normal", "uniform"]),
+        Some("\"normal\""),
+        "standard normal or uniform on [0, 1)",
+    ),
+    p(
+        "rate",
+        ParamType::Float { min: 0.0 },
+        Some("1000"),
+        "vectors per second on a fixed schedule; 0 = as fast as the transport goes",
+    ),
+    p(
+        "duration_s",
+        SECONDS,
+        Some("30"),
+        "run length, when count is 0",
+    ),
+    p(
+        "count",
+        ParamType::Int {
+            min: 0,
+            max: 1_000_000_000_000,
+        },
+        Some("0"),
+        "vector slots (sent or dropped); 0 = duration_s worth",
+    ),
+    p(
+        "noise",
+        ParamType::Choice(&["drop-interval", "burst", "none"]),
+        Some("\"drop-interval\""),
+        "drop-interval: one vector every X s; burst: `burst` vectors every X s; X uniform in [low_s, high_s)",
+    ),
+    p("low_s", SECONDS, Some("2"), "shortest interval between drops"),
+    p("high_s", SECONDS, Some("3"), "longest interval between drops (exclusive)"),
+    p(
+        "burst",
+        ParamType::Int {
+            min: 1,
+            max: 1_000_000,
+        },
+        Some("5"),
+        "vectors lost per burst (noise = \"burst\")",
+    ),
+    p(
+        "seed",
+        ParamType::Int {
+            min: 0,
+            max: i64::MAX,
+        },
+        Some("1"),
+        "seed of the values and the noise",
+    ),
+    p(
+        "display_interval_s",
+        ParamType::Float { min: 0.001 },
+        Some("1"),
+        "how often the consumer logs rate and latency (the timeline file)",
     ),
 ];
 

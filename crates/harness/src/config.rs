@@ -86,6 +86,14 @@ impl RunSpec {
         }
     }
 
+    /// A string value ("" if absent).
+    pub fn text(&self, key: &str) -> &str {
+        match self.values.get(key) {
+            Some(Value::Str(s)) => s,
+            _ => "",
+        }
+    }
+
     /// A flag.
     pub fn flag(&self, key: &str) -> bool {
         matches!(self.values.get(key), Some(Value::Bool(true)))
@@ -235,6 +243,17 @@ fn check_scalar(def: &ParamDef, v: &toml::Value) -> Result<Value, String> {
                 "unknown wait strategy `{other}` (known: spin, yield, block)"
             )),
         },
+        (ParamType::Choice(choices), toml::Value::String(s)) => {
+            if choices.contains(&s.as_str()) {
+                Ok(Value::Str(s.clone()))
+            } else {
+                Err(format!(
+                    "unknown {} `{s}` (known: {})",
+                    def.key,
+                    choices.join(", ")
+                ))
+            }
+        }
         (ParamType::Str, toml::Value::String(s)) => {
             if s.is_empty()
                 || !s
@@ -538,7 +557,43 @@ pub fn parse(
                 );
             }
         }
-        if let Some((sizes, size_line)) = axes.get("size") {
+        if workload == WorkloadKind::Vectors {
+            let nums = |k: &str| -> (Vec<f64>, usize) {
+                axes.get(k).map_or((vec![], 0), |(v, line)| {
+                    (
+                        v.iter()
+                            .filter_map(|x| match x {
+                                Value::Int(i) => Some(*i as f64),
+                                Value::Float(f) => Some(*f),
+                                _ => None,
+                            })
+                            .collect(),
+                        *line,
+                    )
+                })
+            };
+            let noisy = axes
+                .get("noise")
+                .is_some_and(|(v, _)| v.iter().any(|n| !matches!(n, Value::Str(s) if s == "none")));
+            let ((lows, low_line), (highs, high_line)) = (nums("low_s"), nums("high_s"));
+            if noisy {
+                if lows.iter().any(|l| *l <= 0.0) {
+                    errs.push(low_line, Some("low_s"), "must be > 0 (the first vector is never dropped: it has no neighbour before it)");
+                }
+                if lows.iter().any(|l| highs.iter().any(|h| h <= l)) {
+                    errs.push(high_line, Some("high_s"), "must be larger than low_s");
+                }
+            }
+            let ((counts, _), (durations, d_line)) = (nums("count"), nums("duration_s"));
+            if counts.contains(&0.0) && durations.contains(&0.0) {
+                errs.push(
+                    d_line,
+                    Some("duration_s"),
+                    "with count = 0 the run lasts duration_s, which must be > 0",
+                );
+            }
+        }
+        if let (WorkloadKind::Pingpong, Some((sizes, size_line))) = (workload, axes.get("size")) {
             let ints = |k: &str| -> Vec<i64> {
                 axes.get(k).map_or(vec![0], |(v, _)| {
                     v.iter()

@@ -32,6 +32,7 @@ pub mod pingpong;
 pub mod report;
 pub mod role;
 pub mod runner;
+pub mod vectors;
 pub mod wire;
 
 use catalog::{WorkloadKind, COMMON};
@@ -325,7 +326,11 @@ fn print_stdout(text: &str) {
 
 /// Builds the plan of one run: its roles, their cores and tasks, and its endpoint (which
 /// comes back too, for [`Endpoint::cleanup`]).
-fn plan_run(spec: &RunSpec, dir: &Path) -> anyhow::Result<(RunPlan, Endpoint, Option<Segment>)> {
+fn plan_run(
+    spec: &RunSpec,
+    dir: &Path,
+    results: &Path,
+) -> anyhow::Result<(RunPlan, Endpoint, Option<Segment>)> {
     let mut opts = EndpointOptions {
         max_frame: spec.int("max_frame") as u32,
         ..Default::default()
@@ -361,6 +366,13 @@ fn plan_run(spec: &RunSpec, dir: &Path) -> anyhow::Result<(RunPlan, Endpoint, Op
     };
     let canvas_path = canvas.as_ref().map(|c| c.path().to_path_buf());
     let task = |first: bool| match spec.workload {
+        WorkloadKind::Vectors => RoleTask::Vectors {
+            endpoint: endpoint.clone(),
+            listen: first,
+            producer: first,
+            params: vectors::params(spec),
+            out_dir: results.join("vectors"),
+        },
         WorkloadKind::Pingpong => RoleTask::Pingpong {
             endpoint: endpoint.clone(),
             listen: first,
@@ -482,6 +494,8 @@ pub fn calibrate(exe: &Path, cores: [usize; 2], interrupted: &AtomicBool) -> any
         rtt_ns: get("floor_rtt_ns")?,
         clock_read_ns: get("clock_read_ns")?,
         memcpy_gb_s: get("memcpy_gb_s")?,
+        stall_pct: get("stall_pct")?,
+        stalls_10us_per_s: get("stalls_10us_per_s")?,
     })
 }
 
@@ -518,8 +532,9 @@ fn run_matrix(
         match calibrate(&exe, pair, &interrupted) {
             Ok(f) => {
                 eprintln!(
-                    "harness: floor on cores {}-{}: cache-line round trip {:.0} ns, clock read {:.1} ns, memcpy {:.1} GB/s",
-                    pair[0], pair[1], f.rtt_ns, f.clock_read_ns, f.memcpy_gb_s
+                    "harness: floor on cores {}-{}: cache-line round trip {:.0} ns, clock read {:.1} ns, memcpy {:.1} GB/s; \
+                     stalls {:.2} % of the time, {:.0}/s over 10 µs",
+                    pair[0], pair[1], f.rtt_ns, f.clock_read_ns, f.memcpy_gb_s, f.stall_pct, f.stalls_10us_per_s
                 );
                 floors.insert(pair, f);
             }
@@ -549,7 +564,7 @@ fn run_matrix(
         bar.set_message(spec.run_id.clone());
         let dir = run_dir()?;
         let mut extra: Vec<(String, f64)> = Vec::new();
-        let outcome = match plan_run(spec, dir.path()) {
+        let outcome = match plan_run(spec, dir.path(), &results) {
             Ok((plan, endpoint, canvas)) => {
                 let tick = || {
                     if let Some(c) = &canvas {
@@ -612,6 +627,12 @@ fn run_matrix(
         }
         let mut figures = figures;
         figures.metrics.extend(extra);
+        let mut outcome = outcome;
+        if spec.workload == WorkloadKind::Vectors && outcome.status == Status::Ok {
+            if let Some(why) = vectors::check(&figures.metrics) {
+                outcome.status = Status::Failed(why);
+            }
+        }
         summary.row(spec, &outcome.status, &figures)?;
         if outcome.status != Status::Ok {
             failed += 1;

@@ -52,6 +52,10 @@ pub struct Floor {
     pub clock_read_ns: f64,
     /// Single-core memcpy bandwidth, GB/s (10^9 bytes copied per second).
     pub memcpy_gb_s: f64,
+    /// Share of time (%) a clock-reading loop on the measuring core lost in gaps over 1 µs.
+    pub stall_pct: f64,
+    /// Gaps over 10 µs per second in that loop.
+    pub stalls_10us_per_s: f64,
 }
 
 /// UTC time as `YYYYMMDDTHHMMSSZ`.
@@ -154,9 +158,13 @@ pub fn figures(
     // Every role's histogram, merged (pingpong's agents each time the handoffs to them).
     let mut hist = report.histogram()?;
     for other in outcome.reports.iter().skip(1).flatten() {
-        if let (Some(h), Some(o)) = (hist.as_mut(), other.histogram()?) {
-            h.add(&o)
-                .map_err(|e| anyhow::anyhow!("merging histograms: {e:?}"))?;
+        match (hist.as_mut(), other.histogram()?) {
+            (Some(h), Some(o)) => {
+                h.add(&o)
+                    .map_err(|e| anyhow::anyhow!("merging histograms: {e:?}"))?;
+            }
+            (None, Some(o)) => hist = Some(o),
+            _ => {}
         }
     }
     if let Some(h) = &hist {
@@ -175,6 +183,11 @@ pub fn figures(
             WorkloadKind::Latency => {
                 f.floor_ns = Some(floor.rtt_ns);
                 f.ratio = f.latency.map(|l| l[0] / floor.rtt_ns);
+            }
+            WorkloadKind::Vectors => {
+                // One way: half the cache-line round trip.
+                f.floor_ns = Some(floor.rtt_ns / 2.0);
+                f.ratio = f.latency.map(|l| l[0] / (floor.rtt_ns / 2.0));
             }
             WorkloadKind::Pingpong => {
                 // A turn's lower bound: one one-way handoff (half the cache-line round
@@ -196,7 +209,15 @@ pub fn figures(
             }
         }
     }
+    // Every role's figures; the first role's win where two name the same one.
     f.metrics = report.metrics.clone();
+    for other in outcome.reports.iter().skip(1).flatten() {
+        for (k, v) in &other.metrics {
+            if !f.metrics.iter().any(|(m, _)| m == k) {
+                f.metrics.push((k.clone(), *v));
+            }
+        }
+    }
     Ok((f, hist))
 }
 

@@ -13,7 +13,7 @@ use ipcbench_transport::segment::Segment;
 use ipcbench_transport::{
     baseline, Endpoint, Pipe, Shm, StreamRx, StreamTx, Tcp, Transport, TransportKind, Uds,
 };
-use ipcbench_workloads::{latency, new_histogram, pingpong, throughput, Measurement};
+use ipcbench_workloads::{latency, new_histogram, pingpong, throughput, vectors, Measurement};
 
 use crate::wire::{RoleEvent, RoleJob, RoleReport, RoleTask, GO};
 
@@ -109,6 +109,26 @@ fn run(job: &RoleJob, stdin: &mut impl BufRead) -> anyhow::Result<RoleReport> {
                 }),
             }
         }
+        RoleTask::Vectors {
+            endpoint,
+            producer,
+            params,
+            out_dir,
+            ..
+        } => match endpoint.kind() {
+            TransportKind::Pipe => connected::<Pipe>(job, endpoint, setup, stdin, |tx, rx| {
+                vectors_role(tx, rx, *producer, params, out_dir, &job.run_id)
+            }),
+            TransportKind::Uds => connected::<Uds>(job, endpoint, setup, stdin, |tx, rx| {
+                vectors_role(tx, rx, *producer, params, out_dir, &job.run_id)
+            }),
+            TransportKind::Tcp => connected::<Tcp>(job, endpoint, setup, stdin, |tx, rx| {
+                vectors_role(tx, rx, *producer, params, out_dir, &job.run_id)
+            }),
+            TransportKind::Shm => connected::<Shm>(job, endpoint, setup, stdin, |tx, rx| {
+                vectors_role(tx, rx, *producer, params, out_dir, &job.run_id)
+            }),
+        },
         RoleTask::Latency { endpoint, bare, .. } | RoleTask::Throughput { endpoint, bare, .. } => {
             match (endpoint.kind(), *bare) {
                 (TransportKind::Pipe, false) => framed_role::<Pipe>(job, endpoint, setup, stdin),
@@ -156,6 +176,32 @@ fn pingpong_agent(
     Ok(m)
 }
 
+/// A vectors role; the consumer writes its batches and timeline into `out_dir`.
+fn vectors_role(
+    tx: &mut impl ipcbench_transport::Tx,
+    rx: &mut impl ipcbench_transport::Rx,
+    producer: bool,
+    params: &vectors::VectorsParams,
+    out_dir: &std::path::Path,
+    run_id: &str,
+) -> anyhow::Result<Measurement> {
+    if producer {
+        return Ok(vectors::producer(tx, rx, params)?);
+    }
+    std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    let open = |kind: &str| -> anyhow::Result<std::io::BufWriter<std::fs::File>> {
+        let path = out_dir.join(format!("{run_id}.{kind}.csv"));
+        let f =
+            std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+        Ok(std::io::BufWriter::with_capacity(1 << 16, f))
+    };
+    let mut out = vectors::Outputs {
+        batches: open("batches")?,
+        timeline: open("timeline")?,
+    };
+    Ok(vectors::consumer(tx, rx, params, &mut out)?)
+}
+
 /// Whether the task asks for the zero-copy (loan) variant.
 fn in_place(task: &RoleTask) -> bool {
     matches!(task, RoleTask::Latency { params, .. } if params.zero_copy)
@@ -191,7 +237,8 @@ fn connected<T: Transport>(
     let listen = match &job.task {
         RoleTask::Latency { listen, .. }
         | RoleTask::Throughput { listen, .. }
-        | RoleTask::Pingpong { listen, .. } => *listen,
+        | RoleTask::Pingpong { listen, .. }
+        | RoleTask::Vectors { listen, .. } => *listen,
         RoleTask::Floor { .. } => bail!("not a transport task"),
     };
     let (mut tx, mut rx) = connect::<T>(endpoint, listen, setup)?;
@@ -220,7 +267,7 @@ fn framed_role<T: Transport>(
                 ..
             } => throughput::sender(tx, rx, params)?,
             RoleTask::Throughput { params, .. } => throughput::receiver(tx, rx, params)?,
-            RoleTask::Floor { .. } | RoleTask::Pingpong { .. } => {
+            RoleTask::Floor { .. } | RoleTask::Pingpong { .. } | RoleTask::Vectors { .. } => {
                 bail!("not a latency or throughput task")
             }
         })
@@ -240,7 +287,7 @@ where
     connected::<T>(job, endpoint, setup, stdin, |tx, rx| match &job.task {
         RoleTask::Latency { client, params, .. } => bare_latency(tx, rx, params, *client),
         RoleTask::Throughput { sender, params, .. } => bare_throughput(tx, rx, params, *sender),
-        RoleTask::Floor { .. } | RoleTask::Pingpong { .. } => {
+        RoleTask::Floor { .. } | RoleTask::Pingpong { .. } | RoleTask::Vectors { .. } => {
             bail!("not a latency or throughput task")
         }
     })
@@ -399,6 +446,26 @@ fn floor(
     }
     let clock_ns = sink.duration_since(t0).as_nanos() as f64 / f64::from(clock_n);
 
+    // Stalls: a loop that only reads the clock, for half a second; every gap over 1 µs
+    // is time this core was taken away (interrupts, the hypervisor). Latency tails below
+    // what this shows cannot be had on this machine.
+    let (t0, mut last) = (Instant::now(), Instant::now());
+    let (mut lost, mut over_10us) = (Duration::ZERO, 0u64);
+    while last.duration_since(t0) < Duration::from_millis(500) {
+        let now = Instant::now();
+        let gap = now - last;
+        if gap > Duration::from_micros(1) {
+            lost += gap;
+            if gap > Duration::from_micros(10) {
+                over_10us += 1;
+            }
+        }
+        last = now;
+    }
+    let span = last.duration_since(t0).as_secs_f64();
+    let stall_pct = lost.as_secs_f64() / span * 100.0;
+    let stalls_10us_per_s = over_10us as f64 / span;
+
     let len = 64 << 20;
     let src = vec![0x5au8; len];
     let mut dst = vec![0u8; len];
@@ -423,6 +490,8 @@ fn floor(
             ("floor_rtt_ns".into(), median),
             ("clock_read_ns".into(), clock_ns),
             ("memcpy_gb_s".into(), memcpy_gb_s),
+            ("stall_pct".into(), stall_pct),
+            ("stalls_10us_per_s".into(), stalls_10us_per_s),
         ],
     })
 }

@@ -11,6 +11,7 @@ use ipcbench_transport::Endpoint;
 use ipcbench_workloads::latency::LatencyParams;
 use ipcbench_workloads::pingpong::PingpongParams;
 use ipcbench_workloads::throughput::ThroughputParams;
+use ipcbench_workloads::vectors::VectorsParams;
 use ipcbench_workloads::Measurement;
 use serde::{Deserialize, Serialize};
 
@@ -77,6 +78,19 @@ pub enum RoleTask {
         /// Image size and seed.
         params: PingpongParams,
     },
+    /// `vectors`: the producer streams, the consumer checks and analyses.
+    Vectors {
+        /// Where to meet the peer.
+        endpoint: Endpoint,
+        /// Listen (side A) or connect (side B).
+        listen: bool,
+        /// Producer or consumer.
+        producer: bool,
+        /// Vector shape, rate, noise.
+        params: VectorsParams,
+        /// Where the consumer writes `<run_id>.batches.csv` and `<run_id>.timeline.csv`.
+        out_dir: PathBuf,
+    },
     /// The hardware floor: a cache-line ping-pong over a shared segment.
     Floor {
         /// The segment the parent created.
@@ -96,7 +110,8 @@ impl RoleTask {
         match self {
             RoleTask::Latency { endpoint, .. }
             | RoleTask::Throughput { endpoint, .. }
-            | RoleTask::Pingpong { endpoint, .. } => Some(endpoint),
+            | RoleTask::Pingpong { endpoint, .. }
+            | RoleTask::Vectors { endpoint, .. } => Some(endpoint),
             RoleTask::Floor { .. } => None,
         }
     }

@@ -12,6 +12,9 @@ Reads summary.csv and histograms/*.hgrm and writes PNGs beside them:
 - pingpong_time_vs_size.png: pingpong total time and time per pixel against image size
   (log-log), one line per transport (wait, placement), the original's published times beside;
 - pingpong_image.png: the final image of the largest pingpong run that saved one;
+- vectors_timeline.png: for each paced vectors run, one-way latency (p50 and max per
+  display interval) and the sliding-window rate over time, drops marked;
+- vectors_max_rate.png: vectors per second at rate = 0 against vector size, per transport;
 - bare_ratio.csv (and a table on stdout): each framed transport over its bare baseline
   (same workload, size and cores; medians over repetitions): p50 round trip for latency,
   time per message for throughput. 1.00 means ipcbench's framing and checks cost nothing.
@@ -283,6 +286,70 @@ def plot_pingpong(directory, rows, placements, written):
         written.append(out)
 
 
+def read_csv(path):
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def plot_vectors(directory, rows, placements, written):
+    vec = [r for r in rows if r["workload"] == "vectors"]
+    paced = [r for r in vec if float(params(r).get("rate", "0") or 0) > 0]
+    paced = [(r, directory / "vectors" / f"{r['run_id']}.timeline.csv") for r in paced]
+    paced = [(r, t) for r, t in paced if t.is_file()]
+    if paced:
+        fig, axes = plt.subplots(len(paced), 2, figsize=(14, 2.6 * len(paced) + 0.8), squeeze=False)
+        for (r, path), (ax_l, ax_r) in zip(paced, axes):
+            events = read_csv(path)
+            rate = [e for e in events if e["event"] == "rate"]
+            drops = [float(e["t_s"]) for e in events if e["event"] == "drop"]
+            t = [float(e["t_s"]) for e in rate]
+            colour = line_style(r, 0)["color"]
+            ax_l.plot(t, [float(e["latency_p50_ns"]) / 1000 for e in rate], "-", color=colour, label="p50")
+            ax_l.plot(t, [float(e["latency_max_ns"]) / 1000 for e in rate], ":", color=colour, label="max")
+            ax_r.plot(t, [float(e["rate_mean_hz"]) for e in rate], "-", color=colour, label="window mean")
+            for ax in (ax_l, ax_r):
+                for d in drops:
+                    ax.axvline(d, color="k", alpha=0.25, linewidth=1)
+                ax.grid(True, alpha=0.3)
+            ax_l.set_yscale("log")
+            ax_l.set_ylabel("one-way latency (µs)")
+            ax_l.set_title(f"{r['run_id']}: latency per interval ({len(drops)} drops, grey lines)", fontsize="small")
+            ax_r.ticklabel_format(axis="y", useOffset=False, style="plain")
+            ax_r.set_ylabel("rate (vectors/s)")
+            ax_r.set_title(f"{r['run_id']}: rate over the last 100 arrivals", fontsize="small")
+            ax_l.legend(fontsize="x-small")
+        axes[-1][0].set_xlabel("time since the first vector (s)")
+        axes[-1][1].set_xlabel("time since the first vector (s)")
+        out = directory / "vectors_timeline.png"
+        fig.tight_layout()
+        fig.savefig(out, dpi=100)
+        plt.close(fig)
+        written.append(out)
+
+    flat = [r for r in vec if float(params(r).get("rate", "0") or 0) == 0]
+    if flat:
+        series = defaultdict(lambda: defaultdict(list))
+        for r in flat:
+            series[series_label(r, placements)][int(params(r).get("size", "50"))].append(r)
+        fig, ax = plt.subplots(figsize=(9, 5.5))
+        for i, (label, points) in enumerate(sorted(series.items())):
+            points = sorted(points.items())
+            style = dict(line_style(points[0][1][0], i), marker="o")
+            ax.plot([n for n, _ in points], [median(rs, "msgs_per_s") for _, rs in points], label=label, **style)
+        ax.set_xscale("log")
+        plain_log_y(ax, lambda v: f"{v:,.0f}")
+        ax.set_xlabel("elements per vector (log scale)")
+        ax.set_ylabel("vectors per second (log scale)")
+        ax.set_title("vectors at rate = 0: every vector checked, batched and timed (median over repetitions)")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize="small")
+        out = directory / "vectors_max_rate.png"
+        fig.tight_layout()
+        fig.savefig(out, dpi=110)
+        plt.close(fig)
+        written.append(out)
+
+
 def bare_ratios(directory, rows, written):
     """Framed over bare, matched on workload, transport, size and cores."""
     groups = defaultdict(lambda: {"false": [], "true": []})
@@ -336,6 +403,7 @@ def main():
     plot_latency_vs_size(args.results_dir, rows, placements, written)
     plot_throughput(args.results_dir, rows, placements, written)
     plot_pingpong(args.results_dir, rows, placements, written)
+    plot_vectors(args.results_dir, rows, placements, written)
     bare_ratios(args.results_dir, rows, written)
     for path in written:
         print(path)

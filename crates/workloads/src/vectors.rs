@@ -415,57 +415,80 @@ pub struct Outputs<W: Write> {
     pub timeline: W,
 }
 
-/// Running rate statistics over the last [`WINDOW`] arrivals and over the whole run.
+/// Rate statistics over the last [`WINDOW`] arrivals, and the run's steadiness.
+///
+/// An arrival that ends a gap of `slots` time slots (1, or more after a drop) in `dt`
+/// seconds has the instantaneous rate `slots / dt`. The window's *mean* rate is its slots
+/// over its time (the harmonic mean of those rates: the rate the stream actually had; the
+/// arithmetic mean would be dominated by the one arrival that came a microsecond after a
+/// late one). Its *std* is the population standard deviation of the instantaneous rates.
+/// Over the run, the window mean is sampled at every arrival once the window is full, and
+/// its population standard deviation is the run's `rate_std_hz`.
 #[derive(Debug)]
 struct Rates {
-    window: [f64; WINDOW],
+    window: [(f64, f64); WINDOW],
     len: usize,
     next: usize,
-    all_n: u64,
-    all_mean: f64,
-    all_m2: f64,
+    slots: f64,
+    secs: f64,
+    run_n: u64,
+    run_mean: f64,
+    run_m2: f64,
 }
 
 impl Rates {
     fn new() -> Rates {
         Rates {
-            window: [0.0; WINDOW],
+            window: [(0.0, 0.0); WINDOW],
             len: 0,
             next: 0,
-            all_n: 0,
-            all_mean: 0.0,
-            all_m2: 0.0,
+            slots: 0.0,
+            secs: 0.0,
+            run_n: 0,
+            run_mean: 0.0,
+            run_m2: 0.0,
         }
     }
 
-    fn push(&mut self, r: f64) {
-        self.window[self.next] = r;
+    fn push(&mut self, slots: f64, dt: f64) {
+        if self.len == WINDOW {
+            let (s, d) = self.window[self.next];
+            self.slots -= s;
+            self.secs -= d;
+        }
+        self.window[self.next] = (slots, dt);
+        self.slots += slots;
+        self.secs += dt;
         self.next = (self.next + 1) % WINDOW;
         self.len = (self.len + 1).min(WINDOW);
-        // Welford, for the whole run.
-        self.all_n += 1;
-        let d = r - self.all_mean;
-        self.all_mean += d / self.all_n as f64;
-        self.all_m2 += d * (r - self.all_mean);
+        if self.len == WINDOW && self.secs > 0.0 {
+            // Welford, over the run.
+            let r = self.slots / self.secs;
+            self.run_n += 1;
+            let d = r - self.run_mean;
+            self.run_mean += d / self.run_n as f64;
+            self.run_m2 += d * (r - self.run_mean);
+        }
     }
 
-    /// Current, mean and population std over the window.
+    /// Current (last arrival), mean and population std over the window.
     fn window(&self) -> (f64, f64, f64) {
-        if self.len == 0 {
+        if self.len == 0 || self.secs <= 0.0 {
             return (0.0, 0.0, 0.0);
         }
+        let rate = |(s, d): (f64, f64)| if d > 0.0 { s / d } else { 0.0 };
         let w = &self.window[..self.len];
-        let current = self.window[(self.next + WINDOW - 1) % WINDOW];
-        let mean = w.iter().sum::<f64>() / self.len as f64;
-        let var = w.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / self.len as f64;
+        let current = rate(self.window[(self.next + WINDOW - 1) % WINDOW]);
+        let mean = self.slots / self.secs;
+        let var = w.iter().map(|&x| (rate(x) - mean).powi(2)).sum::<f64>() / self.len as f64;
         (current, mean, var.sqrt())
     }
 
     fn run_std(&self) -> f64 {
-        if self.all_n == 0 {
+        if self.run_n == 0 {
             0.0
         } else {
-            (self.all_m2 / self.all_n as f64).sqrt()
+            (self.run_m2 / self.run_n as f64).sqrt()
         }
     }
 }
@@ -677,11 +700,7 @@ pub fn consumer<T: Tx, R: Rx, W: Write>(
         hist.saturating_record(latency);
         interval_hist.saturating_record(latency);
         if let Some((t, s)) = last_arrival {
-            let dt = now.saturating_sub(t) as f64 / 1e9;
-            if dt > 0.0 {
-                // A rate per slot: a gap of g slots counts as g arrivals' worth of time.
-                rates.push((seq - s) as f64 / dt);
-            }
+            rates.push((seq - s) as f64, now.saturating_sub(t) as f64 / 1e9);
         }
         first_arrival.get_or_insert((now, seq));
         last_arrival = Some((now, seq));

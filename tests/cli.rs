@@ -225,6 +225,9 @@ fn small_matrix_writes_every_result_file() {
     let env: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("env.json")).unwrap()).unwrap();
     assert!(env["floors"][0]["rtt_ns"].as_f64().unwrap() > 0.0);
+    let stalls = env["floors"][0]["stall_pct"].as_f64().unwrap();
+    assert!((0.0..100.0).contains(&stalls), "{stalls}");
+    assert!(env["floors"][0]["stalls_10us_per_s"].as_f64().unwrap() >= 0.0);
     assert!(env["config"].as_str().unwrap().contains("name = \"tp\""));
     assert!(env["kernel"].as_str().unwrap().starts_with("Linux"));
     s.assert_clean();

@@ -496,6 +496,7 @@ pub fn calibrate(exe: &Path, cores: [usize; 2], interrupted: &AtomicBool) -> any
         memcpy_gb_s: get("memcpy_gb_s")?,
         stall_pct: get("stall_pct")?,
         stalls_10us_per_s: get("stalls_10us_per_s")?,
+        stalls_1ms_per_s: get("stalls_1ms_per_s")?,
     })
 }
 
@@ -533,8 +534,8 @@ fn run_matrix(
             Ok(f) => {
                 eprintln!(
                     "harness: floor on cores {}-{}: cache-line round trip {:.0} ns, clock read {:.1} ns, memcpy {:.1} GB/s; \
-                     stalls {:.2} % of the time, {:.0}/s over 10 µs",
-                    pair[0], pair[1], f.rtt_ns, f.clock_read_ns, f.memcpy_gb_s, f.stall_pct, f.stalls_10us_per_s
+                     stalls {:.2} % of the time, {:.0}/s over 10 µs, {:.1}/s over 1 ms",
+                    pair[0], pair[1], f.rtt_ns, f.clock_read_ns, f.memcpy_gb_s, f.stall_pct, f.stalls_10us_per_s, f.stalls_1ms_per_s
                 );
                 floors.insert(pair, f);
             }

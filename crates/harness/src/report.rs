@@ -56,6 +56,8 @@ pub struct Floor {
     pub stall_pct: f64,
     /// Gaps over 10 µs per second in that loop.
     pub stalls_10us_per_s: f64,
+    /// Gaps over 1 ms per second in that loop (another thread ran a scheduler slice).
+    pub stalls_1ms_per_s: f64,
 }
 
 /// UTC time as `YYYYMMDDTHHMMSSZ`.

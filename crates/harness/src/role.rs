@@ -384,6 +384,42 @@ fn await_value(
     }
 }
 
+/// How long the stall loop runs.
+const STALL_SPAN: Duration = Duration::from_secs(1);
+
+/// What a clock-reading loop lost.
+struct Stalls {
+    span: Duration,
+    lost: Duration,
+    over_10us: u64,
+    over_1ms: u64,
+}
+
+/// A loop that only reads the clock for `span`: every gap over 1 µs is time this core
+/// was taken away (interrupts, the hypervisor, another thread's scheduler slice). Latency
+/// tails below what this shows cannot be had on this machine.
+fn stalls(span: Duration) -> Stalls {
+    let (t0, mut last) = (Instant::now(), Instant::now());
+    let mut s = Stalls {
+        span: Duration::ZERO,
+        lost: Duration::ZERO,
+        over_10us: 0,
+        over_1ms: 0,
+    };
+    while last.duration_since(t0) < span {
+        let now = Instant::now();
+        let gap = now - last;
+        if gap > Duration::from_micros(1) {
+            s.lost += gap;
+            s.over_10us += u64::from(gap > Duration::from_micros(10));
+            s.over_1ms += u64::from(gap > Duration::from_millis(1));
+        }
+        last = now;
+    }
+    s.span = last.duration_since(t0);
+    s
+}
+
 /// One cache line bounces between two pinned processes: ping writes an odd value, pong
 /// answers with the next even one. Ping reports the median of batch means as `floor_rtt_ns`,
 /// plus the clock's read cost and single-core memcpy bandwidth.
@@ -405,6 +441,11 @@ fn floor(
         loop {
             let v = await_value(word, |v| v % 2 == 1 && v != last, deadline, yield_every)?;
             if v == STOP {
+                // Keep this core as busy as a spinning role would while ping measures
+                // its stalls, so other threads must preempt one of the two.
+                if !same_core {
+                    stalls(STALL_SPAN);
+                }
                 return Ok(Measurement::default());
             }
             last = v;
@@ -446,25 +487,11 @@ fn floor(
     }
     let clock_ns = sink.duration_since(t0).as_nanos() as f64 / f64::from(clock_n);
 
-    // Stalls: a loop that only reads the clock, for half a second; every gap over 1 µs
-    // is time this core was taken away (interrupts, the hypervisor). Latency tails below
-    // what this shows cannot be had on this machine.
-    let (t0, mut last) = (Instant::now(), Instant::now());
-    let (mut lost, mut over_10us) = (Duration::ZERO, 0u64);
-    while last.duration_since(t0) < Duration::from_millis(500) {
-        let now = Instant::now();
-        let gap = now - last;
-        if gap > Duration::from_micros(1) {
-            lost += gap;
-            if gap > Duration::from_micros(10) {
-                over_10us += 1;
-            }
-        }
-        last = now;
-    }
-    let span = last.duration_since(t0).as_secs_f64();
-    let stall_pct = lost.as_secs_f64() / span * 100.0;
-    let stalls_10us_per_s = over_10us as f64 / span;
+    let s = stalls(STALL_SPAN);
+    let span = s.span.as_secs_f64();
+    let stall_pct = s.lost.as_secs_f64() / span * 100.0;
+    let stalls_10us_per_s = s.over_10us as f64 / span;
+    let stalls_1ms_per_s = s.over_1ms as f64 / span;
 
     let len = 64 << 20;
     let src = vec![0x5au8; len];
@@ -492,6 +519,7 @@ fn floor(
             ("memcpy_gb_s".into(), memcpy_gb_s),
             ("stall_pct".into(), stall_pct),
             ("stalls_10us_per_s".into(), stalls_10us_per_s),
+            ("stalls_1ms_per_s".into(), stalls_1ms_per_s),
         ],
     })
 }

@@ -571,7 +571,9 @@ fn run_matrix(
                     if let Some(c) = &canvas {
                         let words = c.words32();
                         let done = ipcbench_workloads::pingpong::progress(words);
-                        bar.set_message(format!("{}: {done} pixels", spec.run_id));
+                        let p = pingpong::params(spec);
+                        let total = u64::from(p.width) * u64::from(p.height);
+                        bar.set_message(format!("{}: {done}/{total} pixels", spec.run_id));
                     }
                 };
                 let mut outcome = runner::execute_with(&exe, &plan, &interrupted, &tick);

@@ -631,6 +631,12 @@ pub fn interpolate(a: &[f64], sa: u64, b: &[f64], sb: u64, s: u64, out: &mut [f6
     }
 }
 
+fn merge(into: &mut hdrhistogram::Histogram<u64>, from: &hdrhistogram::Histogram<u64>) -> Result<(), WorkloadError> {
+    // Same bounds on both (new_histogram): adding cannot fail.
+    into.add(from)
+        .map_err(|e| WorkloadError::Param(format!("merging latency histograms: {e:?}")))
+}
+
 fn io(e: std::io::Error) -> WorkloadError {
     WorkloadError::Param(format!("writing the consumer's output: {e}"))
 }
@@ -742,7 +748,8 @@ pub fn consumer<T: Tx, R: Rx, W: Write>(
         }
         received += 1;
         let latency = now.saturating_sub(sent);
-        hist.saturating_record(latency);
+        // Into the interval's histogram only; it is merged into the run's at each
+        // timeline row (one record per vector, not two).
         interval_hist.saturating_record(latency);
         if let Some((t, s)) = last_arrival {
             rates.push((seq - s) as f64, now.saturating_sub(t) as f64 / 1e9);
@@ -768,10 +775,12 @@ pub fn consumer<T: Tx, R: Rx, W: Write>(
                 interval_hist.max()
             )
             .map_err(io)?;
+            merge(&mut hist, &interval_hist)?;
             interval_hist.reset();
             next_display = Some(due + display_ns);
         }
     }
+    merge(&mut hist, &interval_hist)?;
     batch
         .flush(&mut out.batches, expected.saturating_sub(1), rates.window())
         .map_err(io)?;

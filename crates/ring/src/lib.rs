@@ -67,9 +67,11 @@ extern crate std;
 use core::fmt;
 use core::num::NonZeroU32;
 
+pub mod mpmc;
 mod region;
 mod sync;
 
+pub use mpmc::{queue_words, Mpmc, QueueError};
 pub use region::{HeapRegion, Region};
 use sync::Ordering;
 

@@ -631,7 +631,10 @@ pub fn interpolate(a: &[f64], sa: u64, b: &[f64], sb: u64, s: u64, out: &mut [f6
     }
 }
 
-fn merge(into: &mut hdrhistogram::Histogram<u64>, from: &hdrhistogram::Histogram<u64>) -> Result<(), WorkloadError> {
+fn merge(
+    into: &mut hdrhistogram::Histogram<u64>,
+    from: &hdrhistogram::Histogram<u64>,
+) -> Result<(), WorkloadError> {
     // Same bounds on both (new_histogram): adding cannot fail.
     into.add(from)
         .map_err(|e| WorkloadError::Param(format!("merging latency histograms: {e:?}")))

@@ -68,6 +68,36 @@ unsafe impl<R: Region + ?Sized> Region for alloc::sync::Arc<R> {
     }
 }
 
+#[cfg(not(loom))]
+// SAFETY: a slice's elements are contiguous: word `i` is element `i`, at byte `8 * i` of
+// the slice's memory, which spans `len() * 8` bytes; the copies go through that same
+// memory, whose atomics' UnsafeCell permits writes through a shared reference.
+unsafe impl Region for [AtomicU64] {
+    fn words(&self) -> usize {
+        self.len()
+    }
+
+    fn word(&self, i: usize) -> &AtomicU64 {
+        &self[i]
+    }
+
+    unsafe fn write(&self, at: usize, src: &[u8]) {
+        let base = self.as_ptr().cast::<u8>().cast_mut();
+        // SAFETY: in bounds (caller's promise); see the impl's note on aliasing.
+        unsafe { core::ptr::copy_nonoverlapping(src.as_ptr(), base.add(at), src.len()) }
+    }
+
+    unsafe fn read(&self, at: usize, dst: &mut [u8]) {
+        let base = self.as_ptr().cast::<u8>();
+        // SAFETY: in bounds (caller's promise), ordered by the caller's protocol.
+        unsafe { core::ptr::copy_nonoverlapping(base.add(at), dst.as_mut_ptr(), dst.len()) }
+    }
+
+    fn raw(&self) -> Option<NonNull<u8>> {
+        NonNull::new(self.as_ptr().cast::<u8>().cast_mut())
+    }
+}
+
 /// 128 bytes of atomic words, so a region made of them is 128-byte aligned.
 #[repr(C, align(128))]
 struct Line([AtomicU64; 16]);

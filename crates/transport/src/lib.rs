@@ -37,9 +37,11 @@ use std::time::Duration;
 pub mod baseline;
 mod endpoint;
 mod error;
+pub mod pool;
 pub mod segment;
 mod shm;
 mod stream;
+mod sys;
 
 pub use endpoint::{Endpoint, EndpointOptions, TransportKind, WaitStrategy, DEFAULT_MAX_FRAME};
 pub use error::{

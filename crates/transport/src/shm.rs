@@ -22,6 +22,7 @@ use ipcbench_ring::{
 };
 
 use crate::segment::Segment;
+use crate::sys::{alive, futex_wait, futex_wake};
 use crate::{
     Corruption, Endpoint, EndpointOptions, RecvError, RecvTimeoutError, SendError, SetupError,
     Transport, TransportKind, TryRecvError, TrySendError, WaitStrategy,
@@ -152,23 +153,6 @@ fn region_of(segment: &Arc<Segment>, ring: usize, capacity: usize) -> SegmentReg
     }
 }
 
-/// Whether the process holding a claim (its pid as token) still runs.
-fn alive(token: Option<u64>) -> bool {
-    match token {
-        None => false,
-        Some(0) => true,
-        Some(pid) => {
-            let Ok(pid) = i32::try_from(pid) else {
-                return false;
-            };
-            !matches!(
-                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
-                Err(nix::errno::Errno::ESRCH)
-            )
-        }
-    }
-}
-
 /// Rate limit for the liveness check on the non-blocking paths: a caller polling
 /// `try_send`/`try_recv` pays the `kill(pid, 0)` system call once per 1024 polls that
 /// find the ring full or empty, not on every one. (Blocking waits check on their own
@@ -253,48 +237,6 @@ impl Waiter {
 
 /// Longest single futex sleep: a dead peer or a deadline is noticed within it.
 const SLEEP: Duration = Duration::from_millis(10);
-
-// The futex word is the low half of a u64 position, which is its first 4 bytes only on a
-// little-endian machine.
-const _: () = assert!(
-    cfg!(target_endian = "little"),
-    "shm's futex wait needs a little-endian machine"
-);
-
-/// Sleeps while the low 32 bits of `word` equal `expected`, for at most `timeout`.
-fn futex_wait(word: &AtomicU64, expected: u32, timeout: Duration) {
-    let ts = libc::timespec {
-        tv_sec: timeout.as_secs() as libc::time_t,
-        tv_nsec: libc::c_long::from(timeout.subsec_nanos() as i32),
-    };
-    // SAFETY: the address is that of a live, 8-byte aligned AtomicU64 in the shared mapping
-    // (its first 4 bytes are its low half: checked little-endian above); FUTEX_WAIT only
-    // reads it, atomically, and `ts` outlives the call. Not FUTEX_PRIVATE: the word is
-    // shared between processes. Any error (a changed value, a timeout, a signal) just
-    // returns; the caller looks again.
-    unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            word.as_ptr().cast::<u32>(),
-            libc::FUTEX_WAIT,
-            expected,
-            &ts as *const libc::timespec,
-        );
-    }
-}
-
-/// Wakes every process sleeping on `word`.
-fn futex_wake(word: &AtomicU64) {
-    // SAFETY: as in `futex_wait`; FUTEX_WAKE does not touch the word's memory.
-    unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            word.as_ptr().cast::<u32>(),
-            libc::FUTEX_WAKE,
-            i32::MAX,
-        );
-    }
-}
 
 /// Raises `flag` before one last look and a sleep.
 ///

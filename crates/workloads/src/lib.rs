@@ -29,6 +29,7 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use ipcbench_transport::{RecvError, SendError};
 
+pub mod buffer;
 pub mod latency;
 pub mod pingpong;
 pub mod throughput;

@@ -14,15 +14,18 @@ pub enum WorkloadKind {
     Pingpong,
     /// A paced, noisy vector stream with exact drop detection.
     Vectors,
+    /// Parallel acquisition into a shared chunk pool, zero-copy against copy.
+    Buffer,
 }
 
 impl WorkloadKind {
     /// Every workload, in `list` order.
-    pub const ALL: [WorkloadKind; 4] = [
+    pub const ALL: [WorkloadKind; 5] = [
         WorkloadKind::Latency,
         WorkloadKind::Throughput,
         WorkloadKind::Pingpong,
         WorkloadKind::Vectors,
+        WorkloadKind::Buffer,
     ];
 
     /// Its name in configs and CSV.
@@ -32,6 +35,7 @@ impl WorkloadKind {
             WorkloadKind::Throughput => "throughput",
             WorkloadKind::Pingpong => "pingpong",
             WorkloadKind::Vectors => "vectors",
+            WorkloadKind::Buffer => "buffer",
         }
     }
 
@@ -43,6 +47,9 @@ impl WorkloadKind {
             }
             WorkloadKind::Throughput => {
                 "one-way stream; every sequence number and payload byte checked; msgs/s and bytes/s"
+            }
+            WorkloadKind::Buffer => {
+                "an acquirer fills chunks, workers process them (sum or transitions) and merge into a shared result; zero-copy pool or copy over a transport; result checked exactly"
             }
             WorkloadKind::Vectors => {
                 "paced random vectors with injected drops; the consumer detects every drop exactly, interpolates it, keeps rate and batch statistics"
@@ -60,6 +67,7 @@ impl WorkloadKind {
             WorkloadKind::Throughput => &["sender", "receiver"],
             WorkloadKind::Pingpong => &["ping", "pong"],
             WorkloadKind::Vectors => &["producer", "consumer"],
+            WorkloadKind::Buffer => &["acquirer", "worker", "..."],
         }
     }
 
@@ -70,6 +78,7 @@ impl WorkloadKind {
             WorkloadKind::Throughput => THROUGHPUT,
             WorkloadKind::Pingpong => PINGPONG,
             WorkloadKind::Vectors => VECTORS,
+            WorkloadKind::Buffer => BUFFER,
         }
     }
 
@@ -93,6 +102,15 @@ impl WorkloadKind {
                 "rate_target_hz",
                 "rate_achieved_hz",
                 "rate_std_hz",
+            ],
+            WorkloadKind::Buffer => &[
+                "chunks",
+                "chunk_bytes",
+                "workers",
+                "gb_per_s",
+                "chunks_per_s",
+                "free_wait_ns",
+                "ready_wait_ns",
             ],
             _ => &[],
         }
@@ -461,6 +479,78 @@ const VECTORS: &[ParamDef] = &[
         ParamType::Float { min: 0.001 },
         Some("1"),
         "how often the consumer logs rate and latency (the timeline file)",
+    ),
+];
+
+const BUFFER: &[ParamDef] = &[
+    p(
+        "dtype",
+        ParamType::Choice(&["u8", "u16", "i16", "u32", "f32", "f64"]),
+        Some("\"u8\""),
+        "element type (transitions: u32)",
+    ),
+    p(
+        "exemplars",
+        ParamType::Int {
+            min: 1,
+            max: 1 << 24,
+        },
+        Some("1000"),
+        "rows (frames) per chunk",
+    ),
+    p(
+        "elems",
+        ParamType::Int {
+            min: 1,
+            max: 1 << 24,
+        },
+        Some("100"),
+        "elements per row",
+    ),
+    p(
+        "n_chunks",
+        ParamType::Int {
+            min: 0,
+            max: 4096,
+        },
+        Some("0"),
+        "chunks in the pool; 0 = 2 x usable cores",
+    ),
+    p(
+        "chunks",
+        ParamType::Int {
+            min: 1,
+            max: 1_000_000_000,
+        },
+        Some("30"),
+        "chunks produced",
+    ),
+    p(
+        "workers",
+        ParamType::Int { min: 1, max: 63 },
+        Some("1"),
+        "worker processes (roles: the acquirer, then the workers; cores are used in turn)",
+    ),
+    p(
+        "kind",
+        ParamType::Choice(&["sum", "transitions"]),
+        Some("\"sum\""),
+        "sum: per-column sums; transitions: 512x512 code-to-code counts between consecutive frames",
+    ),
+    p(
+        "zero_copy",
+        ParamType::Bool,
+        Some("true"),
+        "true: the shared chunk pool (transport = \"shm\"); false: chunks sent by copy over the transport",
+    ),
+    p(
+        "seed",
+        ParamType::Int {
+            min: 0,
+            max: i64::MAX,
+        },
+        Some("1"),
+        "seed of the data",
     ),
 ];
 

@@ -513,7 +513,9 @@ pub fn parse(
         if let Some((cores, line)) = axes.get("cores") {
             for c in cores {
                 let Value::Cores(c) = c else { continue };
-                if c.len() != roles.len() {
+                // `buffer` has one acquirer and `workers` workers: its cores are spread
+                // over the roles in turn (role i on cores[i % len]).
+                if c.len() != roles.len() && workload != WorkloadKind::Buffer {
                     errs.push(*line, Some("cores"), format!(
                         "{} cores given, workload `{workload}` has {} roles ({}): one core per role",
                         c.len(), roles.len(), roles.join(", ")));
@@ -636,6 +638,33 @@ pub fn parse(
                         w * h
                     ),
                 );
+            }
+        }
+        if workload == WorkloadKind::Buffer {
+            // Copy mode over shm spins in the transport: one role per core at most.
+            let copies = axes
+                .get("zero_copy")
+                .is_some_and(|(v, _)| v.contains(&Value::Bool(false)));
+            let shm = axes
+                .get("transport")
+                .is_some_and(|(v, _)| v.contains(&Value::Str("shm".into())));
+            let spin = axes
+                .get("wait")
+                .is_some_and(|(v, _)| v.contains(&Value::Str("spin".into())));
+            let most_workers = axes.get("workers").map_or(1, |(v, _)| {
+                v.iter()
+                    .filter_map(|x| match x {
+                        Value::Int(i) => Some(*i),
+                        _ => None,
+                    })
+                    .max()
+                    .unwrap_or(1)
+            });
+            if copies && shm && spin && most_workers as usize + 1 > usable_cores.len() {
+                let line = axes.get("wait").map_or(0, |(_, l)| *l);
+                errs.push(line, Some("wait"), format!(
+                    "buffer by copy over shm with {} roles on {} cores: spinning roles starve each other; set wait = \"block\" (or \"yield\")",
+                    most_workers + 1, usable_cores.len()));
             }
         }
         let is_shm = |t: &Value| matches!(t, Value::Str(s) if s == "shm");

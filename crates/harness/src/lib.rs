@@ -25,6 +25,7 @@ use ipcbench_transport::{Endpoint, EndpointOptions, TransportKind, WaitStrategy}
 use ipcbench_workloads::latency::LatencyParams;
 use ipcbench_workloads::throughput::ThroughputParams;
 
+pub mod buffer;
 pub mod builtin;
 pub mod catalog;
 pub mod config;
@@ -326,11 +327,16 @@ fn print_stdout(text: &str) {
 
 /// Builds the plan of one run: its roles, their cores and tasks, and its endpoint (which
 /// comes back too, for [`Endpoint::cleanup`]).
-fn plan_run(
-    spec: &RunSpec,
-    dir: &Path,
-    results: &Path,
-) -> anyhow::Result<(RunPlan, Endpoint, Option<Segment>)> {
+/// What a run needs besides its roles: the endpoints to clean up after it, and the shared
+/// segment the parent created (a pingpong canvas or a buffer pool).
+struct Prepared {
+    plan: RunPlan,
+    endpoints: Vec<Endpoint>,
+    canvas: Option<Segment>,
+    pool: Option<ipcbench_transport::pool::Pool>,
+}
+
+fn plan_run(spec: &RunSpec, dir: &Path, results: &Path) -> anyhow::Result<Prepared> {
     let mut opts = EndpointOptions {
         max_frame: spec.int("max_frame") as u32,
         ..Default::default()
@@ -347,6 +353,9 @@ fn plan_run(
             _ => WaitStrategy::Spin,
         };
         opts.spin_us = spec.int("spin_us") as u32;
+    }
+    if spec.workload == WorkloadKind::Buffer {
+        return plan_buffer(spec, dir, &opts);
     }
     let endpoint = Endpoint::prepare(spec.transport, dir, &opts)?;
     let msg_bytes = spec.msg_bytes().unwrap_or(0);
@@ -366,6 +375,7 @@ fn plan_run(
     };
     let canvas_path = canvas.as_ref().map(|c| c.path().to_path_buf());
     let task = |first: bool| match spec.workload {
+        WorkloadKind::Buffer => unreachable!("planned by plan_buffer"),
         WorkloadKind::Vectors => RoleTask::Vectors {
             endpoint: endpoint.clone(),
             listen: first,
@@ -420,7 +430,64 @@ fn plan_run(
         timeout: spec.timeout,
         dir: dir.to_path_buf(),
     };
-    Ok((plan, endpoint, canvas))
+    Ok(Prepared {
+        plan,
+        endpoints: vec![endpoint],
+        canvas,
+        pool: None,
+    })
+}
+
+/// A buffer run: the pool, one endpoint per worker in copy mode, the acquirer and the
+/// workers spread over the configured cores in turn.
+fn plan_buffer(spec: &RunSpec, dir: &Path, opts: &EndpointOptions) -> anyhow::Result<Prepared> {
+    let p = buffer::params(spec);
+    let zero_copy = spec.flag("zero_copy");
+    let mut opts = opts.clone();
+    if !zero_copy {
+        // Frames are whole chunks.
+        opts.max_frame = opts.max_frame.max(p.chunk_bytes() as u32);
+    }
+    let pool = buffer::create_pool(spec, dir, usable_cores().len())?;
+    let endpoints = if zero_copy {
+        Vec::new()
+    } else {
+        (0..p.workers)
+            .map(|w| {
+                let sub = dir.join(format!("w{w}"));
+                std::fs::create_dir(&sub).with_context(|| format!("creating {}", sub.display()))?;
+                Ok(Endpoint::prepare(spec.transport, &sub, &opts)?)
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?
+    };
+    let timeout_ms = spec.timeout.as_millis() as u64;
+    let roles = std::iter::once(("acquirer".to_string(), None))
+        .chain((0..p.workers).map(|w| (format!("worker{w}"), Some(w))))
+        .enumerate()
+        .map(|(i, (name, worker))| RolePlan {
+            name,
+            core: (!spec.cores.is_empty()).then(|| spec.cores[i % spec.cores.len()]),
+            task: RoleTask::Buffer {
+                endpoints: endpoints.clone(),
+                worker,
+                pool: pool.path().to_path_buf(),
+                params: p,
+                timeout_ms,
+            },
+        })
+        .collect();
+    Ok(Prepared {
+        plan: RunPlan {
+            run_id: spec.run_id.clone(),
+            roles,
+            setup_timeout: SETUP_TIMEOUT.min(spec.timeout.max(Duration::from_secs(5))),
+            timeout: spec.timeout,
+            dir: dir.to_path_buf(),
+        },
+        endpoints,
+        canvas: None,
+        pool: Some(pool),
+    })
 }
 
 fn run_dir() -> anyhow::Result<tempfile::TempDir> {
@@ -566,7 +633,12 @@ fn run_matrix(
         let dir = run_dir()?;
         let mut extra: Vec<(String, f64)> = Vec::new();
         let outcome = match plan_run(spec, dir.path(), &results) {
-            Ok((plan, endpoint, canvas)) => {
+            Ok(Prepared {
+                plan,
+                endpoints,
+                canvas,
+                pool,
+            }) => {
                 let tick = || {
                     if let Some(c) = &canvas {
                         let words = c.words32();
@@ -577,8 +649,18 @@ fn run_matrix(
                     }
                 };
                 let mut outcome = runner::execute_with(&exe, &plan, &interrupted, &tick);
-                // Every role is gone now: remove the shm segment, if there is one.
-                endpoint.cleanup();
+                // Every role is gone now: remove the shm segments, if there are any.
+                for e in &endpoints {
+                    e.cleanup();
+                }
+                if let (Some(pool), runner::Status::Ok) = (&pool, &outcome.status) {
+                    match buffer::check(spec, pool, &outcome) {
+                        Ok(m) => extra = m,
+                        Err(why) => outcome.status = Status::Failed(why),
+                    }
+                }
+                // The pool segment is removed here.
+                drop(pool);
                 if let (Some(c), runner::Status::Ok) = (&canvas, &outcome.status) {
                     let p = pingpong::params(spec);
                     match pingpong::check_and_save(

@@ -186,6 +186,14 @@ pub fn figures(
                 f.floor_ns = Some(floor.rtt_ns);
                 f.ratio = f.latency.map(|l| l[0] / floor.rtt_ns);
             }
+            WorkloadKind::Buffer => {
+                // One copy of a chunk's data at single-core memcpy speed.
+                let per_chunk = crate::buffer::params(spec).data_bytes() as f64 / floor.memcpy_gb_s;
+                f.floor_ns = Some(per_chunk);
+                if report.count > 0 && per_chunk > 0.0 {
+                    f.ratio = Some(report.duration_ns as f64 / report.count as f64 / per_chunk);
+                }
+            }
             WorkloadKind::Vectors => {
                 // One way: half the cache-line round trip.
                 f.floor_ns = Some(floor.rtt_ns / 2.0);

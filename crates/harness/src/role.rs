@@ -13,7 +13,9 @@ use ipcbench_transport::segment::Segment;
 use ipcbench_transport::{
     baseline, Endpoint, Pipe, Shm, StreamRx, StreamTx, Tcp, Transport, TransportKind, Uds,
 };
-use ipcbench_workloads::{latency, new_histogram, pingpong, throughput, vectors, Measurement};
+use ipcbench_workloads::{
+    buffer, latency, new_histogram, pingpong, throughput, vectors, Measurement,
+};
 
 use crate::wire::{RoleEvent, RoleJob, RoleReport, RoleTask, GO};
 
@@ -78,7 +80,10 @@ fn run(job: &RoleJob, stdin: &mut impl BufRead) -> anyhow::Result<RoleReport> {
             same_core,
         } => {
             let seg = Segment::open(segment, FLOOR_SEGMENT_BYTES)?;
-            emit(&RoleEvent::Ready { endpoint: None })?;
+            emit(&RoleEvent::Ready {
+                endpoint: None,
+                more: vec![],
+            })?;
             emit(&RoleEvent::Connected)?;
             wait_for_go(stdin)?;
             let m = floor(&seg, *ping, *iterations, *same_core)?;
@@ -107,6 +112,31 @@ fn run(job: &RoleJob, stdin: &mut impl BufRead) -> anyhow::Result<RoleReport> {
                 TransportKind::Shm => connected::<Shm>(job, endpoint, setup, stdin, |tx, rx| {
                     pingpong_agent(tx, rx, &canvas, params, *ping)
                 }),
+            }
+        }
+        RoleTask::Buffer {
+            endpoints,
+            worker,
+            pool,
+            params,
+            timeout_ms,
+        } => {
+            let pool = ipcbench_transport::pool::Pool::open(pool)?;
+            let bound = Duration::from_millis(*timeout_ms);
+            match endpoints.first().map(Endpoint::kind) {
+                None => buffer_pool_role(&pool, *worker, params, bound, stdin),
+                Some(TransportKind::Pipe) => {
+                    buffer_copy_role::<Pipe>(&pool, endpoints, *worker, params, setup, bound, stdin)
+                }
+                Some(TransportKind::Uds) => {
+                    buffer_copy_role::<Uds>(&pool, endpoints, *worker, params, setup, bound, stdin)
+                }
+                Some(TransportKind::Tcp) => {
+                    buffer_copy_role::<Tcp>(&pool, endpoints, *worker, params, setup, bound, stdin)
+                }
+                Some(TransportKind::Shm) => {
+                    buffer_copy_role::<Shm>(&pool, endpoints, *worker, params, setup, bound, stdin)
+                }
             }
         }
         RoleTask::Vectors {
@@ -202,6 +232,79 @@ fn vectors_role(
     Ok(vectors::consumer(tx, rx, params, &mut out)?)
 }
 
+/// A buffer role over the zero-copy pool.
+fn buffer_pool_role(
+    pool: &ipcbench_transport::pool::Pool,
+    worker: Option<u32>,
+    params: &buffer::BufferParams,
+    bound: Duration,
+    stdin: &mut impl BufRead,
+) -> anyhow::Result<RoleReport> {
+    use ipcbench_transport::pool::PoolRole;
+    pool.register(worker.map_or(PoolRole::Acquirer, PoolRole::Worker))?;
+    emit(&RoleEvent::Ready {
+        endpoint: None,
+        more: vec![],
+    })?;
+    emit(&RoleEvent::Connected)?;
+    wait_for_go(stdin)?;
+    let deadline = Instant::now() + bound;
+    let m = match worker {
+        None => buffer::acquirer(pool, params, deadline)?,
+        Some(_) => buffer::worker(pool, params, deadline)?,
+    };
+    RoleReport::from_measurement(&m)
+}
+
+/// A buffer role in copy mode: the acquirer listens on one endpoint per worker and sends
+/// chunks over them; a worker connects to its own. The pool holds only the result.
+fn buffer_copy_role<T: Transport>(
+    pool: &ipcbench_transport::pool::Pool,
+    endpoints: &[Endpoint],
+    worker: Option<u32>,
+    params: &buffer::BufferParams,
+    setup: Duration,
+    bound: Duration,
+    stdin: &mut impl BufRead,
+) -> anyhow::Result<RoleReport> {
+    use ipcbench_transport::pool::PoolRole;
+    pool.register(worker.map_or(PoolRole::Acquirer, PoolRole::Worker))?;
+    let m = match worker {
+        None => {
+            let listeners = endpoints
+                .iter()
+                .map(T::listen)
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut resolved = listeners.iter().map(T::resolved);
+            emit(&RoleEvent::Ready {
+                endpoint: resolved.next(),
+                more: resolved.collect(),
+            })?;
+            let mut txs = Vec::with_capacity(listeners.len());
+            for l in listeners {
+                txs.push(T::accept(l, setup)?.0);
+            }
+            emit(&RoleEvent::Connected)?;
+            wait_for_go(stdin)?;
+            buffer::copy_acquirer(&mut txs, params)?
+        }
+        Some(w) => {
+            let ep = endpoints
+                .first()
+                .ok_or_else(|| anyhow!("worker {w} has no endpoint"))?;
+            emit(&RoleEvent::Ready {
+                endpoint: None,
+                more: vec![],
+            })?;
+            let (_tx, mut rx) = T::connect(ep, setup)?;
+            emit(&RoleEvent::Connected)?;
+            wait_for_go(stdin)?;
+            buffer::copy_worker(&mut rx, pool, params, Instant::now() + bound)?
+        }
+    };
+    RoleReport::from_measurement(&m)
+}
+
 /// Whether the task asks for the zero-copy (loan) variant.
 fn in_place(task: &RoleTask) -> bool {
     matches!(task, RoleTask::Latency { params, .. } if params.zero_copy)
@@ -216,10 +319,14 @@ fn connect<T: Transport>(
         let listener = T::listen(endpoint)?;
         emit(&RoleEvent::Ready {
             endpoint: Some(T::resolved(&listener)),
+            more: vec![],
         })?;
         T::accept(listener, setup)?
     } else {
-        emit(&RoleEvent::Ready { endpoint: None })?;
+        emit(&RoleEvent::Ready {
+            endpoint: None,
+            more: vec![],
+        })?;
         T::connect(endpoint, setup)?
     };
     emit(&RoleEvent::Connected)?;
@@ -239,7 +346,7 @@ fn connected<T: Transport>(
         | RoleTask::Throughput { listen, .. }
         | RoleTask::Pingpong { listen, .. }
         | RoleTask::Vectors { listen, .. } => *listen,
-        RoleTask::Floor { .. } => bail!("not a transport task"),
+        RoleTask::Floor { .. } | RoleTask::Buffer { .. } => bail!("not a one-peer transport task"),
     };
     let (mut tx, mut rx) = connect::<T>(endpoint, listen, setup)?;
     wait_for_go(stdin)?;
@@ -267,7 +374,10 @@ fn framed_role<T: Transport>(
                 ..
             } => throughput::sender(tx, rx, params)?,
             RoleTask::Throughput { params, .. } => throughput::receiver(tx, rx, params)?,
-            RoleTask::Floor { .. } | RoleTask::Pingpong { .. } | RoleTask::Vectors { .. } => {
+            RoleTask::Floor { .. }
+            | RoleTask::Pingpong { .. }
+            | RoleTask::Vectors { .. }
+            | RoleTask::Buffer { .. } => {
                 bail!("not a latency or throughput task")
             }
         })
@@ -287,7 +397,10 @@ where
     connected::<T>(job, endpoint, setup, stdin, |tx, rx| match &job.task {
         RoleTask::Latency { client, params, .. } => bare_latency(tx, rx, params, *client),
         RoleTask::Throughput { sender, params, .. } => bare_throughput(tx, rx, params, *sender),
-        RoleTask::Floor { .. } | RoleTask::Pingpong { .. } | RoleTask::Vectors { .. } => {
+        RoleTask::Floor { .. }
+        | RoleTask::Pingpong { .. }
+        | RoleTask::Vectors { .. }
+        | RoleTask::Buffer { .. } => {
             bail!("not a latency or throughput task")
         }
     })

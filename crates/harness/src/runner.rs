@@ -92,7 +92,7 @@ struct Proc {
     stdin: Option<ChildStdin>,
     log: PathBuf,
     reader: Option<std::thread::JoinHandle<()>>,
-    ready: Option<Option<ipcbench_transport::Endpoint>>,
+    ready: Option<Vec<ipcbench_transport::Endpoint>>,
     connected: bool,
     done: Option<RoleReport>,
     failed: Option<String>,
@@ -200,7 +200,9 @@ fn pump(
 fn apply(procs: &mut [Proc], msg: Msg) {
     match msg {
         Msg::Event(i, ev) => match ev {
-            RoleEvent::Ready { endpoint } => procs[i].ready = Some(endpoint),
+            RoleEvent::Ready { endpoint, more } => {
+                procs[i].ready = Some(endpoint.into_iter().chain(more).collect())
+            }
             RoleEvent::Connected => procs[i].connected = true,
             RoleEvent::Done(r) => procs[i].done = Some(r),
             RoleEvent::Failed { message } => procs[i].failed = Some(message),
@@ -380,12 +382,10 @@ fn run_phases(
     pump(procs, rx, setup_deadline, interrupted, |p| {
         p[0].ready.is_some()
     })?;
-    let resolved = procs[0].ready.clone().flatten();
+    let resolved = procs[0].ready.clone().unwrap_or_default();
     for (i, role) in plan.roles.iter().enumerate().skip(1) {
         let mut task = role.task.clone();
-        if let (Some(ep), Some(slot)) = (&resolved, task.endpoint_mut()) {
-            *slot = ep.clone();
-        }
+        task.set_resolved(&resolved);
         spawn_or_fail(procs, i, task)?;
     }
     pump(procs, rx, setup_deadline, interrupted, |p| {

@@ -8,6 +8,7 @@ use anyhow::{anyhow, Context};
 use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
 use hdrhistogram::Histogram;
 use ipcbench_transport::Endpoint;
+use ipcbench_workloads::buffer::BufferParams;
 use ipcbench_workloads::latency::LatencyParams;
 use ipcbench_workloads::pingpong::PingpongParams;
 use ipcbench_workloads::throughput::ThroughputParams;
@@ -91,6 +92,21 @@ pub enum RoleTask {
         /// Where the consumer writes `<run_id>.batches.csv` and `<run_id>.timeline.csv`.
         out_dir: PathBuf,
     },
+    /// `buffer`: the acquirer or one worker, over the zero-copy pool or by copy.
+    Buffer {
+        /// Copy mode: the endpoints, one per worker (the acquirer listens on all; worker
+        /// `w` gets the resolved endpoint `w`); empty for the zero-copy pool.
+        endpoints: Vec<Endpoint>,
+        /// `None` for the acquirer, `Some(w)` for worker `w`.
+        worker: Option<u32>,
+        /// The pool segment the parent created (the chunks, or only the result in copy
+        /// mode).
+        pool: PathBuf,
+        /// Data shape, kind, chunk count.
+        params: BufferParams,
+        /// Bound on every wait, from the start barrier.
+        timeout_ms: u64,
+    },
     /// The hardware floor: a cache-line ping-pong over a shared segment.
     Floor {
         /// The segment the parent created.
@@ -105,14 +121,33 @@ pub enum RoleTask {
 }
 
 impl RoleTask {
-    /// The endpoint, for tasks that use a transport.
+    /// Points a connecting role at what the listening role resolved (`resolved[0]`, or
+    /// for a buffer worker `w`, `resolved[w]`).
+    pub fn set_resolved(&mut self, resolved: &[Endpoint]) {
+        if let RoleTask::Buffer {
+            endpoints,
+            worker: Some(w),
+            ..
+        } = self
+        {
+            if let Some(ep) = resolved.get(*w as usize) {
+                *endpoints = vec![ep.clone()];
+            }
+            return;
+        }
+        if let (Some(slot), Some(ep)) = (self.endpoint_mut(), resolved.first()) {
+            *slot = ep.clone();
+        }
+    }
+
+    /// The endpoint, for tasks that use one transport.
     pub fn endpoint_mut(&mut self) -> Option<&mut Endpoint> {
         match self {
             RoleTask::Latency { endpoint, .. }
             | RoleTask::Throughput { endpoint, .. }
             | RoleTask::Pingpong { endpoint, .. }
             | RoleTask::Vectors { endpoint, .. } => Some(endpoint),
-            RoleTask::Floor { .. } => None,
+            RoleTask::Floor { .. } | RoleTask::Buffer { .. } => None,
         }
     }
 }
@@ -125,6 +160,10 @@ pub enum RoleEvent {
     Ready {
         /// Resolved endpoint (listening roles only).
         endpoint: Option<Endpoint>,
+        /// Further resolved endpoints, for a role that listens for several peers (the
+        /// `buffer` acquirer in copy mode: one per worker, in worker order).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        more: Vec<Endpoint>,
     },
     /// Connected to its peer(s); waiting for `go`.
     Connected,

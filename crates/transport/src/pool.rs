@@ -256,6 +256,11 @@ impl Pool {
         self.held[idx as usize].store(false, Ordering::Relaxed);
     }
 
+    /// The segment's file.
+    pub fn path(&self) -> &Path {
+        self.seg.path()
+    }
+
     /// The pool's shape.
     pub fn shape(&self) -> PoolShape {
         self.shape

@@ -211,6 +211,9 @@ pub struct Partial {
     words: Vec<u64>,
     kind: Kind,
     float: bool,
+    /// `transitions`: the cells counted since the last merge, so a merge and a clear cost
+    /// what the chunk touched, not the whole 512x512 matrix.
+    touched: Vec<u32>,
 }
 
 impl Partial {
@@ -220,17 +223,33 @@ impl Partial {
             words: vec![0; p.result_words()],
             kind: p.kind,
             float: p.dtype.float(),
+            touched: Vec::new(),
         }
     }
 
     fn clear(&mut self) {
-        self.words.iter_mut().for_each(|w| *w = 0);
+        match self.kind {
+            Kind::Transitions => {
+                for &i in &self.touched {
+                    self.words[i as usize] = 0;
+                }
+                self.touched.clear();
+            }
+            Kind::Sum => self.words.iter_mut().for_each(|w| *w = 0),
+        }
     }
 
     /// Adds this partial into `into` (wrapping u64 for integers and counts, f64 bits
     /// for float sums).
     fn merge_into(&self, into: &[std::sync::atomic::AtomicU64]) {
         use std::sync::atomic::Ordering::Relaxed;
+        if self.kind == Kind::Transitions {
+            for &i in &self.touched {
+                let (dst, v) = (&into[i as usize], self.words[i as usize]);
+                dst.store(dst.load(Relaxed).wrapping_add(v), Relaxed);
+            }
+            return;
+        }
         for (dst, &v) in into.iter().zip(&self.words) {
             if v == 0 {
                 continue;
@@ -267,7 +286,11 @@ fn process(p: &BufferParams, rows: &[u8], has_prev: bool, partial: &mut Partial)
             let first = usize::from(!has_prev);
             for r in first..p.rows() - 1 {
                 for (a, b) in codes(r).zip(codes(r + 1)) {
-                    partial.words[a * CODES + b] += 1;
+                    let cell = a * CODES + b;
+                    if partial.words[cell] == 0 {
+                        partial.touched.push(cell as u32);
+                    }
+                    partial.words[cell] += 1;
                 }
             }
         }

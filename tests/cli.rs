@@ -622,3 +622,51 @@ fn vectors_config_errors_name_their_keys() {
         "{e}"
     );
 }
+
+#[test]
+fn buffer_results_are_exact_zero_copy_and_by_copy_with_more_workers_than_cores() {
+    let s = Scratch::new();
+    let cfg = s.write(
+        "buf.toml",
+        "[[experiment]]\nname = \"pool\"\nworkload = \"buffer\"\ntransport = \"shm\"\n\
+         kind = [\"sum\", \"transitions\"]\ndtype = \"u32\"\nexemplars = 40\nelems = 64\nchunks = 60\nworkers = 4\n\n\
+         [[experiment]]\nname = \"copy\"\nworkload = \"buffer\"\ntransport = [\"uds\", \"shm\"]\nzero_copy = false\n\
+         wait = \"block\"\ndtype = \"i16\"\nexemplars = 40\nelems = 64\nchunks = 60\nworkers = 3\n",
+    );
+    let out = s.path("out");
+    let o = s.run_config(&cfg, &out);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let dir = results_dir(&out);
+    let mut r = csv::Reader::from_path(dir.join("summary.csv")).unwrap();
+    let header: Vec<String> = r.headers().unwrap().iter().map(str::to_string).collect();
+    let col = |name: &str| header.iter().position(|h| h == name).unwrap();
+    let rows: Vec<csv::StringRecord> = r.records().map(|x| x.unwrap()).collect();
+    assert_eq!(rows.len(), 4);
+    for row in &rows {
+        assert_eq!(&row[col("status")], "ok", "{row:?}");
+        assert_eq!(&row[col("chunks")], "60.000");
+        assert!(row[col("gb_per_s")].parse::<f64>().unwrap() > 0.0);
+        assert!(row[col("p50_ns")].parse::<f64>().unwrap() > 0.0, "chunk latency");
+        // acquirer + workers, on cores 0, 1, 0, 1, ...
+        assert!(row[col("cores")].starts_with("0;1;0;1"), "{row:?}");
+    }
+    s.assert_clean();
+    let pools: Vec<_> = std::fs::read_dir("/dev/shm")
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("ipcbench-pool-"))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(pools.is_empty(), "pool segments left: {pools:?}");
+
+    // Spinning copy roles beyond one per core are refused, naming the key.
+    let bad = s.write(
+        "bad.toml",
+        "[[experiment]]\nname = \"b\"\nworkload = \"buffer\"\ntransport = \"shm\"\nzero_copy = false\nworkers = 3\n",
+    );
+    let o = s.run(&["validate", "--config", bad.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("key `wait`: buffer by copy over shm"), "{}", stderr(&o));
+}

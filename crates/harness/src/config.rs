@@ -86,6 +86,16 @@ impl RunSpec {
         }
     }
 
+    /// The core of each role, in role order: `cores` itself, except for `buffer`, whose
+    /// acquirer and workers take the listed cores in turn.
+    pub fn role_cores(&self) -> Vec<usize> {
+        if self.workload != WorkloadKind::Buffer || self.cores.is_empty() {
+            return self.cores.clone();
+        }
+        let roles = 1 + self.int("workers").max(1) as usize;
+        (0..roles).map(|i| self.cores[i % self.cores.len()]).collect()
+    }
+
     /// A string value ("" if absent).
     pub fn text(&self, key: &str) -> &str {
         match self.values.get(key) {

@@ -466,7 +466,7 @@ fn plan_buffer(spec: &RunSpec, dir: &Path, opts: &EndpointOptions) -> anyhow::Re
         .enumerate()
         .map(|(i, (name, worker))| RolePlan {
             name,
-            core: (!spec.cores.is_empty()).then(|| spec.cores[i % spec.cores.len()]),
+            core: spec.role_cores().get(i).copied(),
             task: RoleTask::Buffer {
                 endpoints: endpoints.clone(),
                 worker,

@@ -282,7 +282,7 @@ impl Summary {
                 .unwrap_or_else(|| "kernel".into()),
             spec.msg_bytes().map(|m| m.to_string()).unwrap_or_default(),
             spec.params_string(),
-            spec.cores
+            spec.role_cores()
                 .iter()
                 .map(|c| c.to_string())
                 .collect::<Vec<_>>()

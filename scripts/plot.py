@@ -15,6 +15,8 @@ Reads summary.csv and histograms/*.hgrm and writes PNGs beside them:
 - vectors_timeline.png: for each paced vectors run, one-way latency (p50 and max per
   display interval) and the sliding-window rate over time, drops marked;
 - vectors_max_rate.png: vectors per second at rate = 0 against vector size, per transport;
+- buffer_gbps.png: GB/s through the chunk pool against chunk size, zero-copy beside each
+  copy transport, one panel per processing kind, one line per worker count;
 - bare_ratio.csv (and a table on stdout): each framed transport over its bare baseline
   (same workload, size and cores; medians over repetitions): p50 round trip for latency,
   time per message for throughput. 1.00 means ipcbench's framing and checks cost nothing.
@@ -350,6 +352,41 @@ def plot_vectors(directory, rows, placements, written):
         written.append(out)
 
 
+def plot_buffer(directory, rows, written):
+    buf = [r for r in rows if r["workload"] == "buffer" and r.get("gb_per_s")]
+    if not buf:
+        return
+    kinds = sorted({params(r).get("kind", "sum") for r in buf})
+    fig, axes = plt.subplots(1, len(kinds), figsize=(7.5 * len(kinds), 5.5), squeeze=False)
+    for ax, kind in zip(axes[0], kinds):
+        series = defaultdict(lambda: defaultdict(list))
+        for r in buf:
+            p = params(r)
+            if p.get("kind", "sum") != kind:
+                continue
+            mode = "zero-copy pool" if p.get("zero_copy") == "true" else f"copy over {r['transport']}"
+            label = f"{mode}, {p.get('workers', '1')} worker(s)"
+            series[(mode, int(p.get("workers", "1")), label)][int(float(r["chunk_bytes"]))].append(r)
+        for i, ((mode, workers, label), points) in enumerate(sorted(series.items())):
+            points = sorted(points.items())
+            transport = "shm" if mode.startswith("zero") else mode.split()[-1]
+            colour = "k" if mode.startswith("zero") else TRANSPORT_COLOURS.get(transport, f"C{i % 10}")
+            style = {1: "-", 2: "--", 3: "-.", 4: ":"}.get(workers, "-")
+            ax.plot([n for n, _ in points], [median(rs, "gb_per_s") for _, rs in points],
+                    marker="o", color=colour, linestyle=style, label=label)
+        size_axis(ax)
+        ax.set_xlabel("chunk size (data bytes)")
+        plain_log_y(ax)
+        ax.set_ylabel("GB/s through the pool (10^9 bytes/s, log scale)")
+        ax.set_title(f"buffer, kind = {kind}: every result checked exactly")
+        ax.legend(fontsize="x-small", ncol=2)
+    out = directory / "buffer_gbps.png"
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    written.append(out)
+
+
 def bare_ratios(directory, rows, written):
     """Framed over bare, matched on workload, transport, size and cores."""
     groups = defaultdict(lambda: {"false": [], "true": []})
@@ -404,6 +441,7 @@ def main():
     plot_throughput(args.results_dir, rows, placements, written)
     plot_pingpong(args.results_dir, rows, placements, written)
     plot_vectors(args.results_dir, rows, placements, written)
+    plot_buffer(args.results_dir, rows, written)
     bare_ratios(args.results_dir, rows, written)
     for path in written:
         print(path)

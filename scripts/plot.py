@@ -357,6 +357,7 @@ def plot_buffer(directory, rows, written):
     if not buf:
         return
     kinds = sorted({params(r).get("kind", "sum") for r in buf})
+    dtypes = {params(r).get("dtype", "u8") for r in buf}
     fig, axes = plt.subplots(1, len(kinds), figsize=(7.5 * len(kinds), 5.5), squeeze=False)
     for ax, kind in zip(axes[0], kinds):
         series = defaultdict(lambda: defaultdict(list))
@@ -366,6 +367,8 @@ def plot_buffer(directory, rows, written):
                 continue
             mode = "zero-copy pool" if p.get("zero_copy") == "true" else f"copy over {r['transport']}"
             label = f"{mode}, {p.get('workers', '1')} worker(s)"
+            if len(dtypes) > 1:
+                label += f", {p.get('dtype', 'u8')}"
             series[(mode, int(p.get("workers", "1")), label)][int(float(r["chunk_bytes"]))].append(r)
         for i, ((mode, workers, label), points) in enumerate(sorted(series.items())):
             points = sorted(points.items())

@@ -646,7 +646,10 @@ fn buffer_results_are_exact_zero_copy_and_by_copy_with_more_workers_than_cores()
         assert_eq!(&row[col("status")], "ok", "{row:?}");
         assert_eq!(&row[col("chunks")], "60.000");
         assert!(row[col("gb_per_s")].parse::<f64>().unwrap() > 0.0);
-        assert!(row[col("p50_ns")].parse::<f64>().unwrap() > 0.0, "chunk latency");
+        assert!(
+            row[col("p50_ns")].parse::<f64>().unwrap() > 0.0,
+            "chunk latency"
+        );
         // acquirer + workers, on cores 0, 1, 0, 1, ...
         assert!(row[col("cores")].starts_with("0;1;0;1"), "{row:?}");
     }
@@ -668,5 +671,9 @@ fn buffer_results_are_exact_zero_copy_and_by_copy_with_more_workers_than_cores()
     );
     let o = s.run(&["validate", "--config", bad.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
-    assert!(stderr(&o).contains("key `wait`: buffer by copy over shm"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("key `wait`: buffer by copy over shm"),
+        "{}",
+        stderr(&o)
+    );
 }

@@ -93,7 +93,9 @@ impl RunSpec {
             return self.cores.clone();
         }
         let roles = 1 + self.int("workers").max(1) as usize;
-        (0..roles).map(|i| self.cores[i % self.cores.len()]).collect()
+        (0..roles)
+            .map(|i| self.cores[i % self.cores.len()])
+            .collect()
     }
 
     /// A string value ("" if absent).

@@ -1020,7 +1020,7 @@ mod tests {
         let e = errors("[[experiment]]\nname = \"a\"\nworkload = \"nope\"\n");
         assert_eq!(
             e,
-            vec!["t.toml:3: key `workload`: unknown workload `nope` (known: latency, throughput, pingpong, vectors)"]
+            vec!["t.toml:3: key `workload`: unknown workload `nope` (known: latency, throughput, pingpong, vectors, buffer)"]
         );
         let e =
             errors("[[experiment]]\nname = \"a\"\nworkload = \"latency\"\ntransport = \"uds\"\n");

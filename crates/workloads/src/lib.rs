@@ -32,6 +32,7 @@ use ipcbench_transport::{RecvError, SendError};
 pub mod buffer;
 pub mod latency;
 pub mod pingpong;
+pub mod tasks_data;
 pub mod throughput;
 pub mod vectors;
 

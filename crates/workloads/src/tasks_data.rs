@@ -69,7 +69,7 @@ pub struct DataError {
     pub message: String,
 }
 
-fn lines<'t>(text: &'t str) -> impl Iterator<Item = (usize, &'t str)> {
+fn lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
     text.lines()
         .enumerate()
         .map(|(i, l)| (i + 1, l.trim_end_matches('\r')))

@@ -190,7 +190,7 @@ impl ParamDef {
             .map(|v| format!(" [default {v}]"))
             .unwrap_or_else(|| " [required]".into());
         format!(
-            "  {:<12} {:<34} {}{default}",
+            "  {:<18} {:<36} {}{default}",
             self.key,
             self.ty.describe(),
             self.doc

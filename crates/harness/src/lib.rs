@@ -303,12 +303,16 @@ fn list_text() -> String {
         let _ = writeln!(s, "{}", d.list_line());
     }
     for w in WorkloadKind::ALL {
+        let roles = if w == WorkloadKind::Buffer {
+            "acquirer, then `workers` workers; they take the `cores` in turn".to_string()
+        } else {
+            format!("one core each, in order: {}", w.roles().join(", "))
+        };
         let _ = writeln!(
             s,
-            "\nWorkload `{}`: {}\n  roles (one core each, in order): {}",
+            "\nWorkload `{}`: {}\n  roles ({roles})",
             w.name(),
             w.describe(),
-            w.roles().join(", ")
         );
         for d in w.params() {
             let _ = writeln!(s, "{}", d.list_line());

@@ -6,7 +6,6 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use ipcbench_transport::{
@@ -15,15 +14,15 @@ use ipcbench_transport::{
 
 struct Counting;
 
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
 thread_local! {
     static COUNTING: Cell<bool> = const { Cell::new(false) };
+    /// Per thread: the tests run in parallel, and each counts only its own thread.
+    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
 }
 
 fn note() {
     if COUNTING.try_with(Cell::get).unwrap_or(false) {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        let _ = ALLOCATIONS.try_with(|a| a.set(a.get() + 1));
     }
 }
 
@@ -109,11 +108,11 @@ fn no_allocation_per_message<T: Transport>() {
         let out = vec![0xa5u8; size];
         let mut back = vec![0u8; size];
         round_trips(&mut tx, &mut rx, &out, &mut back, 50);
-        ALLOCATIONS.store(0, Ordering::Relaxed);
+        ALLOCATIONS.with(|a| a.set(0));
         COUNTING.with(|c| c.set(true));
         round_trips(&mut tx, &mut rx, &out, &mut back, ROUNDS);
         COUNTING.with(|c| c.set(false));
-        let n = ALLOCATIONS.load(Ordering::Relaxed);
+        let n = ALLOCATIONS.with(Cell::get);
         assert_eq!(
             n,
             0,
@@ -157,9 +156,9 @@ impl Drop for Cleanup {
 #[test]
 fn the_counter_counts() {
     COUNTING.with(|c| c.set(true));
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    let before = ALLOCATIONS.with(Cell::get);
     let v = std::hint::black_box(vec![1u8; 100]);
     COUNTING.with(|c| c.set(false));
-    assert!(ALLOCATIONS.load(Ordering::Relaxed) > before);
+    assert!(ALLOCATIONS.with(Cell::get) > before);
     drop(v);
 }

@@ -296,6 +296,7 @@ fn pop_error(e: PopError) -> RecvError {
 impl ShmTx {
     /// Retries `attempt` until it is not `Full`, waiting as the strategy says; checks
     /// about every millisecond that the consumer is still alive.
+    #[inline]
     fn push_with<T>(
         &mut self,
         len: usize,
@@ -341,6 +342,7 @@ impl ShmTx {
 }
 
 /// With `block`: wakes a consumer that sleeps waiting for data. Free otherwise.
+#[inline]
 fn after_push(producer: &Producer<SegmentRegion>, strategy: WaitStrategy) {
     if strategy == WaitStrategy::Block {
         wake_if_waiting(producer.peer_waiting_flag(), producer.tail_word());
@@ -349,6 +351,7 @@ fn after_push(producer: &Producer<SegmentRegion>, strategy: WaitStrategy) {
 
 /// With `block`: wakes a producer that sleeps waiting for room, after publishing what
 /// we read. Free otherwise.
+#[inline]
 fn after_pop(consumer: &mut Consumer<SegmentRegion>, strategy: WaitStrategy) {
     if strategy == WaitStrategy::Block {
         fence(Ordering::SeqCst);
@@ -440,6 +443,7 @@ impl ShmRx {
     /// Retries `attempt` until it is not `Empty`, waiting as the strategy says (or not at
     /// all: `wait = false`), until `deadline`; checks about every millisecond that the
     /// producer is alive, and reads what it published before it died.
+    #[inline]
     fn pop_with<T>(
         &mut self,
         deadline: Option<Instant>,
@@ -489,6 +493,7 @@ impl ShmRx {
         }
     }
 
+    #[inline]
     fn recv_until(
         &mut self,
         buf: &mut [u8],

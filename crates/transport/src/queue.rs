@@ -295,3 +295,290 @@ mod tests {
         );
     }
 }
+
+// ---- PUSH and PULL over point-to-point connections ----------------------------------
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::{RecvError, Rx, TryRecvError, Tx};
+
+/// The credit a PULL peer sends when it is ready for one more frame.
+const CREDIT: &[u8] = b"C";
+
+/// Counts a PUSH socket keeps besides its outbox's.
+#[derive(Debug, Default)]
+struct PushStats {
+    /// Frames delivered to each peer.
+    per_peer: Vec<AtomicU64>,
+    /// Frames lost because every peer was gone (they were accepted, then undeliverable).
+    undeliverable: AtomicU64,
+    /// Peers still connected.
+    live_peers: AtomicU64,
+}
+
+/// A PUSH socket: `send` queues a frame (the outbox's policy applies when it is full) and
+/// returns; a drain thread hands each frame to a peer that has asked for one (a PULL peer
+/// sends a credit whenever it is ready for the next frame), so a free peer is served
+/// first, not blindly in turn. A peer that goes away is dropped from the set; when none is
+/// left, what is still queued is counted as undeliverable and `send` fails.
+#[derive(Debug)]
+pub struct Push {
+    outbox: Arc<Outbox>,
+    stats: Arc<PushStats>,
+    drain: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Push {
+    /// A PUSH socket over `peers` (each a connection: frames go out on its `Tx`, credits
+    /// come back on its `Rx`).
+    pub fn new<T, R>(peers: Vec<(T, R)>, hwm: usize, policy: FullPolicy) -> Push
+    where
+        T: Tx + Send + 'static,
+        R: Rx + Send + 'static,
+    {
+        let outbox = Arc::new(Outbox::new(hwm, policy));
+        let stats = Arc::new(PushStats {
+            per_peer: peers.iter().map(|_| AtomicU64::new(0)).collect(),
+            undeliverable: AtomicU64::new(0),
+            live_peers: AtomicU64::new(peers.len() as u64),
+        });
+        let (o, s) = (outbox.clone(), stats.clone());
+        let drain = std::thread::spawn(move || drain(peers, &o, &s));
+        Push {
+            outbox,
+            stats,
+            drain: Some(drain),
+        }
+    }
+
+    /// Queues `frame` for the next free peer.
+    pub fn send(&self, frame: &[u8]) -> Result<(), OutboxError> {
+        self.outbox.push(frame)
+    }
+
+    /// Frames delivered to each peer so far.
+    pub fn delivered(&self) -> Vec<u64> {
+        self.stats
+            .per_peer
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .collect()
+    }
+
+    /// The outbox's counts, and the frames that became undeliverable when every peer left.
+    pub fn counts(&self) -> (OutboxCounts, u64) {
+        (
+            self.outbox.counts(),
+            self.stats.undeliverable.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Peers still connected.
+    pub fn live_peers(&self) -> u64 {
+        self.stats.live_peers.load(Ordering::Relaxed)
+    }
+
+    /// Delivers everything queued (waiting at most `timeout`), then stops the drain thread.
+    /// `true` if the queue emptied in time.
+    pub fn finish(&mut self, timeout: Duration) -> bool {
+        let end = Instant::now() + timeout;
+        while self.outbox.counts().queued > 0 && Instant::now() < end && self.live_peers() > 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let emptied = self.outbox.counts().queued == 0;
+        self.stop();
+        emptied
+    }
+
+    fn stop(&mut self) {
+        self.outbox.close();
+        if let Some(d) = self.drain.take() {
+            let _ = d.join();
+        }
+    }
+}
+
+impl Drop for Push {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The drain thread: frame by frame, waits for a peer with credit and sends to it.
+fn drain<T: Tx, R: Rx>(mut peers: Vec<(T, R)>, outbox: &Outbox, stats: &PushStats) {
+    let mut credit = vec![0u32; peers.len()];
+    let mut alive = vec![true; peers.len()];
+    let mut next = 0usize;
+    let mut frame = Vec::new();
+    let mut probe = [0u8; 8];
+    loop {
+        if !outbox.take(&mut frame, Duration::from_millis(10)) {
+            if outbox.counts().queued == 0 && closed(outbox) {
+                return;
+            }
+            // Keep collecting credits (and noticing departures) while idle.
+            collect(&mut peers, &mut credit, &mut alive, stats, &mut probe);
+            continue;
+        }
+        loop {
+            collect(&mut peers, &mut credit, &mut alive, stats, &mut probe);
+            if !alive.iter().any(|a| *a) {
+                // Nobody left to take it: this frame and everything queued after it.
+                stats.undeliverable.fetch_add(1, Ordering::Relaxed);
+                outbox.close();
+                while outbox.take(&mut frame, Duration::ZERO) {
+                    stats.undeliverable.fetch_add(1, Ordering::Relaxed);
+                }
+                return;
+            }
+            // The first peer with credit, searching from after the last one served.
+            let n = peers.len();
+            if let Some(i) = (0..n)
+                .map(|k| (next + k) % n)
+                .find(|&i| alive[i] && credit[i] > 0)
+            {
+                match peers[i].0.send(&frame) {
+                    Ok(()) => {
+                        credit[i] -= 1;
+                        stats.per_peer[i].fetch_add(1, Ordering::Relaxed);
+                        next = i + 1;
+                        break;
+                    }
+                    Err(_) => {
+                        // Gone between its credit and our send: try another peer.
+                        alive[i] = false;
+                        stats.live_peers.fetch_sub(1, Ordering::Relaxed);
+                    }
+                }
+            } else {
+                std::thread::sleep(Duration::from_micros(50));
+            }
+        }
+    }
+}
+
+fn closed(outbox: &Outbox) -> bool {
+    outbox.lock().closed
+}
+
+/// Reads every credit waiting on every live peer; a peer whose connection ended is marked
+/// gone.
+fn collect<T: Tx, R: Rx>(
+    peers: &mut [(T, R)],
+    credit: &mut [u32],
+    alive: &mut [bool],
+    stats: &PushStats,
+    probe: &mut [u8],
+) {
+    for (i, (_, rx)) in peers.iter_mut().enumerate() {
+        while alive[i] {
+            match rx.try_recv(probe) {
+                Ok(n) if &probe[..n] == CREDIT => credit[i] += 1,
+                Ok(_) | Err(TryRecvError::Recv(RecvError::Truncated { .. })) => {
+                    // Not a credit: a broken peer. Stop trusting it.
+                    alive[i] = false;
+                    stats.live_peers.fetch_sub(1, Ordering::Relaxed);
+                }
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Recv(_)) => {
+                    alive[i] = false;
+                    stats.live_peers.fetch_sub(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+}
+
+/// A PULL socket: receives from any number of PUSH peers, fair-queued (the peers are
+/// polled in turn, starting after the one served last), and asks each peer for one more
+/// frame (a credit) after each frame it took from it.
+#[derive(Debug)]
+pub struct Pull<T: Tx, R: Rx> {
+    peers: Vec<(T, R, bool)>,
+    next: usize,
+}
+
+impl<T: Tx, R: Rx> Pull<T, R> {
+    /// A PULL socket over `peers`; each is sent `window` credits at once (1: take one
+    /// frame at a time, first-free).
+    pub fn new(peers: Vec<(T, R)>, window: u32) -> Pull<T, R> {
+        let mut peers: Vec<(T, R, bool)> = peers.into_iter().map(|(t, r)| (t, r, true)).collect();
+        for p in &mut peers {
+            for _ in 0..window.max(1) {
+                if p.0.send(CREDIT).is_err() {
+                    p.2 = false;
+                }
+            }
+        }
+        Pull { peers, next: 0 }
+    }
+
+    /// Peers still connected.
+    pub fn live_peers(&self) -> usize {
+        self.peers.iter().filter(|p| p.2).count()
+    }
+
+    /// Receives the next frame from any peer into `buf`, waiting at most `timeout`.
+    /// `Disconnected` once every peer is gone and nothing is left to read.
+    pub fn recv_timeout(&mut self, buf: &mut [u8], timeout: Duration) -> Result<usize, PullError> {
+        let end = Instant::now() + timeout;
+        let mut idle = 0u32;
+        loop {
+            let n = self.peers.len();
+            for k in 0..n {
+                let i = (self.next + k) % n;
+                let p = &mut self.peers[i];
+                if !p.2 {
+                    continue;
+                }
+                match p.1.try_recv(buf) {
+                    Ok(len) => {
+                        if p.0.send(CREDIT).is_err() {
+                            p.2 = false;
+                        }
+                        self.next = i + 1;
+                        return Ok(len);
+                    }
+                    Err(TryRecvError::Empty) => {}
+                    Err(TryRecvError::Recv(RecvError::Truncated { needed })) => {
+                        return Err(PullError::Truncated { needed })
+                    }
+                    Err(TryRecvError::Recv(_)) => p.2 = false,
+                }
+            }
+            if self.live_peers() == 0 {
+                return Err(PullError::Disconnected);
+            }
+            if Instant::now() >= end {
+                return Err(PullError::Timeout);
+            }
+            // Poll quickly at first, then back off to a sleep.
+            idle = idle.saturating_add(1);
+            if idle < 64 {
+                std::hint::spin_loop();
+            } else if idle < 1024 {
+                std::thread::yield_now();
+            } else {
+                std::thread::sleep(Duration::from_micros(100));
+            }
+        }
+    }
+}
+
+/// Why a PULL receive returned no frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PullError {
+    /// Nothing arrived in time.
+    #[error("no frame within the timeout")]
+    Timeout,
+    /// Every peer is gone.
+    #[error("every peer is gone")]
+    Disconnected,
+    /// The next frame needs a buffer of `needed` bytes (it stays queued).
+    #[error("the frame needs {needed} bytes")]
+    Truncated {
+        /// Bytes the frame needs.
+        needed: usize,
+    },
+}

@@ -33,6 +33,7 @@ pub mod buffer;
 pub mod latency;
 pub mod pingpong;
 pub mod tasks_data;
+pub mod tasks_exec;
 pub mod throughput;
 pub mod vectors;
 

@@ -346,17 +346,28 @@ impl Pool {
     }
 
     /// Pushes `v` and wakes sleepers of that queue, if any. The queues have room for
-    /// every index (and every end marker), so a full queue is corruption.
+    /// every index (and every end marker), so a queue that stays full is corruption; but
+    /// the cell we need can still be held by a consumer that claimed it and was then
+    /// preempted before its release store (a lap ago, while others went round): we retry
+    /// for up to 10 s, which a preempted process outlives only if it is stopped for good.
     fn push_wake(&self, which: Which, v: u64) -> Result<(), PoolError> {
         let (q, events, sleepers) = self.side(which)?;
-        match q.push(v) {
-            Ok(()) => {}
-            Err(QueueError::WouldBlock) => {
-                return Err(PoolError::Corrupt(format!(
-                    "{which:?} queue full: more indices in flight than chunks"
-                )))
+        let mut until: Option<Instant> = None;
+        loop {
+            match q.push(v) {
+                Ok(()) => break,
+                Err(QueueError::WouldBlock) => {
+                    let end =
+                        *until.get_or_insert_with(|| Instant::now() + Duration::from_secs(10));
+                    if Instant::now() >= end {
+                        return Err(PoolError::Corrupt(format!(
+                            "{which:?} queue stayed full: more indices in flight than chunks"
+                        )));
+                    }
+                    std::thread::yield_now();
+                }
+                Err(e) => return Err(e.into()),
             }
-            Err(e) => return Err(e.into()),
         }
         // SYNC: this SeqCst fence pairs with the one a waiter issues after raising the
         // sleeper count: either we see its count and wake it, or its re-check sees our push.

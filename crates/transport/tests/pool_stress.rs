@@ -134,7 +134,13 @@ fn every_chunk_once_across_processes() {
     for (role, child) in roles.iter().zip(children.0.iter_mut()) {
         loop {
             if let Some(status) = child.try_wait().unwrap() {
-                assert!(status.success(), "{role} failed: {status}");
+                if !status.success() {
+                    let mut err = String::new();
+                    if let Some(mut e) = child.stderr.take() {
+                        let _ = std::io::Read::read_to_string(&mut e, &mut err);
+                    }
+                    panic!("{role} failed: {status}\n{err}");
+                }
                 break;
             }
             assert!(

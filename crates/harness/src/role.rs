@@ -27,6 +27,14 @@ fn emit(event: &RoleEvent) -> anyhow::Result<()> {
         .context("writing to the harness")
 }
 
+/// Reports `ready` for a role that listens on nothing (it connects, or needs no transport).
+fn emit_ready() -> anyhow::Result<()> {
+    emit(&RoleEvent::Ready {
+        endpoint: None,
+        more: vec![],
+    })
+}
+
 /// Runs the role mode; the process's exit code.
 pub fn main() -> ExitCode {
     // If the harness dies, so do we.
@@ -70,6 +78,31 @@ fn wait_for_go(stdin: &mut impl BufRead) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Evaluates `$body` with the type `$t` standing for the transport of kind `$kind`: the
+/// one place a configured kind turns into code generic over [`Transport`].
+macro_rules! with_transport {
+    ($kind:expr, $t:ident => $body:expr) => {
+        match $kind {
+            TransportKind::Pipe => {
+                type $t = Pipe;
+                $body
+            }
+            TransportKind::Uds => {
+                type $t = Uds;
+                $body
+            }
+            TransportKind::Tcp => {
+                type $t = Tcp;
+                $body
+            }
+            TransportKind::Shm => {
+                type $t = Shm;
+                $body
+            }
+        }
+    };
+}
+
 fn run(job: &RoleJob, stdin: &mut impl BufRead) -> anyhow::Result<RoleReport> {
     let setup = Duration::from_millis(job.setup_timeout_ms);
     match &job.task {
@@ -80,10 +113,7 @@ fn run(job: &RoleJob, stdin: &mut impl BufRead) -> anyhow::Result<RoleReport> {
             same_core,
         } => {
             let seg = Segment::open(segment, FLOOR_SEGMENT_BYTES)?;
-            emit(&RoleEvent::Ready {
-                endpoint: None,
-                more: vec![],
-            })?;
+            emit_ready()?;
             emit(&RoleEvent::Connected)?;
             wait_for_go(stdin)?;
             let m = floor(&seg, *ping, *iterations, *same_core)?;
@@ -99,20 +129,13 @@ fn run(job: &RoleJob, stdin: &mut impl BufRead) -> anyhow::Result<RoleReport> {
             let n = params.pixels()?;
             let seg = Segment::open_with(canvas, pingpong::canvas_bytes(n), true)?;
             let canvas = pingpong::Canvas::attach(seg.words32(), params)?;
-            match endpoint.kind() {
-                TransportKind::Pipe => connected::<Pipe>(job, endpoint, setup, stdin, |tx, rx| {
-                    pingpong_agent(tx, rx, &canvas, params, *ping)
-                }),
-                TransportKind::Uds => connected::<Uds>(job, endpoint, setup, stdin, |tx, rx| {
-                    pingpong_agent(tx, rx, &canvas, params, *ping)
-                }),
-                TransportKind::Tcp => connected::<Tcp>(job, endpoint, setup, stdin, |tx, rx| {
-                    pingpong_agent(tx, rx, &canvas, params, *ping)
-                }),
-                TransportKind::Shm => connected::<Shm>(job, endpoint, setup, stdin, |tx, rx| {
-                    pingpong_agent(tx, rx, &canvas, params, *ping)
-                }),
-            }
+            with_transport!(endpoint.kind(), T => connected::<T>(
+                job,
+                endpoint,
+                setup,
+                stdin,
+                |tx, rx| pingpong_agent(tx, rx, &canvas, params, *ping)
+            ))
         }
         RoleTask::Buffer {
             endpoints,
@@ -125,18 +148,9 @@ fn run(job: &RoleJob, stdin: &mut impl BufRead) -> anyhow::Result<RoleReport> {
             let bound = Duration::from_millis(*timeout_ms);
             match endpoints.first().map(Endpoint::kind) {
                 None => buffer_pool_role(&pool, *worker, params, bound, stdin),
-                Some(TransportKind::Pipe) => {
-                    buffer_copy_role::<Pipe>(&pool, endpoints, *worker, params, setup, bound, stdin)
-                }
-                Some(TransportKind::Uds) => {
-                    buffer_copy_role::<Uds>(&pool, endpoints, *worker, params, setup, bound, stdin)
-                }
-                Some(TransportKind::Tcp) => {
-                    buffer_copy_role::<Tcp>(&pool, endpoints, *worker, params, setup, bound, stdin)
-                }
-                Some(TransportKind::Shm) => {
-                    buffer_copy_role::<Shm>(&pool, endpoints, *worker, params, setup, bound, stdin)
-                }
+                Some(kind) => with_transport!(kind, T => buffer_copy_role::<T>(
+                    &pool, endpoints, *worker, params, setup, bound, stdin
+                )),
             }
         }
         RoleTask::Vectors {
@@ -145,41 +159,21 @@ fn run(job: &RoleJob, stdin: &mut impl BufRead) -> anyhow::Result<RoleReport> {
             params,
             out_dir,
             ..
-        } => match endpoint.kind() {
-            TransportKind::Pipe => connected::<Pipe>(job, endpoint, setup, stdin, |tx, rx| {
-                vectors_role(tx, rx, *producer, params, out_dir, &job.run_id)
-            }),
-            TransportKind::Uds => connected::<Uds>(job, endpoint, setup, stdin, |tx, rx| {
-                vectors_role(tx, rx, *producer, params, out_dir, &job.run_id)
-            }),
-            TransportKind::Tcp => connected::<Tcp>(job, endpoint, setup, stdin, |tx, rx| {
-                vectors_role(tx, rx, *producer, params, out_dir, &job.run_id)
-            }),
-            TransportKind::Shm => connected::<Shm>(job, endpoint, setup, stdin, |tx, rx| {
-                vectors_role(tx, rx, *producer, params, out_dir, &job.run_id)
-            }),
-        },
+        } => with_transport!(endpoint.kind(), T => connected::<T>(
+            job,
+            endpoint,
+            setup,
+            stdin,
+            |tx, rx| vectors_role(tx, rx, *producer, params, out_dir, &job.run_id)
+        )),
         RoleTask::Latency { endpoint, bare, .. } | RoleTask::Throughput { endpoint, bare, .. } => {
             match (endpoint.kind(), *bare) {
-                (TransportKind::Pipe, false) => framed_role::<Pipe>(job, endpoint, setup, stdin),
-                (TransportKind::Uds, false) => framed_role::<Uds>(job, endpoint, setup, stdin),
-                (TransportKind::Tcp, false) => framed_role::<Tcp>(job, endpoint, setup, stdin),
                 (TransportKind::Shm, false) if in_place(&job.task) => {
-                    connected::<Shm>(job, endpoint, setup, stdin, |tx, rx| {
-                        Ok(match &job.task {
-                            RoleTask::Latency {
-                                client: true,
-                                params,
-                                ..
-                            } => latency::client_in_place(tx, rx, params)?,
-                            RoleTask::Latency { params, .. } => {
-                                latency::echo_in_place(tx, rx, params)?
-                            }
-                            _ => bail!("zero_copy is a latency option"),
-                        })
-                    })
+                    in_place_role(job, endpoint, setup, stdin)
                 }
-                (TransportKind::Shm, false) => framed_role::<Shm>(job, endpoint, setup, stdin),
+                (kind, false) => with_transport!(kind, T => framed_role::<T>(
+                    job, endpoint, setup, stdin
+                )),
                 (TransportKind::Pipe, true) => bare_role::<Pipe>(job, endpoint, setup, stdin),
                 (TransportKind::Uds, true) => bare_role::<Uds>(job, endpoint, setup, stdin),
                 (TransportKind::Tcp, true) => bare_role::<Tcp>(job, endpoint, setup, stdin),
@@ -242,10 +236,7 @@ fn buffer_pool_role(
 ) -> anyhow::Result<RoleReport> {
     use ipcbench_transport::pool::PoolRole;
     pool.register(worker.map_or(PoolRole::Acquirer, PoolRole::Worker))?;
-    emit(&RoleEvent::Ready {
-        endpoint: None,
-        more: vec![],
-    })?;
+    emit_ready()?;
     emit(&RoleEvent::Connected)?;
     wait_for_go(stdin)?;
     let deadline = Instant::now() + bound;
@@ -292,10 +283,7 @@ fn buffer_copy_role<T: Transport>(
             let ep = endpoints
                 .first()
                 .ok_or_else(|| anyhow!("worker {w} has no endpoint"))?;
-            emit(&RoleEvent::Ready {
-                endpoint: None,
-                more: vec![],
-            })?;
+            emit_ready()?;
             let (_tx, mut rx) = T::connect(ep, setup)?;
             emit(&RoleEvent::Connected)?;
             wait_for_go(stdin)?;
@@ -323,10 +311,7 @@ fn connect<T: Transport>(
         })?;
         T::accept(listener, setup)?
     } else {
-        emit(&RoleEvent::Ready {
-            endpoint: None,
-            more: vec![],
-        })?;
+        emit_ready()?;
         T::connect(endpoint, setup)?
     };
     emit(&RoleEvent::Connected)?;
@@ -380,6 +365,26 @@ fn framed_role<T: Transport>(
             | RoleTask::Buffer { .. } => {
                 bail!("not a latency or throughput task")
             }
+        })
+    })
+}
+
+/// A latency role over shm with `zero_copy`: the message written and read in place.
+fn in_place_role(
+    job: &RoleJob,
+    endpoint: &Endpoint,
+    setup: Duration,
+    stdin: &mut impl BufRead,
+) -> anyhow::Result<RoleReport> {
+    connected::<Shm>(job, endpoint, setup, stdin, |tx, rx| {
+        Ok(match &job.task {
+            RoleTask::Latency {
+                client: true,
+                params,
+                ..
+            } => latency::client_in_place(tx, rx, params)?,
+            RoleTask::Latency { params, .. } => latency::echo_in_place(tx, rx, params)?,
+            _ => bail!("zero_copy is a latency option"),
         })
     })
 }

@@ -178,8 +178,8 @@ pub fn block_of(seq: u64) -> usize {
     ((seq * 5 + 3) % BLOCKS) as usize
 }
 
-/// Writes chunk `seq` into `chunk` (header, carried row, data); `prev_last` is the last
-/// row of chunk `seq - 1` (for `transitions`).
+/// Writes chunk `seq` into `chunk` (header, carried row, data); for `transitions` the
+/// carried row is the last row of chunk `seq - 1`, taken from its block.
 fn acquire(p: &BufferParams, blocks: &[Vec<u8>], seq: u64, chunk: &mut [u8]) {
     let data = &blocks[block_of(seq)];
     chunk[..8].copy_from_slice(&seq.to_le_bytes());
@@ -264,14 +264,28 @@ impl Partial {
         }
     }
 
+    /// Adds this partial into the pool's result under its lock, then empties it.
+    fn merge_locked(&mut self, pool: &Pool, deadline: Instant) -> Result<(), WorkloadError> {
+        let guard = pool.lock_result(deadline).map_err(pool_err)?;
+        self.merge_into(guard.words());
+        drop(guard);
+        self.clear();
+        Ok(())
+    }
+
     /// The result words.
     pub fn words(&self) -> &[u64] {
         &self.words
     }
 }
 
-/// Processes one chunk's rows (after its header) into `partial`. `first` says whether
-/// the carried row is absent (chunk 0).
+/// A chunk's rows: what follows its header.
+fn rows_of<'c>(p: &BufferParams, chunk: &'c [u8]) -> &'c [u8] {
+    &chunk[CHUNK_HEADER..CHUNK_HEADER + p.rows() * p.row_bytes()]
+}
+
+/// Processes one chunk's rows (after its header) into `partial`. `has_prev` says whether
+/// the carried row holds a frame (false for chunk 0).
 fn process(p: &BufferParams, rows: &[u8], has_prev: bool, partial: &mut Partial) {
     let elems = p.elems as usize;
     match p.kind {
@@ -362,8 +376,7 @@ pub fn reference(p: &BufferParams) -> Result<Vec<u64>, WorkloadError> {
     let mut chunk = vec![0u8; p.chunk_bytes()];
     for seq in 0..p.chunks {
         acquire(p, &blocks, seq, &mut chunk);
-        let rows = &chunk[CHUNK_HEADER..CHUNK_HEADER + p.rows() * p.row_bytes()];
-        process(p, rows, seq > 0, &mut partial);
+        process(p, rows_of(p, &chunk), seq > 0, &mut partial);
     }
     Ok(partial.words)
 }
@@ -434,18 +447,10 @@ pub fn worker(
                 c.seq()
             )));
         }
-        process(
-            p,
-            &bytes[CHUNK_HEADER..CHUNK_HEADER + p.rows() * p.row_bytes()],
-            seq > 0,
-            &mut partial,
-        );
+        process(p, rows_of(p, bytes), seq > 0, &mut partial);
         c.release().map_err(pool_err)?;
         hist.saturating_record(monotonic_ns().saturating_sub(ready));
-        let guard = pool.lock_result(deadline).map_err(pool_err)?;
-        partial.merge_into(guard.words());
-        drop(guard);
-        partial.clear();
+        partial.merge_locked(pool, deadline)?;
         chunks += 1;
     }
     Ok(worker_measurement(p, hist, chunks, start.elapsed(), wait))
@@ -529,17 +534,9 @@ pub fn copy_worker<R: Rx>(
                 p.chunk_bytes()
             )));
         }
-        process(
-            p,
-            &buf[CHUNK_HEADER..CHUNK_HEADER + p.rows() * p.row_bytes()],
-            seq > 0,
-            &mut partial,
-        );
+        process(p, rows_of(p, &buf), seq > 0, &mut partial);
         hist.saturating_record(monotonic_ns().saturating_sub(ready));
-        let guard = pool.lock_result(deadline).map_err(pool_err)?;
-        partial.merge_into(guard.words());
-        drop(guard);
-        partial.clear();
+        partial.merge_locked(pool, deadline)?;
         chunks += 1;
     }
     Ok(worker_measurement(p, hist, chunks, start.elapsed(), wait))

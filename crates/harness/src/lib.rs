@@ -643,12 +643,13 @@ fn run_matrix(
                 canvas,
                 pool,
             }) => {
+                let total = canvas.as_ref().map(|_| {
+                    let p = pingpong::params(spec);
+                    u64::from(p.width) * u64::from(p.height)
+                });
                 let tick = || {
-                    if let Some(c) = &canvas {
-                        let words = c.words32();
-                        let done = ipcbench_workloads::pingpong::progress(words);
-                        let p = pingpong::params(spec);
-                        let total = u64::from(p.width) * u64::from(p.height);
+                    if let (Some(c), Some(total)) = (&canvas, total) {
+                        let done = ipcbench_workloads::pingpong::progress(c.words32());
                         bar.set_message(format!("{}: {done}/{total} pixels", spec.run_id));
                     }
                 };

@@ -103,10 +103,12 @@ impl Outbox {
     /// Queues a copy of `frame`, or applies the policy when the queue is full.
     pub fn push(&self, frame: &[u8]) -> Result<(), OutboxError> {
         let mut st = self.lock();
-        let (mut waits_left, step, deadline) = match self.policy {
-            FullPolicy::Block { timeout } => (u32::MAX, timeout, Some(Instant::now() + timeout)),
-            FullPolicy::Retry { interval, retries } => (retries, interval, None),
+        let (mut waits_left, step) = match self.policy {
+            FullPolicy::Block { timeout } => (u32::MAX, timeout),
+            FullPolicy::Retry { interval, retries } => (retries, interval),
         };
+        // `Block`'s deadline, read from the clock only once the queue is found full.
+        let mut deadline: Option<Instant> = None;
         loop {
             if st.closed {
                 return Err(OutboxError::Closed);
@@ -121,9 +123,11 @@ impl Outbox {
                 self.not_empty.notify_one();
                 return Ok(());
             }
-            let wait = match deadline {
-                Some(d) => d.saturating_duration_since(Instant::now()),
-                None => step,
+            let wait = match self.policy {
+                FullPolicy::Block { timeout } => deadline
+                    .get_or_insert_with(|| Instant::now() + timeout)
+                    .saturating_duration_since(Instant::now()),
+                FullPolicy::Retry { .. } => step,
             };
             if waits_left == 0 || wait.is_zero() {
                 st.counts.dropped += 1;
@@ -146,7 +150,7 @@ impl Outbox {
                     .wait_timeout(st, left)
                     .map(|(g, _)| g)
                     .unwrap_or_else(|p| p.into_inner().0);
-                if deadline.is_some() && st.frames.len() < self.hwm {
+                if matches!(self.policy, FullPolicy::Block { .. }) && st.frames.len() < self.hwm {
                     break;
                 }
             }
@@ -156,7 +160,8 @@ impl Outbox {
     /// Takes the oldest frame into `out` (its previous contents replaced), waiting at most
     /// `timeout`; `false` if none came (or the outbox is closed and empty).
     pub fn take(&self, out: &mut Vec<u8>, timeout: Duration) -> bool {
-        let end = Instant::now() + timeout;
+        // The clock is read only if there is nothing to take at once.
+        let mut end: Option<Instant> = None;
         let mut st = self.lock();
         loop {
             if let Some(frame) = st.frames.pop_front() {
@@ -167,6 +172,7 @@ impl Outbox {
                 self.not_full.notify_one();
                 return true;
             }
+            let end = *end.get_or_insert_with(|| Instant::now() + timeout);
             let left = end.saturating_duration_since(Instant::now());
             if st.closed || left.is_zero() {
                 return false;

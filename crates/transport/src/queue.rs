@@ -528,7 +528,8 @@ impl<T: Tx, R: Rx> Pull<T, R> {
     /// Receives the next frame from any peer into `buf`, waiting at most `timeout`.
     /// `Disconnected` once every peer is gone and nothing is left to read.
     pub fn recv_timeout(&mut self, buf: &mut [u8], timeout: Duration) -> Result<usize, PullError> {
-        let end = Instant::now() + timeout;
+        // The clock is read only once a first pass found nothing.
+        let mut end: Option<Instant> = None;
         let mut idle = 0u32;
         loop {
             let n = self.peers.len();
@@ -556,7 +557,7 @@ impl<T: Tx, R: Rx> Pull<T, R> {
             if self.live_peers() == 0 {
                 return Err(PullError::Disconnected);
             }
-            if Instant::now() >= end {
+            if Instant::now() >= *end.get_or_insert_with(|| Instant::now() + timeout) {
                 return Err(PullError::Timeout);
             }
             // Poll quickly at first, then back off to a sleep.

@@ -389,7 +389,8 @@ impl Pool {
         peers_alive: impl Fn() -> bool,
     ) -> Result<u64, PoolError> {
         let (q, events, sleepers) = self.side(which)?;
-        let start = Instant::now();
+        // The clock is read only once the queue was found empty.
+        let mut start: Option<Instant> = None;
         let mut polls = 0u32;
         loop {
             match q.pop() {
@@ -397,6 +398,7 @@ impl Pool {
                 Err(QueueError::WouldBlock) => {}
                 Err(e) => return Err(e.into()),
             }
+            let start = *start.get_or_insert_with(Instant::now);
             polls = polls.wrapping_add(1);
             if polls % 64 != 0 || start.elapsed() < SPIN {
                 std::hint::spin_loop();

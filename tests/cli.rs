@@ -135,11 +135,30 @@ fn results_dir(out: &Path) -> PathBuf {
     dirs[0].clone()
 }
 
-fn rows(dir: &Path) -> Vec<csv::StringRecord> {
+/// `summary.csv` with whatever columns it has: its header and its rows.
+fn summary(dir: &Path) -> (Vec<String>, Vec<csv::StringRecord>) {
     let mut r = csv::Reader::from_path(dir.join("summary.csv")).unwrap();
     let header: Vec<String> = r.headers().unwrap().iter().map(str::to_string).collect();
+    (header, r.records().map(|x| x.unwrap()).collect())
+}
+
+/// Segments in /dev/shm whose names start with `prefix` (a kind only one test creates,
+/// since the tests run side by side).
+fn shm_left(prefix: &str) -> Vec<String> {
+    std::fs::read_dir("/dev/shm")
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(prefix))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn rows(dir: &Path) -> Vec<csv::StringRecord> {
+    let (header, rows) = summary(dir);
     assert_eq!(header.join(","), FIXED, "fixed columns, in order");
-    r.records().map(|x| x.unwrap()).collect()
+    rows
 }
 
 const SMALL: &str = r#"
@@ -472,10 +491,8 @@ fn pingpong_paints_checks_and_renders_over_a_kernel_transport_and_shm() {
     let o = s.run_config(&cfg, &out);
     assert!(o.status.success(), "{}", stderr(&o));
     let dir = results_dir(&out);
-    let mut r = csv::Reader::from_path(dir.join("summary.csv")).unwrap();
-    let header: Vec<String> = r.headers().unwrap().iter().map(str::to_string).collect();
+    let (header, rows) = summary(&dir);
     let col = |name: &str| header.iter().position(|h| h == name).unwrap();
-    let rows: Vec<csv::StringRecord> = r.records().map(|x| x.unwrap()).collect();
     assert_eq!(rows.len(), 3);
     for row in &rows {
         assert_eq!(&row[col("status")], "ok", "{row:?}");
@@ -545,14 +562,7 @@ fn pingpong_paints_checks_and_renders_over_a_kernel_transport_and_shm() {
     assert_eq!(not_log.status.code(), Some(2));
     assert!(stderr(&not_log).contains("pp.toml"), "{}", stderr(&not_log));
     s.assert_clean();
-    let canvases: Vec<_> = std::fs::read_dir("/dev/shm")
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.starts_with("ipcbench-canvas-"))
-                .collect()
-        })
-        .unwrap_or_default();
+    let canvases = shm_left("ipcbench-canvas-");
     assert!(canvases.is_empty(), "canvas segments left: {canvases:?}");
 }
 
@@ -569,10 +579,8 @@ fn vectors_detects_every_drop_and_writes_its_batches_and_timeline() {
     let o = s.run_config(&cfg, &out);
     assert!(o.status.success(), "{}", stderr(&o));
     let dir = results_dir(&out);
-    let mut r = csv::Reader::from_path(dir.join("summary.csv")).unwrap();
-    let header: Vec<String> = r.headers().unwrap().iter().map(str::to_string).collect();
+    let (header, rows) = summary(&dir);
     let col = |name: &str| header.iter().position(|h| h == name).unwrap();
-    let rows: Vec<csv::StringRecord> = r.records().map(|x| x.unwrap()).collect();
     assert_eq!(rows.len(), 4);
     for row in &rows {
         assert_eq!(&row[col("status")], "ok", "{row:?}");
@@ -637,10 +645,8 @@ fn buffer_results_are_exact_zero_copy_and_by_copy_with_more_workers_than_cores()
     let o = s.run_config(&cfg, &out);
     assert!(o.status.success(), "{}", stderr(&o));
     let dir = results_dir(&out);
-    let mut r = csv::Reader::from_path(dir.join("summary.csv")).unwrap();
-    let header: Vec<String> = r.headers().unwrap().iter().map(str::to_string).collect();
+    let (header, rows) = summary(&dir);
     let col = |name: &str| header.iter().position(|h| h == name).unwrap();
-    let rows: Vec<csv::StringRecord> = r.records().map(|x| x.unwrap()).collect();
     assert_eq!(rows.len(), 4);
     for row in &rows {
         assert_eq!(&row[col("status")], "ok", "{row:?}");
@@ -654,14 +660,7 @@ fn buffer_results_are_exact_zero_copy_and_by_copy_with_more_workers_than_cores()
         assert!(row[col("cores")].starts_with("0;1;0;1"), "{row:?}");
     }
     s.assert_clean();
-    let pools: Vec<_> = std::fs::read_dir("/dev/shm")
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.starts_with("ipcbench-pool-"))
-                .collect()
-        })
-        .unwrap_or_default();
+    let pools = shm_left("ipcbench-pool-");
     assert!(pools.is_empty(), "pool segments left: {pools:?}");
 
     // Spinning copy roles beyond one per core are refused, naming the key.

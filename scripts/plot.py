@@ -50,6 +50,14 @@ def read_summary(directory: Path):
     return [r for r in rows if r["status"] == "ok"]
 
 
+def save(fig, out, written, dpi=110):
+    """Lays the figure out, writes it to `out`, closes it and notes the file."""
+    fig.tight_layout()
+    fig.savefig(out, dpi=dpi)
+    plt.close(fig)
+    written.append(out)
+
+
 def params(row):
     out = {}
     for part in filter(None, row["params"].split(";")):
@@ -154,11 +162,7 @@ def plot_latency_percentiles(directory, rows, placements, written):
         ax.set_ylabel("round-trip latency (µs, log scale)")
         ax.set_title(f"Round-trip latency by percentile, {size_label(size)} messages")
         ax.legend(fontsize="small")
-        out = directory / f"latency_percentiles_{size}B.png"
-        fig.tight_layout()
-        fig.savefig(out, dpi=110)
-        plt.close(fig)
-        written.append(out)
+        save(fig, directory / f"latency_percentiles_{size}B.png", written)
 
 
 def grouped(rows, workload, placements):
@@ -199,11 +203,7 @@ def plot_latency_vs_size(directory, rows, placements, written):
     ax.set_ylabel("round-trip latency (µs, log scale)")
     ax.set_title("Round-trip latency against message size (median over repetitions)")
     ax.legend(fontsize="small", ncol=2)
-    out = directory / "latency_vs_size.png"
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    written.append(out)
+    save(fig, directory / "latency_vs_size.png", written)
 
 
 def plot_throughput(directory, rows, placements, written):
@@ -226,11 +226,7 @@ def plot_throughput(directory, rows, placements, written):
     ax_msgs.set_ylabel("messages per second (log scale)")
     ax_msgs.set_title("One-way throughput: messages")
     fig.suptitle("Median over repetitions; every frame's sequence number and payload bytes verified (bare: none)")
-    out = directory / "throughput.png"
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    written.append(out)
+    save(fig, directory / "throughput.png", written)
 
 
 # The original's published times (WORKLOADS.md section 3): square side -> seconds.
@@ -266,11 +262,7 @@ def plot_pingpong(directory, rows, placements, written):
     ax_p.set_ylabel("time per pixel (µs, log scale)")
     ax_p.set_title("pingpong: time per pixel (one pick + one handoff)")
     fig.suptitle("Median over repetitions; every pixel checked after each run")
-    out = directory / "pingpong_time_vs_size.png"
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    written.append(out)
+    save(fig, directory / "pingpong_time_vs_size.png", written)
 
     images = [(int(float(r["pixels"])), directory / "pingpong" / f"{r['run_id']}.png") for r in pp]
     images = [(n, p) for n, p in images if p.is_file()]
@@ -281,11 +273,7 @@ def plot_pingpong(directory, rows, placements, written):
         ax.imshow(image, interpolation="nearest")
         ax.set_axis_off()
         ax.set_title(f"{path.stem}: {image.shape[1]}x{image.shape[0]}, {n:,} pixels")
-        out = directory / "pingpong_image.png"
-        fig.tight_layout()
-        fig.savefig(out, dpi=110)
-        plt.close(fig)
-        written.append(out)
+        save(fig, directory / "pingpong_image.png", written)
 
 
 def read_csv(path):
@@ -322,11 +310,7 @@ def plot_vectors(directory, rows, placements, written):
             ax_l.legend(fontsize="x-small")
         axes[-1][0].set_xlabel("time since the first vector (s)")
         axes[-1][1].set_xlabel("time since the first vector (s)")
-        out = directory / "vectors_timeline.png"
-        fig.tight_layout()
-        fig.savefig(out, dpi=100)
-        plt.close(fig)
-        written.append(out)
+        save(fig, directory / "vectors_timeline.png", written, dpi=100)
 
     flat = [r for r in vec if float(params(r).get("rate", "0") or 0) == 0]
     if flat:
@@ -345,11 +329,7 @@ def plot_vectors(directory, rows, placements, written):
         ax.set_title("vectors at rate = 0: every vector checked, batched and timed (median over repetitions)")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize="small")
-        out = directory / "vectors_max_rate.png"
-        fig.tight_layout()
-        fig.savefig(out, dpi=110)
-        plt.close(fig)
-        written.append(out)
+        save(fig, directory / "vectors_max_rate.png", written)
 
 
 def plot_buffer(directory, rows, written):
@@ -383,11 +363,7 @@ def plot_buffer(directory, rows, written):
         ax.set_ylabel("GB/s through the pool (10^9 bytes/s, log scale)")
         ax.set_title(f"buffer, kind = {kind}: every result checked exactly")
         ax.legend(fontsize="x-small", ncol=2)
-    out = directory / "buffer_gbps.png"
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    written.append(out)
+    save(fig, directory / "buffer_gbps.png", written)
 
 
 def bare_ratios(directory, rows, written):

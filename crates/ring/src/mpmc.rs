@@ -120,35 +120,33 @@ impl<'a, R: Region + ?Sized> Mpmc<'a, R> {
         self.word(W_CELLS + 2 * (pos as usize & (self.capacity - 1)) + 1)
     }
 
-    /// Appends `v` (at most `max_value`) if a cell is free now.
-    pub fn push(&self, v: u64) -> Result<(), QueueError> {
-        debug_assert!(v <= self.max_value, "pushing {v} past {}", self.max_value);
+    /// Claims the next position of the counter at word `counter` whose cell's sequence is
+    /// `position + ready`: `ready = 0` for a producer (a free cell), 1 for a consumer (a
+    /// published value). `WouldBlock` if that cell is not ready yet (the queue is full or
+    /// empty); `Corrupt` for a sequence the protocol never writes there, or if the
+    /// position never settles.
+    fn claim(&self, counter: usize, ready: u64) -> Result<u64, QueueError> {
         let cap = self.capacity as u64;
-        let mut pos = self.word(W_ENQ).load(Ordering::Relaxed);
+        let mut pos = self.word(counter).load(Ordering::Relaxed);
         for _ in 0..RETRIES {
-            // SYNC: Acquire pairs with the Release store of this sequence by the consumer
-            // that freed the cell (pop) or by `init`: its read of the old value is done.
+            // SYNC: Acquire pairs with the Release store of this sequence by the other
+            // side (push publishing a value, pop freeing the cell, or `init`): what it
+            // did to the cell before is visible.
             let seq = self.seq(pos).load(Ordering::Acquire);
-            let dif = seq.wrapping_sub(pos) as i64;
+            let dif = seq.wrapping_sub(pos.wrapping_add(ready)) as i64;
             if dif == 0 {
-                match self.word(W_ENQ).compare_exchange(
+                match self.word(counter).compare_exchange(
                     pos,
                     pos.wrapping_add(1),
                     Ordering::Relaxed,
                     Ordering::Relaxed,
                 ) {
-                    Ok(_) => {
-                        self.value(pos).store(v, Ordering::Relaxed);
-                        // SYNC: Release pairs with the consumer's Acquire load of this
-                        // sequence in pop: the value is visible with it.
-                        self.seq(pos).store(pos.wrapping_add(1), Ordering::Release);
-                        return Ok(());
-                    }
+                    Ok(_) => return Ok(pos),
                     Err(now) => pos = now,
                 }
             } else if dif < 0 {
-                // The cell still holds last lap's value: full, unless the sequence is
-                // one no consumer writes.
+                // The cell is a lap behind: full (push) or empty (pop), unless the
+                // sequence is further behind than any lap.
                 if dif < -(cap as i64) {
                     return Err(QueueError::Corrupt {
                         position: pos,
@@ -157,8 +155,8 @@ impl<'a, R: Region + ?Sized> Mpmc<'a, R> {
                 }
                 return Err(QueueError::WouldBlock);
             } else {
-                // Another producer took this position: catch up.
-                pos = self.word(W_ENQ).load(Ordering::Relaxed);
+                // Another party took this position: catch up.
+                pos = self.word(counter).load(Ordering::Relaxed);
             }
         }
         Err(QueueError::Corrupt {
@@ -167,54 +165,32 @@ impl<'a, R: Region + ?Sized> Mpmc<'a, R> {
         })
     }
 
+    /// Appends `v` (at most `max_value`) if a cell is free now.
+    pub fn push(&self, v: u64) -> Result<(), QueueError> {
+        debug_assert!(v <= self.max_value, "pushing {v} past {}", self.max_value);
+        let pos = self.claim(W_ENQ, 0)?;
+        self.value(pos).store(v, Ordering::Relaxed);
+        // SYNC: Release pairs with the consumer's Acquire load of this sequence in
+        // `claim`: the value is visible with it.
+        self.seq(pos).store(pos.wrapping_add(1), Ordering::Release);
+        Ok(())
+    }
+
     /// Takes the oldest value if there is one now.
     pub fn pop(&self) -> Result<u64, QueueError> {
-        let cap = self.capacity as u64;
-        let mut pos = self.word(W_DEQ).load(Ordering::Relaxed);
-        for _ in 0..RETRIES {
-            // SYNC: Acquire pairs with the producer's Release store of this sequence in
-            // push: the value written before it is visible.
-            let seq = self.seq(pos).load(Ordering::Acquire);
-            let dif = seq.wrapping_sub(pos.wrapping_add(1)) as i64;
-            if dif == 0 {
-                match self.word(W_DEQ).compare_exchange(
-                    pos,
-                    pos.wrapping_add(1),
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                ) {
-                    Ok(_) => {
-                        let v = self.value(pos).load(Ordering::Relaxed);
-                        // SYNC: Release pairs with the next lap's producer's Acquire load
-                        // in push: our read of the value happens before it is overwritten.
-                        self.seq(pos)
-                            .store(pos.wrapping_add(cap), Ordering::Release);
-                        if v > self.max_value {
-                            return Err(QueueError::Corrupt {
-                                position: pos,
-                                word: v,
-                            });
-                        }
-                        return Ok(v);
-                    }
-                    Err(now) => pos = now,
-                }
-            } else if dif < 0 {
-                if dif < -(cap as i64) {
-                    return Err(QueueError::Corrupt {
-                        position: pos,
-                        word: seq,
-                    });
-                }
-                return Err(QueueError::WouldBlock);
-            } else {
-                pos = self.word(W_DEQ).load(Ordering::Relaxed);
-            }
+        let pos = self.claim(W_DEQ, 1)?;
+        let v = self.value(pos).load(Ordering::Relaxed);
+        // SYNC: Release pairs with the next lap's producer's Acquire load in `claim`: our
+        // read of the value happens before it is overwritten.
+        self.seq(pos)
+            .store(pos.wrapping_add(self.capacity as u64), Ordering::Release);
+        if v > self.max_value {
+            return Err(QueueError::Corrupt {
+                position: pos,
+                word: v,
+            });
         }
-        Err(QueueError::Corrupt {
-            position: pos,
-            word: self.seq(pos).load(Ordering::Relaxed),
-        })
+        Ok(v)
     }
 }
 

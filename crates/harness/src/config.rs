@@ -684,11 +684,13 @@ pub fn parse(
             (axes.get("zero_copy"), axes.get("transport"))
         {
             if zc.contains(&Value::Bool(true)) && !transports.iter().all(is_shm) {
-                errs.push(
-                    *line,
-                    Some("zero_copy"),
-                    "zero_copy = true needs transport = \"shm\" (the only transport that lends its memory)",
-                );
+                let why = if workload == WorkloadKind::Buffer {
+                    "zero_copy = true (buffer's default: the shared chunk pool) needs transport = \"shm\"; \
+                     set zero_copy = false to send the chunks by copy over this transport"
+                } else {
+                    "zero_copy = true needs transport = \"shm\" (the only transport that lends its memory)"
+                };
+                errs.push(*line, Some("zero_copy"), why);
             }
             if zc.contains(&Value::Bool(true))
                 && axes

@@ -125,50 +125,36 @@ impl HeapRegion {
     }
 }
 
-const _: () = assert!(
-    core::mem::size_of::<Line>() == 16 * 8,
-    "a Line has no padding"
-);
-
 #[cfg(not(loom))]
-impl HeapRegion {
-    /// The lines as one slice of words.
-    fn flat(&self) -> &[AtomicU64] {
-        // SAFETY: `Line` is repr(C) of 16 AtomicU64 with no padding (asserted above), so
-        // `len` lines are `16 * len` contiguous, initialised words, borrowed from `self`.
-        unsafe {
-            core::slice::from_raw_parts(
-                self.lines.as_ptr().cast::<AtomicU64>(),
-                self.lines.len() * 16,
-            )
-        }
-    }
-}
-
-#[cfg(not(loom))]
-// SAFETY: forwards to the slice of the same words (see `flat`), whose impl keeps every
-// promise of the trait.
+// SAFETY: the words are laid out contiguously (repr(C) lines of 16 words each, no
+// padding since 16 * 8 == 128), word `i` is byte `8 * i`, and the copies go through
+// the same memory, whose atomics' UnsafeCell permits writes through a shared reference.
 unsafe impl Region for HeapRegion {
     fn words(&self) -> usize {
-        self.flat().words()
+        self.lines.len() * 16
     }
 
     fn word(&self, i: usize) -> &AtomicU64 {
-        self.flat().word(i)
+        &self.lines[i / 16].0[i % 16]
     }
 
     unsafe fn write(&self, at: usize, src: &[u8]) {
-        // SAFETY: the caller's promise, passed on unchanged.
-        unsafe { self.flat().write(at, src) }
+        let base = self.lines.as_ptr().cast::<u8>().cast_mut();
+        // SAFETY: in bounds (caller's promise); the bytes belong to atomics, whose
+        // UnsafeCell allows this write through a shared borrow, and the ring protocol
+        // (Release/Acquire on headers and positions) orders it with every other access.
+        unsafe { core::ptr::copy_nonoverlapping(src.as_ptr(), base.add(at), src.len()) }
     }
 
     unsafe fn read(&self, at: usize, dst: &mut [u8]) {
-        // SAFETY: the caller's promise, passed on unchanged.
-        unsafe { self.flat().read(at, dst) }
+        let base = self.lines.as_ptr().cast::<u8>();
+        // SAFETY: in bounds (caller's promise) and ordered after the producer's writes
+        // by the Acquire load of the record header.
+        unsafe { core::ptr::copy_nonoverlapping(base.add(at), dst.as_mut_ptr(), dst.len()) }
     }
 
     fn raw(&self) -> Option<NonNull<u8>> {
-        self.flat().raw()
+        NonNull::new(self.lines.as_ptr().cast::<u8>().cast_mut())
     }
 }
 

@@ -142,6 +142,14 @@ pub trait Transport {
         listener: Self::Listener,
         timeout: Duration,
     ) -> Result<(Self::Tx, Self::Rx), SetupError>;
+    /// Completes the connection if the peer has already arrived (waiting at most `timeout`
+    /// for its handshake); otherwise gives the listener back at once, unused. For a role
+    /// that listens for peers that come and go at their own pace (`queue`'s workers).
+    #[allow(clippy::type_complexity)]
+    fn try_accept(
+        listener: Self::Listener,
+        timeout: Duration,
+    ) -> Result<Result<(Self::Tx, Self::Rx), Self::Listener>, SetupError>;
     /// Connects to a listening peer, retrying until `timeout`, then checks the handshake.
     fn connect(endpoint: &Endpoint, timeout: Duration) -> Result<(Self::Tx, Self::Rx), SetupError>;
 }

@@ -1,9 +1,23 @@
-//! The `queue` transport's building blocks (ZeroMQ-like PUSH/PULL, issue 4). So far: the
-//! PUSH side's outgoing queue, [`Outbox`]: a bounded FIFO (the high-water mark) that a
-//! sender fills without waiting for the peers, and that a drain thread empties towards
-//! them. When it is full the policy decides: `Block` (wait for room, up to a bound) or
-//! `Retry` (wait `interval`, at most `retries` times, then give the frame up; every frame
-//! given up is counted, never lost silently). The sockets and their peers come next.
+//! The `queue` transport: ZeroMQ-like PUSH and PULL sockets over any point-to-point
+//! connections (uds, tcp, shm, pipe: anything with a [`Tx`] and an [`Rx`]).
+//!
+//! - [`Outbox`]: the PUSH side's outgoing queue, a bounded FIFO (the high-water mark) that
+//!   a sender fills without waiting for the peers. When it is full the policy decides:
+//!   `Block` (wait for room, up to a bound) or `Retry` (wait `interval`, at most `retries`
+//!   times, then give the frame up; every frame given up is counted, never lost silently).
+//! - [`Push`]: an outbox and a drain thread that hands each frame to a peer that asked for
+//!   one (first-free, not round-robin). Peers can join at any time ([`Push::add_peer`]);
+//!   with `reliable`, a frame stays owed until its peer acknowledges it, and the frames
+//!   owed by a peer that goes away are queued again for the others.
+//! - [`Pull`]: fair-queues frames from any number of peers, asking each for more with
+//!   credits (automatically on receipt, or when the caller says it is done).
+//! - [`Acceptor`]: a set of listening endpoints that peers connect to when they like.
+//! - [`QueueTx`] (with [`Queue`]): the point-to-point form, one PUSH to one PULL, as a
+//!   [`crate::Transport`] like the others.
+//!
+//! The back channel (PULL to PUSH) carries control frames of single bytes: `C` (credit:
+//! send me one more frame) and `K` (acknowledged: I am done with the oldest frame you
+//! sent me that I had not acknowledged yet).
 
 use std::collections::VecDeque;
 use std::sync::{Condvar, Mutex, MutexGuard};
@@ -185,6 +199,13 @@ impl Outbox {
         }
     }
 
+    /// Puts a frame back at the head of the queue, whatever the high-water mark (it was
+    /// accepted once already: a departed peer's unacknowledged frame, say).
+    pub fn push_front(&self, frame: Vec<u8>) {
+        self.lock().frames.push_front(frame);
+        self.not_empty.notify_one();
+    }
+
     /// Closes the outbox: pushes fail with `Closed`, waiters wake; queued frames can still
     /// be taken.
     pub fn close(&self) {
@@ -304,58 +325,166 @@ mod tests {
 
 // ---- PUSH and PULL over point-to-point connections ----------------------------------
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
 use std::sync::Arc;
 
-use crate::{RecvError, Rx, TryRecvError, Tx};
+use crate::{RecvError, Rx, SetupError, TryRecvError, Tx};
 
-/// The credit a PULL peer sends when it is ready for one more frame.
-const CREDIT: &[u8] = b"C";
+/// Control byte: one more frame, please.
+const CREDIT: u8 = b'C';
+/// Control byte: done with the oldest unacknowledged frame.
+const ACK: u8 = b'K';
+/// A control frame carries at most this many bytes.
+const MAX_CONTROL: usize = 64;
 
-/// Counts a PUSH socket keeps besides its outbox's.
+/// A peer of a [`Push`], as [`Push::add_peer`] named it.
+pub type PeerId = u64;
+
+/// Options of a [`Push`] socket.
+#[derive(Debug, Clone, Copy)]
+pub struct PushOptions {
+    /// Most frames queued (the high-water mark; the original's: 1000).
+    pub hwm: usize,
+    /// What a send does when the queue is full.
+    pub policy: FullPolicy,
+    /// Keep each frame until its peer acknowledges it, and give a departed peer's
+    /// unacknowledged frames to the others.
+    pub reliable: bool,
+    /// With a fixed set of peers ([`Push::new`]): once all are gone, what is queued is
+    /// undeliverable and sends fail. Otherwise frames wait for the next peer to join.
+    pub fixed: bool,
+}
+
+impl Default for PushOptions {
+    fn default() -> Self {
+        PushOptions {
+            hwm: 1000,
+            policy: FullPolicy::default(),
+            reliable: false,
+            fixed: false,
+        }
+    }
+}
+
+/// What a [`Push`] has counted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PushCounts {
+    /// Frames accepted by `send`.
+    pub accepted: u64,
+    /// Frames given up by the full-queue policy.
+    pub dropped: u64,
+    /// Frames handed to a peer's transport (a redelivered frame counts again).
+    pub delivered: u64,
+    /// Frames owed by a departed peer and queued again (`reliable` only).
+    pub redelivered: u64,
+    /// Frames lost because no peer was left to take them (fixed peer sets, or at
+    /// [`Push::finish`]).
+    pub undeliverable: u64,
+    /// Frames still queued.
+    pub queued: u64,
+}
+
 #[derive(Debug, Default)]
-struct PushStats {
-    /// Frames delivered to each peer.
-    per_peer: Vec<AtomicU64>,
-    /// Frames lost because every peer was gone (they were accepted, then undeliverable).
+struct PushShared {
+    /// Frames delivered to each peer, by id.
+    per_peer: Mutex<HashMap<PeerId, u64>>,
+    delivered: AtomicU64,
+    redelivered: AtomicU64,
     undeliverable: AtomicU64,
-    /// Peers still connected.
     live_peers: AtomicU64,
+    /// Peers holding at least one credit (free for a frame).
+    free_peers: AtomicU64,
+    /// The drain holds a frame no peer has asked for yet.
+    holding: AtomicBool,
+    /// Frames owed by peers (sent, not acknowledged; `reliable` only).
+    owed: AtomicU64,
+}
+
+enum Command<T, R> {
+    Add(PeerId, T, R),
+    Gone(PeerId),
 }
 
 /// A PUSH socket: `send` queues a frame (the outbox's policy applies when it is full) and
 /// returns; a drain thread hands each frame to a peer that has asked for one (a PULL peer
 /// sends a credit whenever it is ready for the next frame), so a free peer is served
-/// first, not blindly in turn. A peer that goes away is dropped from the set; when none is
-/// left, what is still queued is counted as undeliverable and `send` fails.
-#[derive(Debug)]
-pub struct Push {
+/// first, not blindly in turn. A peer whose connection ends, or that the owner reports
+/// gone ([`Push::peer_gone`]), leaves the set; with `reliable` its unacknowledged frames
+/// go to the others.
+pub struct Push<T: Tx + Send + 'static, R: Rx + Send + 'static> {
     outbox: Arc<Outbox>,
-    stats: Arc<PushStats>,
+    shared: Arc<PushShared>,
+    commands: mpsc::Sender<Command<T, R>>,
+    next_id: PeerId,
     drain: Option<std::thread::JoinHandle<()>>,
 }
 
-impl Push {
-    /// A PUSH socket over `peers` (each a connection: frames go out on its `Tx`, credits
-    /// come back on its `Rx`).
-    pub fn new<T, R>(peers: Vec<(T, R)>, hwm: usize, policy: FullPolicy) -> Push
-    where
-        T: Tx + Send + 'static,
-        R: Rx + Send + 'static,
-    {
-        let outbox = Arc::new(Outbox::new(hwm, policy));
-        let stats = Arc::new(PushStats {
-            per_peer: peers.iter().map(|_| AtomicU64::new(0)).collect(),
-            undeliverable: AtomicU64::new(0),
-            live_peers: AtomicU64::new(peers.len() as u64),
+impl<T: Tx + Send + 'static, R: Rx + Send + 'static> std::fmt::Debug for Push<T, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Push")
+            .field("counts", &self.counts())
+            .finish()
+    }
+}
+
+impl<T: Tx + Send + 'static, R: Rx + Send + 'static> Push<T, R> {
+    /// A PUSH socket over a fixed set of `peers` (each a connection: frames go out on its
+    /// `Tx`, credits come back on its `Rx`); peer ids are their indices.
+    pub fn new(peers: Vec<(T, R)>, hwm: usize, policy: FullPolicy) -> Push<T, R> {
+        let mut push = Push::open(PushOptions {
+            hwm,
+            policy,
+            reliable: false,
+            fixed: true,
         });
-        let (o, s) = (outbox.clone(), stats.clone());
-        let drain = std::thread::spawn(move || drain(peers, &o, &s));
+        for (t, r) in peers {
+            push.add_peer(t, r);
+        }
+        push
+    }
+
+    /// A PUSH socket with no peers yet.
+    pub fn open(opts: PushOptions) -> Push<T, R> {
+        let outbox = Arc::new(Outbox::new(opts.hwm, opts.policy));
+        let shared = Arc::new(PushShared::default());
+        let (commands, inbox) = mpsc::channel();
+        let (o, s) = (outbox.clone(), shared.clone());
+        let drain = std::thread::spawn(move || {
+            Drain {
+                peers: Vec::new(),
+                next: 0,
+                outbox: &o,
+                shared: &s,
+                opts,
+                inbox,
+                ever_had_peers: false,
+            }
+            .run()
+        });
         Push {
             outbox,
-            stats,
+            shared,
+            commands,
+            next_id: 0,
             drain: Some(drain),
         }
+    }
+
+    /// Adds a peer; frames go to it once it asks for them.
+    pub fn add_peer(&mut self, tx: T, rx: R) -> PeerId {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.shared.live_peers.fetch_add(1, Ordering::Relaxed);
+        // The drain lives as long as `self`: the channel cannot be closed here.
+        let _ = self.commands.send(Command::Add(id, tx, rx));
+        id
+    }
+
+    /// Reports a peer gone (its process died, say, where its transport cannot tell).
+    pub fn peer_gone(&self, id: PeerId) {
+        let _ = self.commands.send(Command::Gone(id));
     }
 
     /// Queues `frame` for the next free peer.
@@ -363,36 +492,75 @@ impl Push {
         self.outbox.push(frame)
     }
 
-    /// Frames delivered to each peer so far.
+    /// Frames delivered to each peer so far, by peer id.
     pub fn delivered(&self) -> Vec<u64> {
-        self.stats
+        let map = self
+            .shared
             .per_peer
-            .iter()
-            .map(|c| c.load(Ordering::Relaxed))
-            .collect()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let n = map.keys().max().map_or(0, |m| *m + 1);
+        (0..n).map(|i| map.get(&i).copied().unwrap_or(0)).collect()
     }
 
-    /// The outbox's counts, and the frames that became undeliverable when every peer left.
-    pub fn counts(&self) -> (OutboxCounts, u64) {
-        (
-            self.outbox.counts(),
-            self.stats.undeliverable.load(Ordering::Relaxed),
-        )
+    /// Everything counted so far.
+    pub fn counts(&self) -> PushCounts {
+        let o = self.outbox.counts();
+        PushCounts {
+            accepted: o.accepted,
+            dropped: o.dropped,
+            delivered: self.shared.delivered.load(Ordering::Relaxed),
+            redelivered: self.shared.redelivered.load(Ordering::Relaxed),
+            undeliverable: self.shared.undeliverable.load(Ordering::Relaxed),
+            queued: o.queued,
+        }
     }
 
     /// Peers still connected.
     pub fn live_peers(&self) -> u64 {
-        self.stats.live_peers.load(Ordering::Relaxed)
+        self.shared.live_peers.load(Ordering::Relaxed)
     }
 
-    /// Delivers everything queued (waiting at most `timeout`), then stops the drain thread.
-    /// `true` if the queue emptied in time.
-    pub fn finish(&mut self, timeout: Duration) -> bool {
+    /// Peers that have asked for a frame and not been sent one yet.
+    pub fn free_peers(&self) -> u64 {
+        self.shared.free_peers.load(Ordering::Relaxed)
+    }
+
+    /// Frames waiting for a free peer (queued, or held by the drain).
+    pub fn backlog(&self) -> u64 {
+        self.outbox.counts().queued + u64::from(self.shared.holding.load(Ordering::Relaxed))
+    }
+
+    /// Frames sent and not acknowledged yet (`reliable` only).
+    pub fn owed(&self) -> u64 {
+        self.shared.owed.load(Ordering::Relaxed)
+    }
+
+    /// Waits at most `timeout` until every queued frame is handed to a peer; `true` if
+    /// that happened.
+    pub fn flush(&self, timeout: Duration) -> bool {
         let end = Instant::now() + timeout;
-        while self.outbox.counts().queued > 0 && Instant::now() < end && self.live_peers() > 0 {
-            std::thread::sleep(Duration::from_millis(1));
+        let mut pause = Duration::from_micros(5);
+        loop {
+            if self.backlog() == 0 {
+                return true;
+            }
+            if Instant::now() >= end || (self.outbox_closed() && self.live_peers() == 0) {
+                return false;
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(1));
         }
-        let emptied = self.outbox.counts().queued == 0;
+    }
+
+    fn outbox_closed(&self) -> bool {
+        self.outbox.lock().closed
+    }
+
+    /// Delivers everything queued (waiting at most `timeout`), then stops the drain
+    /// thread; what is left is counted undeliverable. `true` if the queue emptied.
+    pub fn finish(&mut self, timeout: Duration) -> bool {
+        let emptied = self.flush(timeout);
         self.stop();
         emptied
     }
@@ -405,128 +573,350 @@ impl Push {
     }
 }
 
-impl Drop for Push {
+impl<T: Tx + Send + 'static, R: Rx + Send + 'static> Drop for Push<T, R> {
     fn drop(&mut self) {
         self.stop();
     }
 }
 
-/// The drain thread: frame by frame, waits for a peer with credit and sends to it.
-fn drain<T: Tx, R: Rx>(mut peers: Vec<(T, R)>, outbox: &Outbox, stats: &PushStats) {
-    let mut credit = vec![0u32; peers.len()];
-    let mut alive = vec![true; peers.len()];
-    let mut next = 0usize;
-    let mut frame = Vec::new();
-    let mut probe = [0u8; 8];
-    loop {
-        if !outbox.take(&mut frame, Duration::from_millis(10)) {
-            if outbox.counts().queued == 0 && closed(outbox) {
-                return;
-            }
-            // Keep collecting credits (and noticing departures) while idle.
-            collect(&mut peers, &mut credit, &mut alive, stats, &mut probe);
-            continue;
-        }
+struct PushPeer<T, R> {
+    id: PeerId,
+    tx: T,
+    rx: R,
+    credit: u32,
+    /// Frames sent and not acknowledged (`reliable` only), oldest first.
+    owed: VecDeque<Vec<u8>>,
+}
+
+/// The drain thread's state.
+struct Drain<'a, T, R> {
+    peers: Vec<PushPeer<T, R>>,
+    next: usize,
+    outbox: &'a Outbox,
+    shared: &'a PushShared,
+    opts: PushOptions,
+    inbox: mpsc::Receiver<Command<T, R>>,
+    ever_had_peers: bool,
+}
+
+impl<T: Tx, R: Rx> Drain<'_, T, R> {
+    fn run(mut self) {
+        let mut frame: Option<Vec<u8>> = None;
+        let mut spare = Vec::new();
+        let mut idle = 0u32;
         loop {
-            collect(&mut peers, &mut credit, &mut alive, stats, &mut probe);
-            if !alive.iter().any(|a| *a) {
-                // Nobody left to take it: this frame and everything queued after it.
-                stats.undeliverable.fetch_add(1, Ordering::Relaxed);
-                outbox.close();
-                while outbox.take(&mut frame, Duration::ZERO) {
-                    stats.undeliverable.fetch_add(1, Ordering::Relaxed);
+            self.commands();
+            self.collect();
+            if self.opts.fixed && self.ever_had_peers && self.peers.is_empty() {
+                // Nobody left to take anything: what is held and queued is lost, counted.
+                let mut lost = u64::from(frame.is_some());
+                self.outbox.close();
+                while self.outbox.take(&mut spare, Duration::ZERO) {
+                    lost += 1;
                 }
+                self.shared.holding.store(false, Ordering::Relaxed);
+                self.shared.undeliverable.fetch_add(lost, Ordering::Relaxed);
                 return;
             }
-            // The first peer with credit, searching from after the last one served.
-            let n = peers.len();
-            if let Some(i) = (0..n)
-                .map(|k| (next + k) % n)
-                .find(|&i| alive[i] && credit[i] > 0)
-            {
-                match peers[i].0.send(&frame) {
-                    Ok(()) => {
-                        credit[i] -= 1;
-                        stats.per_peer[i].fetch_add(1, Ordering::Relaxed);
-                        next = i + 1;
-                        break;
+            if frame.is_none() {
+                let mut buf = std::mem::take(&mut spare);
+                // Wait briefly for a frame, then go round to read credits again.
+                if self.outbox.take(&mut buf, Duration::from_millis(2)) {
+                    frame = Some(buf);
+                    idle = 0;
+                } else {
+                    spare = buf;
+                    if self.outbox_closed() {
+                        self.shared
+                            .undeliverable
+                            .fetch_add(self.outbox.counts().queued, Ordering::Relaxed);
+                        return;
                     }
-                    Err(_) => {
-                        // Gone between its credit and our send: try another peer.
-                        alive[i] = false;
-                        stats.live_peers.fetch_sub(1, Ordering::Relaxed);
+                    continue;
+                }
+            }
+            if let Some(f) = frame.take() {
+                match self.deliver(f) {
+                    Ok(buf) => {
+                        spare = buf;
+                        idle = 0;
+                        self.shared.holding.store(false, Ordering::Relaxed);
+                    }
+                    Err(f) => {
+                        frame = Some(f);
+                        self.shared.holding.store(true, Ordering::Relaxed);
+                        if self.outbox_closed() {
+                            let queued = self.outbox.counts().queued;
+                            self.shared
+                                .undeliverable
+                                .fetch_add(queued + 1, Ordering::Relaxed);
+                            self.shared.holding.store(false, Ordering::Relaxed);
+                            return;
+                        }
+                        // No peer is free: poll for credits quickly at first, then every
+                        // 50 µs, and after about 0.1 s of waiting every millisecond (a
+                        // gateway whose workers are all busy costs next to no CPU).
+                        idle = idle.saturating_add(1);
+                        if idle < 64 {
+                            std::thread::yield_now();
+                        } else {
+                            std::thread::sleep(Duration::from_micros(if idle < 2048 {
+                                50
+                            } else {
+                                1000
+                            }));
+                        }
                     }
                 }
+            }
+        }
+    }
+
+    fn outbox_closed(&self) -> bool {
+        self.outbox.lock().closed
+    }
+
+    fn commands(&mut self) {
+        while let Ok(c) = self.inbox.try_recv() {
+            match c {
+                Command::Add(id, tx, rx) => {
+                    self.ever_had_peers = true;
+                    self.peers.push(PushPeer {
+                        id,
+                        tx,
+                        rx,
+                        credit: 0,
+                        owed: VecDeque::new(),
+                    });
+                }
+                Command::Gone(id) => {
+                    if let Some(i) = self.peers.iter().position(|p| p.id == id) {
+                        self.remove(i);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takes peer `i` out of the set; with `reliable`, what it owed is queued again.
+    fn remove(&mut self, i: usize) {
+        let p = self.peers.swap_remove(i);
+        self.shared.live_peers.fetch_sub(1, Ordering::Relaxed);
+        let owed = p.owed.len() as u64;
+        if owed > 0 {
+            self.shared.owed.fetch_sub(owed, Ordering::Relaxed);
+            self.shared.redelivered.fetch_add(owed, Ordering::Relaxed);
+            // Oldest first at the head of the queue.
+            for f in p.owed.into_iter().rev() {
+                self.outbox.push_front(f);
+            }
+        }
+        self.update_free();
+    }
+
+    fn update_free(&self) {
+        let free = self.peers.iter().filter(|p| p.credit > 0).count();
+        self.shared.free_peers.store(free as u64, Ordering::Relaxed);
+    }
+
+    /// Reads every control frame waiting on every peer; a peer whose connection ended or
+    /// that sent something else is removed.
+    fn collect(&mut self) {
+        let mut probe = [0u8; MAX_CONTROL];
+        let mut i = 0;
+        while i < self.peers.len() {
+            let mut broken = false;
+            loop {
+                let p = &mut self.peers[i];
+                match p.rx.try_recv(&mut probe) {
+                    Ok(n) => {
+                        for &b in &probe[..n] {
+                            match b {
+                                CREDIT => p.credit = p.credit.saturating_add(1),
+                                ACK if self.opts.reliable => {
+                                    if p.owed.pop_front().is_some() {
+                                        self.shared.owed.fetch_sub(1, Ordering::Relaxed);
+                                    }
+                                }
+                                ACK => {}
+                                _ => broken = true,
+                            }
+                        }
+                        if n == 0 {
+                            broken = true;
+                        }
+                    }
+                    Err(TryRecvError::Empty) => break,
+                    Err(_) => broken = true,
+                }
+                if broken {
+                    break;
+                }
+            }
+            if broken {
+                self.remove(i);
             } else {
-                std::thread::sleep(Duration::from_micros(50));
+                i += 1;
+            }
+        }
+        self.update_free();
+    }
+
+    /// Sends `frame` to the first free peer after the last one served; gives the frame
+    /// back if no peer is free, or the emptied buffer once it went out.
+    fn deliver(&mut self, frame: Vec<u8>) -> Result<Vec<u8>, Vec<u8>> {
+        loop {
+            let n = self.peers.len();
+            let Some(i) = (0..n)
+                .map(|k| (self.next + k) % n.max(1))
+                .find(|&i| self.peers[i].credit > 0)
+            else {
+                return Err(frame);
+            };
+            let p = &mut self.peers[i];
+            match p.tx.send(&frame) {
+                Ok(()) => {
+                    p.credit -= 1;
+                    let id = p.id;
+                    self.next = i + 1;
+                    self.shared.delivered.fetch_add(1, Ordering::Relaxed);
+                    *self
+                        .shared
+                        .per_peer
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .entry(id)
+                        .or_default() += 1;
+                    let spare = if self.opts.reliable {
+                        self.peers[i].owed.push_back(frame);
+                        self.shared.owed.fetch_add(1, Ordering::Relaxed);
+                        Vec::new()
+                    } else {
+                        frame
+                    };
+                    self.update_free();
+                    return Ok(spare);
+                }
+                Err(_) => {
+                    // Gone between its credit and our send: try another peer.
+                    self.remove(i);
+                }
             }
         }
     }
 }
 
-fn closed(outbox: &Outbox) -> bool {
-    outbox.lock().closed
+/// When a [`Pull`] asks its peers for more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckMode {
+    /// On receipt of each frame: acknowledge it and ask for one more.
+    OnReceipt,
+    /// When the caller says so ([`Pull::done`]): a free worker asks for the next frame
+    /// only once it has finished the last one.
+    Manual,
 }
 
-/// Reads every credit waiting on every live peer; a peer whose connection ended is marked
-/// gone.
-fn collect<T: Tx, R: Rx>(
-    peers: &mut [(T, R)],
-    credit: &mut [u32],
-    alive: &mut [bool],
-    stats: &PushStats,
-    probe: &mut [u8],
-) {
-    for (i, (_, rx)) in peers.iter_mut().enumerate() {
-        while alive[i] {
-            match rx.try_recv(probe) {
-                Ok(n) if &probe[..n] == CREDIT => credit[i] += 1,
-                Ok(_) | Err(TryRecvError::Recv(RecvError::Truncated { .. })) => {
-                    // Not a credit: a broken peer. Stop trusting it.
-                    alive[i] = false;
-                    stats.live_peers.fetch_sub(1, Ordering::Relaxed);
-                }
-                Err(TryRecvError::Empty) => break,
-                Err(TryRecvError::Recv(_)) => {
-                    alive[i] = false;
-                    stats.live_peers.fetch_sub(1, Ordering::Relaxed);
-                }
-            }
-        }
-    }
+struct PullPeer<T, R> {
+    tx: T,
+    rx: R,
+    alive: bool,
 }
 
 /// A PULL socket: receives from any number of PUSH peers, fair-queued (the peers are
-/// polled in turn, starting after the one served last), and asks each peer for one more
-/// frame (a credit) after each frame it took from it.
-#[derive(Debug)]
+/// polled in turn, starting after the one served last), and asks each peer for more
+/// with credits: `window` at first, then one per frame taken (or per [`Pull::done`]).
 pub struct Pull<T: Tx, R: Rx> {
-    peers: Vec<(T, R, bool)>,
+    peers: Vec<PullPeer<T, R>>,
     next: usize,
+    window: u32,
+    mode: AckMode,
+    /// The peer the last frame came from.
+    last: Option<usize>,
+}
+
+impl<T: Tx, R: Rx> std::fmt::Debug for Pull<T, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pull")
+            .field("peers", &self.peers.len())
+            .field("live", &self.live_peers())
+            .finish()
+    }
 }
 
 impl<T: Tx, R: Rx> Pull<T, R> {
     /// A PULL socket over `peers`; each is sent `window` credits at once (1: take one
-    /// frame at a time, first-free).
+    /// frame at a time, first-free); frames are acknowledged on receipt.
     pub fn new(peers: Vec<(T, R)>, window: u32) -> Pull<T, R> {
-        let mut peers: Vec<(T, R, bool)> = peers.into_iter().map(|(t, r)| (t, r, true)).collect();
-        for p in &mut peers {
-            for _ in 0..window.max(1) {
-                if p.0.send(CREDIT).is_err() {
-                    p.2 = false;
-                }
-            }
+        let mut pull = Pull::open(window, AckMode::OnReceipt);
+        for (t, r) in peers {
+            pull.add_peer(t, r);
         }
-        Pull { peers, next: 0 }
+        pull
+    }
+
+    /// A PULL socket over `peers` taking one frame at a time from each and asking for the
+    /// next only when the caller is [`Pull::done`] with it (a first-free worker).
+    pub fn new_manual(peers: Vec<(T, R)>) -> Pull<T, R> {
+        let mut pull = Pull::open(1, AckMode::Manual);
+        for (t, r) in peers {
+            pull.add_peer(t, r);
+        }
+        pull
+    }
+
+    /// A PULL socket with no peers yet.
+    pub fn open(window: u32, mode: AckMode) -> Pull<T, R> {
+        Pull {
+            peers: Vec::new(),
+            next: 0,
+            window: window.max(1),
+            mode,
+            last: None,
+        }
+    }
+
+    /// Adds a peer and asks it for `window` frames; its index.
+    pub fn add_peer(&mut self, mut tx: T, rx: R) -> usize {
+        let credits = [CREDIT; MAX_CONTROL];
+        let mut left = self.window as usize;
+        let mut alive = true;
+        while left > 0 && alive {
+            let n = left.min(MAX_CONTROL);
+            alive = tx.send(&credits[..n]).is_ok();
+            left -= n;
+        }
+        self.peers.push(PullPeer { tx, rx, alive });
+        self.peers.len() - 1
     }
 
     /// Peers still connected.
     pub fn live_peers(&self) -> usize {
-        self.peers.iter().filter(|p| p.2).count()
+        self.peers.iter().filter(|p| p.alive).count()
+    }
+
+    /// Stops reading from peer `i` (its process is known to be gone).
+    pub fn peer_gone(&mut self, i: usize) {
+        if let Some(p) = self.peers.get_mut(i) {
+            p.alive = false;
+        }
+    }
+
+    /// With [`AckMode::Manual`]: acknowledges the last frame received and, if `more`,
+    /// asks its peer for another.
+    pub fn done(&mut self, more: bool) -> Result<(), crate::SendError> {
+        let Some(i) = self.last.take() else {
+            return Ok(());
+        };
+        let p = &mut self.peers[i];
+        let r = p.tx.send(if more { b"KC" } else { b"K" });
+        if r.is_err() {
+            p.alive = false;
+        }
+        r
     }
 
     /// Receives the next frame from any peer into `buf`, waiting at most `timeout`.
-    /// `Disconnected` once every peer is gone and nothing is left to read.
+    /// `Disconnected` once every peer that joined is gone.
     pub fn recv_timeout(&mut self, buf: &mut [u8], timeout: Duration) -> Result<usize, PullError> {
         // The clock is read only once a first pass found nothing.
         let mut end: Option<Instant> = None;
@@ -536,25 +926,26 @@ impl<T: Tx, R: Rx> Pull<T, R> {
             for k in 0..n {
                 let i = (self.next + k) % n;
                 let p = &mut self.peers[i];
-                if !p.2 {
+                if !p.alive {
                     continue;
                 }
-                match p.1.try_recv(buf) {
+                match p.rx.try_recv(buf) {
                     Ok(len) => {
-                        if p.0.send(CREDIT).is_err() {
-                            p.2 = false;
+                        if self.mode == AckMode::OnReceipt && p.tx.send(b"KC").is_err() {
+                            p.alive = false;
                         }
                         self.next = i + 1;
+                        self.last = Some(i);
                         return Ok(len);
                     }
                     Err(TryRecvError::Empty) => {}
                     Err(TryRecvError::Recv(RecvError::Truncated { needed })) => {
                         return Err(PullError::Truncated { needed })
                     }
-                    Err(TryRecvError::Recv(_)) => p.2 = false,
+                    Err(TryRecvError::Recv(_)) => p.alive = false,
                 }
             }
-            if self.live_peers() == 0 {
+            if n > 0 && self.live_peers() == 0 {
                 return Err(PullError::Disconnected);
             }
             if Instant::now() >= *end.get_or_insert_with(|| Instant::now() + timeout) {
@@ -588,4 +979,57 @@ pub enum PullError {
         /// Bytes the frame needs.
         needed: usize,
     },
+}
+
+/// Listening endpoints that peers connect to when they like, one peer each (slot `k` is
+/// for the `k`-th peer its owner starts).
+pub struct Acceptor<X: crate::Transport> {
+    slots: Vec<Option<X::Listener>>,
+    resolved: Vec<crate::Endpoint>,
+}
+
+impl<X: crate::Transport> std::fmt::Debug for Acceptor<X> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Acceptor")
+            .field("slots", &self.slots.len())
+            .field("waiting", &self.waiting())
+            .finish()
+    }
+}
+
+impl<X: crate::Transport> Acceptor<X> {
+    /// Listens on every endpoint.
+    pub fn listen(endpoints: &[crate::Endpoint]) -> Result<Acceptor<X>, SetupError> {
+        let slots = endpoints
+            .iter()
+            .map(|e| X::listen(e).map(Some))
+            .collect::<Result<Vec<_>, _>>()?;
+        let resolved = slots.iter().flatten().map(X::resolved).collect();
+        Ok(Acceptor { slots, resolved })
+    }
+
+    /// The endpoints peers must connect to, slot by slot.
+    pub fn resolved(&self) -> &[crate::Endpoint] {
+        &self.resolved
+    }
+
+    /// Slots no peer has taken yet.
+    pub fn waiting(&self) -> usize {
+        self.slots.iter().filter(|s| s.is_some()).count()
+    }
+
+    /// The connections completed since the last call, with their slots; never waits for
+    /// a peer that has not arrived (a handshake is bounded by `timeout`).
+    #[allow(clippy::type_complexity)]
+    pub fn poll(&mut self, timeout: Duration) -> Result<Vec<(usize, X::Tx, X::Rx)>, SetupError> {
+        let mut out = Vec::new();
+        for (k, slot) in self.slots.iter_mut().enumerate() {
+            let Some(l) = slot.take() else { continue };
+            match X::try_accept(l, timeout)? {
+                Ok((tx, rx)) => out.push((k, tx, rx)),
+                Err(l) => *slot = Some(l),
+            }
+        }
+        Ok(out)
+    }
 }

@@ -646,31 +646,35 @@ fn attach(endpoint: &Endpoint, side_a: bool) -> Result<ShmListener, SetupError> 
     })
 }
 
+/// Whether the peer has claimed its sides of both rings.
+fn peer_arrived(l: &ShmListener) -> Result<bool, SetupError> {
+    match (
+        l.tx.producer.consumer_token(),
+        l.rx.consumer.producer_token(),
+    ) {
+        (Some(a), Some(b)) => Ok(a != 0 && b != 0),
+        _ => Err(SetupError::Handshake {
+            target: l.endpoint.to_string(),
+            reason: "the peer let go before setup finished".into(),
+        }),
+    }
+}
+
 /// Waits until the peer has claimed its sides of both rings.
 fn meet(l: ShmListener, timeout: Duration) -> Result<(ShmTx, ShmRx), SetupError> {
     let deadline = Instant::now() + timeout;
     loop {
-        let (a, b) = (
-            l.tx.producer.consumer_token(),
-            l.rx.consumer.producer_token(),
-        );
-        match (a, b) {
-            (Some(a), Some(b)) if a != 0 && b != 0 => return Ok((l.tx, l.rx)),
-            (None, _) | (_, None) => {
-                return Err(SetupError::Handshake {
-                    target: l.endpoint.to_string(),
-                    reason: "the peer let go before setup finished".into(),
-                })
-            }
-            _ if Instant::now() >= deadline => {
-                return Err(SetupError::Timeout {
-                    what: "wait for the peer on",
-                    target: l.endpoint.to_string(),
-                    timeout_ms: timeout.as_millis(),
-                })
-            }
-            _ => std::thread::sleep(Duration::from_millis(1)),
+        if peer_arrived(&l)? {
+            return Ok((l.tx, l.rx));
         }
+        if Instant::now() >= deadline {
+            return Err(SetupError::Timeout {
+                what: "wait for the peer on",
+                target: l.endpoint.to_string(),
+                timeout_ms: timeout.as_millis(),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(1));
     }
 }
 
@@ -690,6 +694,18 @@ impl Transport for Shm {
 
     fn accept(listener: ShmListener, timeout: Duration) -> Result<(ShmTx, ShmRx), SetupError> {
         meet(listener, timeout)
+    }
+
+    fn try_accept(
+        listener: ShmListener,
+        _timeout: Duration,
+    ) -> Result<Result<(ShmTx, ShmRx), ShmListener>, SetupError> {
+        // Claiming is the whole handshake: nothing further to wait for.
+        Ok(if peer_arrived(&listener)? {
+            Ok((listener.tx, listener.rx))
+        } else {
+            Err(listener)
+        })
     }
 
     fn connect(endpoint: &Endpoint, timeout: Duration) -> Result<(ShmTx, ShmRx), SetupError> {

@@ -731,6 +731,29 @@ impl Transport for Pipe {
         }
     }
 
+    fn try_accept(
+        listener: Endpoint,
+        timeout: Duration,
+    ) -> Result<Result<(StreamTx, StreamRx), Endpoint>, SetupError> {
+        let Endpoint::Pipe { a_to_b, .. } = &listener else {
+            return Err(wrong_kind(Self::KIND, &listener));
+        };
+        // The peer opens its read end (our write FIFO) first: until then a non-blocking
+        // open for writing fails with ENXIO.
+        match open(
+            a_to_b,
+            OFlag::O_WRONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(probe) => {
+                drop(probe);
+                Self::accept(listener, timeout).map(Ok)
+            }
+            Err(Errno::ENXIO) => Ok(Err(listener)),
+            Err(e) => Err(SetupError::io("open FIFO", a_to_b.display(), e)),
+        }
+    }
+
     fn connect(endpoint: &Endpoint, timeout: Duration) -> Result<(StreamTx, StreamRx), SetupError> {
         match endpoint {
             Endpoint::Pipe {
@@ -866,12 +889,28 @@ impl Transport for Uds {
         let target = path.display().to_string();
         let deadline = Instant::now() + timeout;
         let (stream, _) = accept_within(&listener.listener, |l| l.accept(), &target, timeout)?;
-        // The socket file has served its purpose; the connection lives on without it.
-        let _ = std::fs::remove_file(path);
-        stream
-            .set_nonblocking(false)
-            .map_err(|e| SetupError::io("set blocking", &target, e))?;
-        socket_halves(stream.into(), *max_frame as usize, &target, deadline)
+        uds_accepted(stream, path, *max_frame, deadline)
+    }
+
+    fn try_accept(
+        listener: UdsListener,
+        timeout: Duration,
+    ) -> Result<Result<(StreamTx, StreamRx), UdsListener>, SetupError> {
+        let Endpoint::Uds { path, max_frame } = &listener.endpoint else {
+            return Err(wrong_kind(Self::KIND, &listener.endpoint));
+        };
+        match listener.listener.accept() {
+            Ok((stream, _)) => {
+                uds_accepted(stream, path, *max_frame, Instant::now() + timeout).map(Ok)
+            }
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::Interrupted =>
+            {
+                Ok(Err(listener))
+            }
+            Err(e) => Err(SetupError::io("accept on", path.display(), e)),
+        }
     }
 
     fn connect(endpoint: &Endpoint, timeout: Duration) -> Result<(StreamTx, StreamRx), SetupError> {
@@ -883,6 +922,38 @@ impl Transport for Uds {
         let stream = connect_within(|_| UnixStream::connect(path), &target, timeout)?;
         socket_halves(stream.into(), *max_frame as usize, &target, deadline)
     }
+}
+
+/// An accepted Unix socket: its file is removed (the connection lives on without it), then
+/// the handshake.
+fn uds_accepted(
+    stream: UnixStream,
+    path: &Path,
+    max_frame: u32,
+    deadline: Instant,
+) -> Result<(StreamTx, StreamRx), SetupError> {
+    let target = path.display().to_string();
+    let _ = std::fs::remove_file(path);
+    stream
+        .set_nonblocking(false)
+        .map_err(|e| SetupError::io("set blocking", &target, e))?;
+    socket_halves(stream.into(), max_frame as usize, &target, deadline)
+}
+
+/// An accepted TCP connection: blocking, `TCP_NODELAY`, then the handshake.
+fn tcp_accepted(
+    stream: TcpStream,
+    target: &str,
+    max_frame: u32,
+    deadline: Instant,
+) -> Result<(StreamTx, StreamRx), SetupError> {
+    stream
+        .set_nonblocking(false)
+        .map_err(|e| SetupError::io("set blocking", target, e))?;
+    stream
+        .set_nodelay(true)
+        .map_err(|e| SetupError::io("set TCP_NODELAY", target, e))?;
+    socket_halves(stream.into(), max_frame as usize, target, deadline)
 }
 
 /// Transport over TCP (loopback unless configured otherwise), with `TCP_NODELAY`.
@@ -936,13 +1007,32 @@ impl Transport for Tcp {
         let target = addr.to_string();
         let deadline = Instant::now() + timeout;
         let (stream, _) = accept_within(&listener.listener, |l| l.accept(), &target, timeout)?;
-        stream
-            .set_nonblocking(false)
-            .map_err(|e| SetupError::io("set blocking", &target, e))?;
-        stream
-            .set_nodelay(true)
-            .map_err(|e| SetupError::io("set TCP_NODELAY", &target, e))?;
-        socket_halves(stream.into(), *max_frame as usize, &target, deadline)
+        tcp_accepted(stream, &target, *max_frame, deadline)
+    }
+
+    fn try_accept(
+        listener: TcpListenerHalf,
+        timeout: Duration,
+    ) -> Result<Result<(StreamTx, StreamRx), TcpListenerHalf>, SetupError> {
+        let Endpoint::Tcp { addr, max_frame } = &listener.endpoint else {
+            return Err(wrong_kind(Self::KIND, &listener.endpoint));
+        };
+        match listener.listener.accept() {
+            Ok((stream, _)) => tcp_accepted(
+                stream,
+                &addr.to_string(),
+                *max_frame,
+                Instant::now() + timeout,
+            )
+            .map(Ok),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::Interrupted =>
+            {
+                Ok(Err(listener))
+            }
+            Err(e) => Err(SetupError::io("accept on", addr, e)),
+        }
     }
 
     fn connect(endpoint: &Endpoint, timeout: Duration) -> Result<(StreamTx, StreamRx), SetupError> {

@@ -374,7 +374,7 @@ fn borrow_ordered(rx: &mut impl LoanRx, n: u64) {
     }
 }
 
-fn parent_loan_case(case: &str, tx: &mut (impl Tx + LoanTx), rx: &mut (impl Rx + LoanRx)) {
+fn parent_loan_case(case: &str, tx: &mut impl LoanTx, rx: &mut impl LoanRx) {
     match case {
         // More than a ring's worth each way, so both sides wait for room and for data
         // (with `block`: sleep and are woken by a commit or a released frame).
@@ -415,7 +415,7 @@ fn parent_loan_case(case: &str, tx: &mut (impl Tx + LoanTx), rx: &mut (impl Rx +
     }
 }
 
-fn peer_loan_case(case: &str, tx: &mut (impl Tx + LoanTx), rx: &mut (impl Rx + LoanRx)) {
+fn peer_loan_case(case: &str, tx: &mut impl LoanTx, rx: &mut impl LoanRx) {
     match case {
         "loans_in_order" => {
             borrow_ordered(rx, ORDER_FRAMES);

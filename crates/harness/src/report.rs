@@ -455,8 +455,8 @@ mod tests {
         assert!(text.contains("SubBuckets     =         2048]"), "{text}");
         let last_value = text
             .lines()
-            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-            .last()
+            .rev()
+            .find(|l| !l.starts_with('#') && !l.trim().is_empty())
             .unwrap();
         assert!(
             last_value.trim_start().starts_with("1000.447")

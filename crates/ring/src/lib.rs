@@ -866,6 +866,8 @@ impl<R: Region> Drop for Peeked<'_, R> {
 }
 
 #[cfg(all(test, not(loom)))]
+// Test code: a failed unwrap is a failed test, with its message.
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use alloc::sync::Arc;

@@ -195,6 +195,8 @@ impl<'a, R: Region + ?Sized> Mpmc<'a, R> {
 }
 
 #[cfg(all(test, not(loom)))]
+// Test code: a failed unwrap is a failed test, with its message.
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::HeapRegion;

@@ -400,6 +400,8 @@ struct PushShared {
     holding: AtomicBool,
     /// Frames owed by peers (sent, not acknowledged; `reliable` only).
     owed: AtomicU64,
+    /// The peer the latest frame went to (`u64::MAX`: none yet).
+    last_peer: AtomicU64,
 }
 
 enum Command<T, R> {
@@ -448,7 +450,10 @@ impl<T: Tx + Send + 'static, R: Rx + Send + 'static> Push<T, R> {
     /// A PUSH socket with no peers yet.
     pub fn open(opts: PushOptions) -> Push<T, R> {
         let outbox = Arc::new(Outbox::new(opts.hwm, opts.policy));
-        let shared = Arc::new(PushShared::default());
+        let shared = Arc::new(PushShared {
+            last_peer: AtomicU64::new(u64::MAX),
+            ..Default::default()
+        });
         let (commands, inbox) = mpsc::channel();
         let (o, s) = (outbox.clone(), shared.clone());
         let drain = std::thread::spawn(move || {
@@ -529,6 +534,11 @@ impl<T: Tx + Send + 'static, R: Rx + Send + 'static> Push<T, R> {
     /// Frames waiting for a free peer (queued, or held by the drain).
     pub fn backlog(&self) -> u64 {
         self.outbox.counts().queued + u64::from(self.shared.holding.load(Ordering::Relaxed))
+    }
+
+    /// The peer the latest frame was delivered to.
+    pub fn last_peer(&self) -> Option<PeerId> {
+        Some(self.shared.last_peer.load(Ordering::Relaxed)).filter(|p| *p != u64::MAX)
     }
 
     /// Frames sent and not acknowledged yet (`reliable` only).
@@ -779,6 +789,7 @@ impl<T: Tx, R: Rx> Drain<'_, T, R> {
                     p.credit -= 1;
                     let id = p.id;
                     self.next = i + 1;
+                    self.shared.last_peer.store(id, Ordering::Relaxed);
                     self.shared.delivered.fetch_add(1, Ordering::Relaxed);
                     *self
                         .shared

@@ -32,6 +32,7 @@ use ipcbench_transport::{RecvError, SendError};
 pub mod buffer;
 pub mod latency;
 pub mod pingpong;
+pub mod tasks;
 pub mod tasks_data;
 pub mod tasks_exec;
 pub mod throughput;

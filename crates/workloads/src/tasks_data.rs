@@ -30,6 +30,23 @@ impl Command {
         }
     }
 
+    /// Its code in a `LINES` message.
+    pub fn code(self) -> u8 {
+        match self {
+            Command::Foo => 0,
+            Command::Bar => 1,
+        }
+    }
+
+    /// The command with this code.
+    pub fn from_code(code: u8) -> Option<Command> {
+        match code {
+            0 => Some(Command::Foo),
+            1 => Some(Command::Bar),
+            _ => None,
+        }
+    }
+
     /// Its name in the files.
     pub fn name(self) -> &'static str {
         match self {

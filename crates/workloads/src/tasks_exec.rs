@@ -62,11 +62,22 @@ pub enum Message {
     },
     /// Stop.
     Die,
+    /// A client batch: its id and lines, in order (client to gateway).
+    Lines {
+        /// Batch id.
+        id: u32,
+        /// The lines.
+        lines: Vec<crate::tasks_data::ClientLine>,
+    },
+    /// The client has every result (client to gateway): time to send the poison pills.
+    JobDone,
 }
 
 const TAG_TASK: u8 = 1;
 const TAG_DONE: u8 = 2;
 const TAG_DIE: u8 = 3;
+const TAG_LINES: u8 = 4;
+const TAG_JOB_DONE: u8 = 5;
 /// Most commands a batch may carry.
 pub const MAX_BATCH: usize = 1 << 16;
 
@@ -100,6 +111,16 @@ impl Message {
                 }
             }
             Message::Die => b.push(TAG_DIE),
+            Message::Lines { id, lines } => {
+                b.push(TAG_LINES);
+                b.extend_from_slice(&id.to_le_bytes());
+                b.extend_from_slice(&(lines.len() as u32).to_le_bytes());
+                for l in lines {
+                    b.extend_from_slice(&l.ip.octets());
+                    b.push(l.command.code());
+                }
+            }
+            Message::JobDone => b.push(TAG_JOB_DONE),
         }
         b
     }
@@ -145,6 +166,26 @@ impl Message {
                 }
             }
             TAG_DIE => Message::Die,
+            TAG_JOB_DONE => Message::JobDone,
+            TAG_LINES => {
+                let id = r.u32().ok_or_else(|| bad("short LINES"))?;
+                let n = r.u32().ok_or_else(|| bad("short LINES"))? as usize;
+                if n > MAX_BATCH {
+                    return Err(bad(&format!("a batch of {n} lines")));
+                }
+                let mut lines = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let ip = r.take::<4>().ok_or_else(|| bad("short LINES"))?;
+                    let code = r.u8().ok_or_else(|| bad("short LINES"))?;
+                    let command = crate::tasks_data::Command::from_code(code)
+                        .ok_or_else(|| bad(&format!("command code {code}")))?;
+                    lines.push(crate::tasks_data::ClientLine {
+                        ip: ip.into(),
+                        command,
+                    });
+                }
+                Message::Lines { id, lines }
+            }
             t => return Err(bad(&format!("unknown kind {t}"))),
         };
         if !r.0.is_empty() {
@@ -254,6 +295,17 @@ mod tests {
                 cpu_ns: vec![1, 2, 3],
             },
             Message::Die,
+            Message::Lines {
+                id: 3,
+                lines: vec![
+                    crate::tasks_data::ClientLine {
+                        ip: std::net::Ipv4Addr::new(137, 72, 95, 9),
+                        command: crate::tasks_data::Command::Bar,
+                    };
+                    3
+                ],
+            },
+            Message::JobDone,
         ];
         for m in &msgs {
             assert_eq!(&Message::decode(&m.encode()).unwrap(), m);
@@ -272,6 +324,9 @@ mod tests {
             "a claimed length is never allocated"
         );
         assert!(Message::decode(&[9]).is_err());
+        let mut lines = msgs[3].encode();
+        *lines.last_mut().unwrap() = 7;
+        assert!(Message::decode(&lines).is_err(), "an unknown command code");
         let mut nan = Message::Task {
             id: 1,
             work: batch(1, 1.0),

@@ -1,0 +1,694 @@
+//! The `tasks` workload's roles (WORKLOADS.md §2): a client pushes batches of lines to a
+//! gateway, the gateway looks each line up and hands the batches to worker processes
+//! first-free-first-served, and the workers push their results straight back to the
+//! client, all over the `queue` sockets ([`ipcbench_transport::queue`]).
+//!
+//! - Client: [`client`]. Batches its lines in order (`batch`, default 16), pushes each as a
+//!   `LINES` message, pulls results from every worker that connects, matches each to its
+//!   batch id (a second result for a batch is counted as a duplicate and discarded), and
+//!   when every batch is back tells the gateway the job is done. The makespan runs from
+//!   just before the first push to the last result.
+//! - Gateway: [`gateway`]. Pulls batches, skips and counts lines its table does not know,
+//!   and pushes `TASK`s over a *reliable* PUSH: a worker asks for one batch at a time and
+//!   acknowledges it once its result is on its way to the client, so the batch of a
+//!   worker that dies is handed to another. Workers start lazily, one more whenever
+//!   batches wait and no worker is free, up to `max_workers`; how a worker is started,
+//!   killed or found dead is the caller's ([`Workers`]: the harness runs processes).
+//!   When the client says the job is done, one poison pill (`DIE`) goes to each worker.
+//! - Worker: [`worker`]. Runs each batch sequentially or one thread per command, pushes
+//!   `TASK_DONE` to the client, then asks the gateway for the next. A worker idle for
+//!   `idle_timeout_s` leaves (it is reaped; the gateway starts another if work comes).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use ipcbench_transport::queue::{Acceptor, FullPolicy, Pull, PullError, Push, PushOptions};
+use ipcbench_transport::Transport;
+
+use crate::tasks_data::{Answer, ClientLine, Command};
+use crate::tasks_exec::{run_batch, Message, TaskKind, Work};
+use crate::{new_histogram, Measurement, WorkloadError};
+
+/// Parameters shared by the three roles.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TasksParams {
+    /// Lines per batch (the original: 16).
+    pub batch: u32,
+    /// Most workers at once (the original: 32).
+    pub max_workers: u32,
+    /// One thread per command (or one command after another).
+    pub threads: bool,
+    /// What a command does.
+    pub kind: TaskKind,
+    /// If > 0, every command's wait in seconds instead of the data file's.
+    pub wait_s: f64,
+    /// PUSH high-water mark (the original: 1000).
+    pub hwm: u32,
+    /// What a PUSH does when its queue is full.
+    pub policy: FullPolicy,
+    /// Kill the worker holding the `N`-th batch handed out (0: no fault).
+    pub kill_worker_after: u32,
+    /// A worker without a batch for this long leaves.
+    pub idle_timeout_s: f64,
+    /// Bound on the whole job, from the start.
+    pub timeout_ms: u64,
+}
+
+/// A handshake with a peer that has arrived takes at most this long.
+const HANDSHAKE: Duration = Duration::from_secs(5);
+/// Largest message: a batch of `MAX_BATCH` commands, roughly.
+const BUF: usize = 1 << 20;
+
+impl TasksParams {
+    fn deadline(&self, from: Instant) -> Instant {
+        from + Duration::from_millis(self.timeout_ms)
+    }
+}
+
+/// The bound on the makespan with a worker holding one batch at a time: rounds of
+/// batches times the time of one batch (its longest command with threads, the sum of
+/// its commands without). `waits` are the commands' waits in batch order.
+pub fn ideal_s(waits: &[f64], batch: usize, workers: usize, threads: bool) -> f64 {
+    let batch = batch.max(1);
+    let times: Vec<f64> = waits
+        .chunks(batch)
+        .map(|b| {
+            if threads {
+                b.iter().copied().fold(0.0, f64::max)
+            } else {
+                b.iter().sum()
+            }
+        })
+        .collect();
+    // Workers take batches first-free: with equal batch times that is rounds of
+    // `workers`; in general, greedy list scheduling in order (what first-free does).
+    let mut free_at = vec![0.0f64; workers.max(1)];
+    for t in times {
+        let (i, _) = free_at
+            .iter()
+            .enumerate()
+            .fold(
+                (0, f64::INFINITY),
+                |(bi, bv), (i, v)| {
+                    if *v < bv {
+                        (i, *v)
+                    } else {
+                        (bi, bv)
+                    }
+                },
+            );
+        free_at[i] += t;
+    }
+    free_at.into_iter().fold(0.0, f64::max)
+}
+
+/// The client: pushes every batch to the gateway over `gateway`, pulls the results from
+/// the workers that connect on `results`, and says when the job is done.
+pub fn client<X: Transport>(
+    gateway: (X::Tx, X::Rx),
+    results: &mut Acceptor<X>,
+    lines: &[ClientLine],
+    p: &TasksParams,
+) -> Result<Measurement, WorkloadError> {
+    let mut push = Push::new(vec![gateway], p.hwm as usize, p.policy);
+    let mut pull: Pull<X::Tx, X::Rx> =
+        Pull::open(p.hwm.max(1), ipcbench_transport::queue::AckMode::OnReceipt);
+    let batches: Vec<&[ClientLine]> = lines.chunks(p.batch.max(1) as usize).collect();
+    let mut hist = new_histogram();
+    let mut submitted: BTreeMap<u32, Instant> = BTreeMap::new();
+    let start = Instant::now();
+    let deadline = p.deadline(start);
+    for (id, b) in batches.iter().enumerate() {
+        let frame = Message::Lines {
+            id: id as u32,
+            lines: b.to_vec(),
+        }
+        .encode();
+        let at = Instant::now();
+        match push.send(&frame) {
+            Ok(()) => {
+                submitted.insert(id as u32, at);
+            }
+            // Given up by the full-queue policy: counted (`dropped`), never waited for.
+            Err(ipcbench_transport::queue::OutboxError::Dropped { .. }) => {}
+            Err(e) => {
+                return Err(WorkloadError::Integrity(format!(
+                    "push to the gateway: {e}"
+                )))
+            }
+        }
+    }
+    let mut done: BTreeSet<u32> = BTreeSet::new();
+    let (mut duplicates, mut sum, mut cpu_ns, mut commands) = (0u64, 0i64, 0u64, 0u64);
+    let mut workers_seen = BTreeSet::new();
+    let mut last = start;
+    let mut buf = vec![0u8; BUF];
+    while done.len() < submitted.len() {
+        for (_, tx, rx) in results.poll(HANDSHAKE).map_err(setup)? {
+            pull.add_peer(tx, rx);
+        }
+        let n = match pull.recv_timeout(&mut buf, Duration::from_millis(1)) {
+            Ok(n) => n,
+            Err(PullError::Timeout | PullError::Disconnected) => {
+                if Instant::now() >= deadline {
+                    let missing: Vec<u32> = submitted
+                        .keys()
+                        .filter(|id| !done.contains(id))
+                        .copied()
+                        .collect();
+                    return Err(WorkloadError::Integrity(format!(
+                        "{} of {} batches had no result within {} ms (first missing: {:?})",
+                        missing.len(),
+                        submitted.len(),
+                        p.timeout_ms,
+                        &missing[..missing.len().min(8)]
+                    )));
+                }
+                continue;
+            }
+            Err(PullError::Truncated { needed }) => {
+                return Err(WorkloadError::Integrity(format!(
+                    "a result of {needed} bytes (at most {BUF})"
+                )))
+            }
+        };
+        let now = Instant::now();
+        match Message::decode(&buf[..n])? {
+            Message::TaskDone {
+                id,
+                worker,
+                result,
+                cpu_ns: c,
+            } => {
+                let Some(at) = submitted.get(&id) else {
+                    return Err(WorkloadError::Integrity(format!(
+                        "a result for batch {id}, which was never sent"
+                    )));
+                };
+                if !done.insert(id) {
+                    duplicates += 1;
+                    continue;
+                }
+                let _ = hist.record((now - *at).as_nanos().max(1) as u64);
+                sum += result;
+                cpu_ns += c.iter().sum::<u64>();
+                commands += c.len() as u64;
+                workers_seen.insert(worker);
+                last = now;
+            }
+            other => {
+                return Err(WorkloadError::Integrity(format!(
+                    "the client got {other:?} instead of a result"
+                )))
+            }
+        }
+    }
+    let makespan = last - start;
+    // Job complete: the gateway sends the poison pills.
+    let _ = push.send(&Message::JobDone.encode());
+    push.finish(Duration::from_secs(5));
+    let counts = push.counts();
+    Ok(Measurement {
+        histogram: Some(hist),
+        count: done.len() as u64,
+        bytes: 0,
+        duration: makespan,
+        metrics: vec![
+            ("makespan_s".into(), makespan.as_secs_f64()),
+            ("tasks".into(), lines.len() as f64),
+            ("batches".into(), batches.len() as f64),
+            ("results_ok".into(), done.len() as f64),
+            ("duplicates".into(), duplicates as f64),
+            ("response_sum".into(), sum as f64),
+            ("dropped".into(), counts.dropped as f64),
+            (
+                "cpu_ms_per_command".into(),
+                if commands > 0 {
+                    cpu_ns as f64 / commands as f64 / 1e6
+                } else {
+                    0.0
+                },
+            ),
+            ("workers_seen".into(), workers_seen.len() as f64),
+        ],
+    })
+}
+
+fn setup(e: ipcbench_transport::SetupError) -> WorkloadError {
+    WorkloadError::Param(format!("accepting a worker: {e}"))
+}
+
+/// How the gateway's workers are started, killed and found gone: processes in the
+/// harness, threads in tests.
+pub trait Workers {
+    /// Slots there are (worker `k` connects on slot `k`; a slot is used once).
+    fn slots(&self) -> usize;
+    /// Starts the worker of slot `slot`.
+    fn start(&mut self, slot: usize) -> Result<(), WorkloadError>;
+    /// Slots whose worker has ended since the last call, and whether it ended cleanly
+    /// (exit status 0).
+    fn exited(&mut self) -> Vec<(usize, bool)>;
+    /// Kills the worker of slot `slot` at once (fault injection).
+    fn kill(&mut self, slot: usize);
+}
+
+/// What the gateway counted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GatewayCounts {
+    /// Lines its table did not know (skipped).
+    pub unknown: u64,
+    /// Batches handed out again after their worker died.
+    pub redispatched: u64,
+    /// Workers started.
+    pub started: u64,
+    /// Most workers alive at once.
+    pub peak: u64,
+    /// Workers that left idle before the job was done.
+    pub reaped: u64,
+    /// Workers killed by fault injection.
+    pub killed: u64,
+    /// Workers that ended with an error (besides the killed one).
+    pub failed: u64,
+}
+
+/// The gateway: pulls batches from the client over `client`, hands them to workers it
+/// starts through `workers` (which connect on `tasks`), and sends the poison pills.
+pub fn gateway<X: Transport>(
+    client: (X::Tx, X::Rx),
+    tasks: &mut Acceptor<X>,
+    table: &HashMap<(Ipv4Addr, Command), Answer>,
+    workers: &mut dyn Workers,
+    p: &TasksParams,
+) -> Result<Measurement, WorkloadError> {
+    let mut from_client = Pull::new(vec![client], p.hwm.max(1));
+    let mut push: Push<X::Tx, X::Rx> = Push::open(PushOptions {
+        hwm: p.hwm as usize,
+        policy: p.policy,
+        reliable: true,
+        fixed: false,
+    });
+    let mut c = GatewayCounts::default();
+    let mut live: BTreeSet<usize> = BTreeSet::new();
+    let mut connected: HashMap<usize, u64> = HashMap::new();
+    let mut next_slot = 0usize;
+    let mut job_done = false;
+    let mut pills_sent = false;
+    let mut killed: Option<usize> = None;
+    let mut buf = vec![0u8; BUF];
+    let start = Instant::now();
+    let mut deadline = p.deadline(start);
+    loop {
+        match from_client.recv_timeout(&mut buf, Duration::from_millis(1)) {
+            Ok(n) => match Message::decode(&buf[..n])? {
+                Message::Lines { id, lines } => {
+                    let mut work = Vec::with_capacity(lines.len());
+                    for l in lines {
+                        match table.get(&(l.ip, l.command)) {
+                            Some(a) => work.push(Work {
+                                response: a.response,
+                                wait_s: if p.wait_s > 0.0 { p.wait_s } else { a.wait_s },
+                            }),
+                            None => c.unknown += 1,
+                        }
+                    }
+                    if let Err(e) = push.send(&Message::Task { id, work }.encode()) {
+                        return Err(WorkloadError::Integrity(format!(
+                            "push to the workers: {e}"
+                        )));
+                    }
+                }
+                Message::JobDone => {
+                    job_done = true;
+                    // Leave the workers a bounded time to take their pills and go.
+                    deadline = Instant::now() + Duration::from_secs(10);
+                }
+                other => {
+                    return Err(WorkloadError::Integrity(format!(
+                        "the gateway got {other:?} from the client"
+                    )))
+                }
+            },
+            Err(PullError::Timeout) => {}
+            Err(PullError::Disconnected) if job_done => {}
+            Err(PullError::Disconnected) => {
+                return Err(WorkloadError::Integrity(
+                    "the client left before the job was done".into(),
+                ))
+            }
+            Err(PullError::Truncated { needed }) => {
+                return Err(WorkloadError::Integrity(format!(
+                    "a batch of {needed} bytes (at most {BUF})"
+                )))
+            }
+        }
+        for (slot, tx, rx) in tasks.poll(HANDSHAKE).map_err(setup)? {
+            connected.insert(slot, push.add_peer(tx, rx));
+        }
+        for (slot, clean) in workers.exited() {
+            live.remove(&slot);
+            if let Some(peer) = connected.remove(&slot) {
+                push.peer_gone(peer);
+            }
+            if killed == Some(slot) {
+                // The fault we injected.
+            } else if !clean {
+                c.failed += 1;
+            } else if !job_done {
+                c.reaped += 1;
+            }
+        }
+        if p.kill_worker_after > 0
+            && killed.is_none()
+            && push.counts().delivered >= u64::from(p.kill_worker_after)
+        {
+            // The worker that took the latest batch is in the middle of it.
+            if let Some(peer) = push.last_peer() {
+                if let Some((&slot, _)) = connected.iter().find(|(_, v)| **v == peer) {
+                    workers.kill(slot);
+                    killed = Some(slot);
+                    c.killed += 1;
+                }
+            }
+        }
+        // One more worker whenever batches wait for more workers than are starting or free.
+        let starting = live.iter().filter(|s| !connected.contains_key(s)).count() as u64;
+        if !job_done
+            && push.backlog() > starting + push.free_peers()
+            && live.len() < p.max_workers as usize
+            && next_slot < workers.slots()
+        {
+            workers.start(next_slot)?;
+            live.insert(next_slot);
+            next_slot += 1;
+            c.started += 1;
+            c.peak = c.peak.max(live.len() as u64);
+        }
+        if job_done && !pills_sent {
+            // One pill per live worker: each takes one, acknowledges it and leaves.
+            for _ in 0..live.len() {
+                let _ = push.send(&Message::Die.encode());
+            }
+            pills_sent = true;
+        }
+        if job_done && live.is_empty() {
+            break;
+        }
+        if Instant::now() >= deadline {
+            let what = if job_done {
+                format!(
+                    "{} workers did not leave after their poison pill",
+                    live.len()
+                )
+            } else {
+                format!("the job was not done within {} ms", p.timeout_ms)
+            };
+            for s in &live {
+                workers.kill(*s);
+            }
+            return Err(WorkloadError::Integrity(what));
+        }
+    }
+    c.redispatched = push.counts().redelivered;
+    push.finish(Duration::from_millis(100));
+    Ok(Measurement {
+        histogram: None,
+        count: 0,
+        bytes: 0,
+        duration: start.elapsed(),
+        metrics: vec![
+            ("unknown".into(), c.unknown as f64),
+            ("redispatched".into(), c.redispatched as f64),
+            ("workers_started".into(), c.started as f64),
+            ("workers_peak".into(), c.peak as f64),
+            ("workers_reaped".into(), c.reaped as f64),
+            ("workers_killed".into(), c.killed as f64),
+            ("workers_failed".into(), c.failed as f64),
+        ],
+    })
+}
+
+/// How a worker ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerExit {
+    /// It took its poison pill.
+    Pill,
+    /// It was idle for `idle_timeout_s` and left.
+    Idle,
+}
+
+/// A worker: takes batches from the gateway one at a time, runs them, pushes each result
+/// to the client, and asks for the next.
+pub fn worker<X: Transport>(
+    index: u32,
+    gateway: (X::Tx, X::Rx),
+    client: (X::Tx, X::Rx),
+    p: &TasksParams,
+) -> Result<WorkerExit, WorkloadError> {
+    let mut pull = Pull::new_manual(vec![gateway]);
+    let mut push = Push::new(vec![client], p.hwm as usize, p.policy);
+    let idle = Duration::from_secs_f64(p.idle_timeout_s.max(0.001));
+    let mut buf = vec![0u8; BUF];
+    loop {
+        let n = match pull.recv_timeout(&mut buf, idle) {
+            Ok(n) => n,
+            Err(PullError::Timeout) => {
+                push.finish(Duration::from_secs(5));
+                return Ok(WorkerExit::Idle);
+            }
+            Err(PullError::Disconnected) => {
+                return Err(WorkloadError::Integrity("the gateway is gone".into()))
+            }
+            Err(PullError::Truncated { needed }) => {
+                return Err(WorkloadError::Integrity(format!(
+                    "a batch of {needed} bytes (at most {BUF})"
+                )))
+            }
+        };
+        match Message::decode(&buf[..n])? {
+            Message::Task { id, work } => {
+                let (result, cpu) = run_batch(&work, p.kind, p.threads);
+                let done = Message::TaskDone {
+                    id,
+                    worker: index,
+                    result,
+                    cpu_ns: cpu.iter().map(|d| d.as_nanos() as u64).collect(),
+                };
+                push.send(&done.encode())
+                    .map_err(|e| WorkloadError::Integrity(format!("push to the client: {e}")))?;
+                // Acknowledge the batch only once its result is on its way.
+                if !push.flush(Duration::from_millis(p.timeout_ms)) {
+                    return Err(WorkloadError::Integrity(
+                        "the client did not take a result in time".into(),
+                    ));
+                }
+                pull.done(true)?;
+            }
+            Message::Die => {
+                pull.done(false)?;
+                push.finish(Duration::from_secs(5));
+                return Ok(WorkerExit::Pill);
+            }
+            other => return Err(WorkloadError::Integrity(format!("a worker got {other:?}"))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    // Test code: a failed unwrap is a failed test, with its message.
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    use crate::tasks_data::{generate, parse_client, parse_server};
+    use ipcbench_transport::{Endpoint, EndpointOptions, TransportKind, Uds};
+    use std::sync::{Arc, Mutex};
+    use std::thread::JoinHandle;
+
+    const T: Duration = Duration::from_secs(20);
+
+    fn endpoint(dir: &std::path::Path, name: &str) -> Endpoint {
+        let sub = dir.join(name);
+        std::fs::create_dir(&sub).unwrap();
+        Endpoint::prepare(TransportKind::Uds, &sub, &EndpointOptions::default()).unwrap()
+    }
+
+    /// Workers as threads: slot `k` connects to the gateway's and the client's slot `k`.
+    struct Threads {
+        to_gateway: Vec<Endpoint>,
+        to_client: Vec<Endpoint>,
+        p: TasksParams,
+        running: BTreeMap<usize, JoinHandle<Result<WorkerExit, WorkloadError>>>,
+        exits: Arc<Mutex<Vec<WorkerExit>>>,
+    }
+
+    impl Workers for Threads {
+        fn slots(&self) -> usize {
+            self.to_gateway.len()
+        }
+        fn start(&mut self, slot: usize) -> Result<(), WorkloadError> {
+            let (g, c, p) = (
+                self.to_gateway[slot].clone(),
+                self.to_client[slot].clone(),
+                self.p,
+            );
+            self.running.insert(
+                slot,
+                std::thread::spawn(move || {
+                    let g = Uds::connect(&g, T).unwrap();
+                    let c = Uds::connect(&c, T).unwrap();
+                    worker::<Uds>(slot as u32, g, c, &p)
+                }),
+            );
+            Ok(())
+        }
+        fn exited(&mut self) -> Vec<(usize, bool)> {
+            let done: Vec<usize> = self
+                .running
+                .iter()
+                .filter(|(_, h)| h.is_finished())
+                .map(|(s, _)| *s)
+                .collect();
+            done.into_iter()
+                .map(|s| {
+                    let r = self.running.remove(&s).unwrap().join().unwrap();
+                    if let Ok(e) = &r {
+                        self.exits.lock().unwrap().push(*e);
+                    }
+                    (s, r.is_ok())
+                })
+                .collect()
+        }
+        fn kill(&mut self, _slot: usize) {
+            unreachable!("threads cannot be killed; the harness tests this with processes")
+        }
+    }
+
+    fn params() -> TasksParams {
+        TasksParams {
+            batch: 8,
+            max_workers: 4,
+            threads: true,
+            kind: TaskKind::Io,
+            wait_s: 0.01,
+            hwm: 1000,
+            policy: FullPolicy::default(),
+            kill_worker_after: 0,
+            idle_timeout_s: 10.0,
+            timeout_ms: 20_000,
+        }
+    }
+
+    /// Runs client and gateway (threads) with thread workers; the two measurements and
+    /// how the workers ended.
+    fn run(
+        client_text: &str,
+        server_text: &str,
+        p: TasksParams,
+    ) -> (Measurement, Measurement, Vec<WorkerExit>) {
+        let dir = tempfile::tempdir().unwrap();
+        let slots = 2 * p.max_workers as usize;
+        let link = Uds::listen(&endpoint(dir.path(), "gw")).unwrap();
+        let link_ep = Uds::resolved(&link);
+        let mut results = Acceptor::<Uds>::listen(
+            &(0..slots)
+                .map(|k| endpoint(dir.path(), &format!("r{k}")))
+                .collect::<Vec<_>>(),
+        )
+        .unwrap();
+        let mut tasks = Acceptor::<Uds>::listen(
+            &(0..slots)
+                .map(|k| endpoint(dir.path(), &format!("t{k}")))
+                .collect::<Vec<_>>(),
+        )
+        .unwrap();
+        let exits = Arc::new(Mutex::new(Vec::new()));
+        let mut workers = Threads {
+            to_gateway: tasks.resolved().to_vec(),
+            to_client: results.resolved().to_vec(),
+            p,
+            running: BTreeMap::new(),
+            exits: exits.clone(),
+        };
+        let table = parse_server("server", server_text).unwrap();
+        let gw = std::thread::spawn(move || {
+            let c = Uds::connect(&link_ep, T).unwrap();
+            gateway::<Uds>(c, &mut tasks, &table, &mut workers, &p).unwrap()
+        });
+        let lines = parse_client("client", client_text).unwrap();
+        let c = Uds::accept(link, T).unwrap();
+        let m = client::<Uds>(c, &mut results, &lines, &p).unwrap();
+        let g = gw.join().unwrap();
+        let exits = exits.lock().unwrap().clone();
+        (m, g, exits)
+    }
+
+    fn metric(m: &Measurement, k: &str) -> f64 {
+        m.metrics.iter().find(|(n, _)| n == k).unwrap().1
+    }
+
+    #[test]
+    fn every_batch_comes_back_once_and_every_worker_takes_its_pill() {
+        let g = generate(64, 1.0, 1.0, 0);
+        let (m, gw, exits) = run(&g.client, &g.server, params());
+        assert_eq!(metric(&m, "results_ok"), 8.0);
+        assert_eq!(metric(&m, "batches"), 8.0);
+        assert_eq!(metric(&m, "response_sum"), 64.0);
+        assert_eq!(metric(&m, "duplicates"), 0.0);
+        assert_eq!(m.histogram.as_ref().unwrap().len(), 8);
+        assert_eq!(metric(&gw, "unknown"), 0.0);
+        let started = metric(&gw, "workers_started");
+        assert!((1.0..=4.0).contains(&started), "{started}");
+        assert_eq!(exits.len() as f64, started);
+        assert!(exits.iter().all(|e| *e == WorkerExit::Pill), "{exits:?}");
+    }
+
+    #[test]
+    fn unknown_lines_are_skipped_and_counted() {
+        let g = generate(16, 1.0, 1.0, 0);
+        // The server knows only the first 10 pairs.
+        let server: String = g
+            .server
+            .lines()
+            .take(10)
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let (m, gw, _) = run(&g.client, &server, params());
+        assert_eq!(metric(&m, "results_ok"), 2.0);
+        assert_eq!(metric(&m, "response_sum"), 10.0);
+        assert_eq!(metric(&gw, "unknown"), 6.0);
+    }
+
+    #[test]
+    fn an_idle_worker_leaves_and_is_counted_as_reaped() {
+        // One worker, batches of 1 with 0.2 s each, idle timeout 0.05 s: between batches
+        // the worker is never idle that long, but max_workers 4 starts extra workers that
+        // find nothing left to do once the backlog is gone.
+        let g = generate(6, 1.0, 1.0, 0);
+        let p = TasksParams {
+            batch: 1,
+            wait_s: 0.2,
+            idle_timeout_s: 0.05,
+            ..params()
+        };
+        let (m, gw, exits) = run(&g.client, &g.server, p);
+        assert_eq!(metric(&m, "results_ok"), 6.0);
+        let reaped = metric(&gw, "workers_reaped");
+        assert_eq!(
+            exits.iter().filter(|e| **e == WorkerExit::Idle).count() as f64,
+            reaped
+        );
+        assert!(reaped >= 1.0, "{gw:?}");
+    }
+
+    #[test]
+    fn the_bound_matches_the_originals_table() {
+        let waits = vec![1.0; 512];
+        assert_eq!(ideal_s(&waits, 16, 32, true), 1.0);
+        assert_eq!(ideal_s(&waits, 16, 8, true), 4.0);
+        assert_eq!(ideal_s(&waits, 16, 32, false), 16.0);
+        assert_eq!(ideal_s(&waits, 16, 1, true), 32.0);
+        // Uneven: first-free in order.
+        assert_eq!(ideal_s(&[3.0, 1.0, 1.0, 1.0], 1, 2, true), 3.0);
+    }
+}

@@ -16,16 +16,19 @@ pub enum WorkloadKind {
     Vectors,
     /// Parallel acquisition into a shared chunk pool, zero-copy against copy.
     Buffer,
+    /// 512 sleeping tasks through a gateway and lazily started workers.
+    Tasks,
 }
 
 impl WorkloadKind {
     /// Every workload, in `list` order.
-    pub const ALL: [WorkloadKind; 5] = [
+    pub const ALL: [WorkloadKind; 6] = [
         WorkloadKind::Latency,
         WorkloadKind::Throughput,
         WorkloadKind::Pingpong,
         WorkloadKind::Vectors,
         WorkloadKind::Buffer,
+        WorkloadKind::Tasks,
     ];
 
     /// Its name in configs and CSV.
@@ -36,6 +39,7 @@ impl WorkloadKind {
             WorkloadKind::Pingpong => "pingpong",
             WorkloadKind::Vectors => "vectors",
             WorkloadKind::Buffer => "buffer",
+            WorkloadKind::Tasks => "tasks",
         }
     }
 
@@ -57,6 +61,9 @@ impl WorkloadKind {
             WorkloadKind::Pingpong => {
                 "two agents paint a WxH image one pixel per turn (unused position, unused colour), handing the turn over the transport; every pixel checked"
             }
+            WorkloadKind::Tasks => {
+                "a client pushes batches of lines to a gateway, which hands them first-free to lazily started worker processes that sleep (or spin) per command and push results straight back; makespan against the bound"
+            }
         }
     }
 
@@ -68,7 +75,14 @@ impl WorkloadKind {
             WorkloadKind::Pingpong => &["ping", "pong"],
             WorkloadKind::Vectors => &["producer", "consumer"],
             WorkloadKind::Buffer => &["acquirer", "worker", "..."],
+            WorkloadKind::Tasks => &["client", "gateway", "worker", "..."],
         }
+    }
+
+    /// Whether its roles take the `cores` in turn (one coordinator and any number of
+    /// workers) rather than one core each.
+    pub fn spreads_cores(self) -> bool {
+        matches!(self, WorkloadKind::Buffer | WorkloadKind::Tasks)
     }
 
     /// Its own parameters (beyond [`COMMON`]).
@@ -79,6 +93,7 @@ impl WorkloadKind {
             WorkloadKind::Pingpong => PINGPONG,
             WorkloadKind::Vectors => VECTORS,
             WorkloadKind::Buffer => BUFFER,
+            WorkloadKind::Tasks => TASKS,
         }
     }
 
@@ -112,6 +127,24 @@ impl WorkloadKind {
                 "free_wait_ns",
                 "ready_wait_ns",
             ],
+            WorkloadKind::Tasks => &[
+                "makespan_s",
+                "ideal_s",
+                "makespan_over_ideal",
+                "tasks",
+                "batches",
+                "results_ok",
+                "duplicates",
+                "response_sum",
+                "unknown",
+                "redispatched",
+                "dropped",
+                "workers_started",
+                "workers_peak",
+                "workers_reaped",
+                "workers_killed",
+                "cpu_ms_per_command",
+            ],
             _ => &[],
         }
     }
@@ -139,6 +172,8 @@ pub enum ParamType {
     Bool,
     /// A string.
     Str,
+    /// A file path ("" for the built-in default).
+    Path,
     /// A shared-memory wait strategy: spin or yield.
     Wait,
     /// One of a fixed set of names.
@@ -160,6 +195,7 @@ impl ParamType {
             ParamType::Float { min } => format!("number >= {min}"),
             ParamType::Bool => "true or false".into(),
             ParamType::Str => "string".into(),
+            ParamType::Path => "file path (\"\": built in)".into(),
             ParamType::Wait => "\"spin\", \"yield\" or \"block\"".into(),
             ParamType::Choice(c) => format!("one of {}", c.join(", ")),
             ParamType::Transport => "transport name".into(),
@@ -294,6 +330,42 @@ pub const COMMON: &[ParamDef] = &[
         },
         Some("50"),
         "with wait = \"block\": microseconds to spin before sleeping",
+    ),
+    p(
+        "over",
+        ParamType::Choice(&["uds", "tcp", "shm"]),
+        Some("\"uds\""),
+        "with transport = \"queue\": the transport it runs over",
+    ),
+    p(
+        "hwm",
+        ParamType::Int {
+            min: 1,
+            max: 10_000_000,
+        },
+        Some("1000"),
+        "queue: frames a sender queues before its full policy applies (the high-water mark)",
+    ),
+    p(
+        "policy",
+        ParamType::Choice(&["retry", "block"]),
+        Some("\"retry\""),
+        "queue: on a full queue, retry (wait retry_interval_s, at most retries times, then drop and count) or block",
+    ),
+    p(
+        "retry_interval_s",
+        ParamType::Float { min: 0.0 },
+        Some("1"),
+        "queue, policy = \"retry\": wait between attempts (the original: 1 s)",
+    ),
+    p(
+        "retries",
+        ParamType::Int {
+            min: 0,
+            max: 1_000_000,
+        },
+        Some("10"),
+        "queue, policy = \"retry\": attempts after the first (the original: 10)",
     ),
 ];
 
@@ -479,6 +551,108 @@ const VECTORS: &[ParamDef] = &[
         ParamType::Float { min: 0.001 },
         Some("1"),
         "how often the consumer logs rate and latency (the timeline file)",
+    ),
+];
+
+const TASKS: &[ParamDef] = &[
+    p(
+        "batch",
+        ParamType::Int { min: 1, max: 65_536 },
+        Some("16"),
+        "lines per batch",
+    ),
+    p(
+        "max_workers",
+        ParamType::Int { min: 1, max: 256 },
+        Some("32"),
+        "most worker processes at once (started lazily)",
+    ),
+    p(
+        "threads",
+        ParamType::Bool,
+        Some("true"),
+        "a worker runs its batch one thread per command (false: one after another)",
+    ),
+    p(
+        "kind",
+        ParamType::Choice(&["io", "cpu", "cpu_ms"]),
+        Some("\"io\""),
+        "per command: io sleeps its wait, cpu spins `iterations` loop turns, cpu_ms spins `cpu_ms` of CPU time",
+    ),
+    p(
+        "iterations",
+        ParamType::Int {
+            min: 1,
+            max: 1_000_000_000_000,
+        },
+        Some("2000000"),
+        "kind = \"cpu\": loop iterations per command (the original: 2,000,000)",
+    ),
+    p(
+        "cpu_ms",
+        ParamType::Float { min: 0.0 },
+        Some("70"),
+        "kind = \"cpu_ms\": CPU milliseconds per command (the original's loop took about 70 ms)",
+    ),
+    p(
+        "wait_s",
+        ParamType::Float { min: 0.0 },
+        Some("0"),
+        "if > 0, every io command sleeps this long instead of the data file's wait",
+    ),
+    p(
+        "client_file",
+        ParamType::Path,
+        Some("\"\""),
+        "the client's ip:command lines (empty: the shipped client_512.txt)",
+    ),
+    p(
+        "server_file",
+        ParamType::Path,
+        Some("\"\""),
+        "the gateway's ip:command:response:wait_s lines (empty: the shipped server_512.txt)",
+    ),
+    p(
+        "generate",
+        ParamType::Int { min: 0, max: 1_000_000 },
+        Some("0"),
+        "if > 0, generate this many lines instead of reading files, waits uniform in [gen_low_s, gen_high_s]",
+    ),
+    p(
+        "gen_low_s",
+        ParamType::Float { min: 0.0 },
+        Some("1"),
+        "generate: shortest wait",
+    ),
+    p(
+        "gen_high_s",
+        ParamType::Float { min: 0.0 },
+        Some("3"),
+        "generate: longest wait",
+    ),
+    p(
+        "seed",
+        ParamType::Int {
+            min: 0,
+            max: i64::MAX,
+        },
+        Some("1"),
+        "generate: the waits' seed",
+    ),
+    p(
+        "kill_worker_after",
+        ParamType::Int {
+            min: 0,
+            max: 1_000_000,
+        },
+        Some("0"),
+        "fault injection: kill the worker that takes the N-th batch, mid-batch (0: none)",
+    ),
+    p(
+        "idle_timeout_s",
+        ParamType::Float { min: 0.001 },
+        Some("10"),
+        "a worker without a batch for this long leaves (is reaped)",
     ),
 ];
 

@@ -86,13 +86,17 @@ impl RunSpec {
         }
     }
 
-    /// The core of each role, in role order: `cores` itself, except for `buffer`, whose
-    /// acquirer and workers take the listed cores in turn.
+    /// The core of each role, in role order: `cores` itself, except for `buffer` (the
+    /// acquirer and its workers) and `tasks` (client, gateway, then the most workers it
+    /// may start), whose roles take the listed cores in turn.
     pub fn role_cores(&self) -> Vec<usize> {
-        if self.workload != WorkloadKind::Buffer || self.cores.is_empty() {
+        if !self.workload.spreads_cores() || self.cores.is_empty() {
             return self.cores.clone();
         }
-        let roles = 1 + self.int("workers").max(1) as usize;
+        let roles = match self.workload {
+            WorkloadKind::Tasks => 2 + self.int("max_workers").max(1) as usize,
+            _ => 1 + self.int("workers").max(1) as usize,
+        };
         (0..roles)
             .map(|i| self.cores[i % self.cores.len()])
             .collect()
@@ -275,6 +279,13 @@ fn check_scalar(def: &ParamDef, v: &toml::Value) -> Result<Value, String> {
                 Err(format!(
                     "`{s}` must be non-empty and use only letters, digits, '-', '_' and '.'"
                 ))
+            } else {
+                Ok(Value::Str(s.clone()))
+            }
+        }
+        (ParamType::Path, toml::Value::String(s)) => {
+            if s.chars().any(char::is_control) {
+                Err("a path without control characters".into())
             } else {
                 Ok(Value::Str(s.clone()))
             }
@@ -525,9 +536,9 @@ pub fn parse(
         if let Some((cores, line)) = axes.get("cores") {
             for c in cores {
                 let Value::Cores(c) = c else { continue };
-                // `buffer` has one acquirer and `workers` workers: its cores are spread
-                // over the roles in turn (role i on cores[i % len]).
-                if c.len() != roles.len() && workload != WorkloadKind::Buffer {
+                // `buffer` and `tasks` have a coordinator and any number of workers:
+                // their cores are spread over the roles in turn (role i on cores[i % len]).
+                if c.len() != roles.len() && !workload.spreads_cores() {
                     errs.push(*line, Some("cores"), format!(
                         "{} cores given, workload `{workload}` has {} roles ({}): one core per role",
                         c.len(), roles.len(), roles.join(", ")));
@@ -750,10 +761,30 @@ pub fn parse(
                 }
             }
         }
+        if workload == WorkloadKind::Tasks {
+            if let Some((ts, line)) = axes.get("transport") {
+                if ts.iter().any(|t| t.to_string() != "queue") {
+                    errs.push(*line, Some("transport"), "tasks runs over queue sockets: set transport = \"queue\" and over = \"uds\", \"tcp\" or \"shm\"");
+                }
+            }
+        }
         if !errs.list.is_empty() {
             continue;
         }
+        let first = runs.len();
         expand(&name, workload, &axes, &mut runs);
+        if workload == WorkloadKind::Tasks {
+            // Every data file is read and every line checked now, not when the run starts.
+            let mut seen = std::collections::BTreeSet::new();
+            for r in &runs[first..] {
+                if let Err((msg, key)) = crate::tasks::data(r) {
+                    if seen.insert(msg.clone()) {
+                        let line = axes.get(key).map_or(exp_line, |(_, l)| *l);
+                        errs.push(line, Some(key), msg);
+                    }
+                }
+            }
+        }
     }
     if errs.list.is_empty() {
         Ok(runs)
@@ -808,12 +839,24 @@ fn expand(
     }
     let mut seen = std::collections::BTreeSet::new();
     for mut values in combos {
-        // The wait strategy is shm's; the kernel transports block in the kernel, and a
-        // wait sweep must not run them twice.
-        if !matches!(values.get("transport"), Some(Value::Str(t)) if t == "shm") {
+        // The wait strategy is shm's (also under a queue); the kernel transports block in
+        // the kernel, and a wait sweep must not run them twice. The queue's keys are the
+        // queue's. `tasks` polls its queue sockets with a backoff of its own: its shm
+        // halves are set to block whatever `wait` says.
+        let transport = values.get("transport").map(|v| v.to_string());
+        let queue = transport.as_deref() == Some("queue");
+        let over_shm = queue && values.get("over").map(|v| v.to_string()).as_deref() == Some("shm");
+        if transport.as_deref() != Some("shm") && !over_shm {
             values.insert("wait".into(), Value::Str("kernel".into()));
             values.remove("shm_capacity");
             values.remove("spin_us");
+        } else if workload == WorkloadKind::Tasks {
+            values.insert("wait".into(), Value::Str("block".into()));
+        }
+        if !queue {
+            for k in ["over", "hwm", "policy", "retry_interval_s", "retries"] {
+                values.remove(k);
+            }
         }
         if !seen.insert(format!("{values:?}")) {
             continue;
@@ -821,9 +864,11 @@ fn expand(
         // Run ids name every key that this experiment sweeps, plus the transport.
         let mut id = vec![name.to_string()];
         for key in &keys {
-            if key.as_str() == "transport" || axes[*key].0.len() > 1 {
-                let v = &values[*key];
+            if key.as_str() == "transport" || (axes[*key].0.len() > 1 && key.as_str() != "over") {
+                // A key this run does not have (a queue key on another transport).
+                let Some(v) = values.get(*key) else { continue };
                 id.push(match key.as_str() {
+                    "transport" if queue => format!("queue-{}", values["over"]),
                     "transport" => v.to_string(),
                     "msg_bytes" => format!("{v}B"),
                     "cores" => format!("c{}", sanitize(&v.to_string())),

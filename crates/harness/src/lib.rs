@@ -33,6 +33,7 @@ pub mod pingpong;
 pub mod report;
 pub mod role;
 pub mod runner;
+pub mod tasks;
 pub mod vectors;
 pub mod wire;
 
@@ -47,7 +48,7 @@ pub const EXIT_USAGE: u8 = 2;
 /// Exit code after Ctrl-C.
 pub const EXIT_INTERRUPTED: u8 = 130;
 /// Bound on spawning, connecting and reaching the start barrier.
-const SETUP_TIMEOUT: Duration = Duration::from_secs(20);
+pub(crate) const SETUP_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Bad input: reported as one line (or one per problem), exit code 2, nothing written.
 #[derive(Debug, thiserror::Error)]
@@ -305,6 +306,9 @@ fn list_text() -> String {
     for w in WorkloadKind::ALL {
         let roles = if w == WorkloadKind::Buffer {
             "acquirer, then `workers` workers; they take the `cores` in turn".to_string()
+        } else if w == WorkloadKind::Tasks {
+            "client, gateway, then the workers the gateway starts; they take the `cores` in turn"
+                .to_string()
         } else {
             format!("one core each, in order: {}", w.roles().join(", "))
         };
@@ -341,11 +345,30 @@ struct Prepared {
 }
 
 fn plan_run(spec: &RunSpec, dir: &Path, results: &Path) -> anyhow::Result<Prepared> {
+    if spec.workload == WorkloadKind::Tasks {
+        let (plan, endpoints) = tasks::plan(spec, dir)?;
+        return Ok(Prepared {
+            plan,
+            endpoints,
+            canvas: None,
+            pool: None,
+        });
+    }
     let mut opts = EndpointOptions {
         max_frame: spec.int("max_frame") as u32,
         ..Default::default()
     };
-    if spec.transport == TransportKind::Shm {
+    if spec.transport == TransportKind::Queue {
+        opts.over = spec
+            .text("over")
+            .parse()
+            .map_err(|e: String| anyhow::anyhow!(e))?;
+        opts.hwm = spec.int("hwm") as u32;
+        opts.policy = tasks::policy(spec);
+    }
+    let shm_based = spec.transport == TransportKind::Shm
+        || (spec.transport == TransportKind::Queue && opts.over == TransportKind::Shm);
+    if shm_based {
         let capacity = spec.int("shm_capacity") as usize;
         opts.shm_capacity = capacity as u32;
         opts.max_frame = opts
@@ -379,7 +402,9 @@ fn plan_run(spec: &RunSpec, dir: &Path, results: &Path) -> anyhow::Result<Prepar
     };
     let canvas_path = canvas.as_ref().map(|c| c.path().to_path_buf());
     let task = |first: bool| match spec.workload {
-        WorkloadKind::Buffer => unreachable!("planned by plan_buffer"),
+        WorkloadKind::Buffer | WorkloadKind::Tasks => {
+            unreachable!("planned by plan_buffer and tasks::plan")
+        }
         WorkloadKind::Vectors => RoleTask::Vectors {
             endpoint: endpoint.clone(),
             listen: first,
@@ -720,6 +745,13 @@ fn run_matrix(
         let mut outcome = outcome;
         if spec.workload == WorkloadKind::Vectors && outcome.status == Status::Ok {
             if let Some(why) = vectors::check(&figures.metrics) {
+                outcome.status = Status::Failed(why);
+            }
+        }
+        if spec.workload == WorkloadKind::Tasks && outcome.status == Status::Ok {
+            let (extra, why) = tasks::check(spec, &figures.metrics);
+            figures.metrics.extend(extra);
+            if let Some(why) = why {
                 outcome.status = Status::Failed(why);
             }
         }

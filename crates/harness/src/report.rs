@@ -209,6 +209,8 @@ pub fn figures(
                     f.ratio = Some(report.duration_ns as f64 / report.count as f64 / bound);
                 }
             }
+            // The bound on the makespan is the workload's own (`ideal_s`), not the machine's.
+            WorkloadKind::Tasks => {}
             WorkloadKind::Throughput => {
                 // One copy of the message at single-core memcpy speed (GB/s = bytes/ns).
                 let per_msg = spec.msg_bytes().unwrap_or(0) as f64 / floor.memcpy_gb_s;

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context};
 use ipcbench_transport::segment::Segment;
 use ipcbench_transport::{
-    baseline, Endpoint, Pipe, Shm, StreamRx, StreamTx, Tcp, Transport, TransportKind, Uds,
+    baseline, Endpoint, Pipe, Queue, Shm, StreamRx, StreamTx, Tcp, Transport, TransportKind, Uds,
 };
 use ipcbench_workloads::{
     buffer, latency, new_histogram, pingpong, throughput, vectors, Measurement,
@@ -78,29 +78,44 @@ fn wait_for_go(stdin: &mut impl BufRead) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Evaluates `$body` with the type `$t` standing for the transport of kind `$kind`: the
-/// one place a configured kind turns into code generic over [`Transport`].
+/// Evaluates `$body` with the type `$t` standing for the transport of the endpoint
+/// `$endpoint` (a `queue` endpoint: the queue over its transport): the one place a
+/// configured kind turns into code generic over [`Transport`].
 macro_rules! with_transport {
-    ($kind:expr, $t:ident => $body:expr) => {
-        match $kind {
-            TransportKind::Pipe => {
+    ($endpoint:expr, $t:ident => $body:expr) => {{
+        let ep: &Endpoint = $endpoint;
+        match (ep.kind(), ep.base_kind()) {
+            (TransportKind::Pipe, _) => {
                 type $t = Pipe;
                 $body
             }
-            TransportKind::Uds => {
+            (TransportKind::Uds, _) => {
                 type $t = Uds;
                 $body
             }
-            TransportKind::Tcp => {
+            (TransportKind::Tcp, _) => {
                 type $t = Tcp;
                 $body
             }
-            TransportKind::Shm => {
+            (TransportKind::Shm, _) => {
                 type $t = Shm;
                 $body
             }
+            (TransportKind::Queue, TransportKind::Uds) => {
+                type $t = Queue<Uds>;
+                $body
+            }
+            (TransportKind::Queue, TransportKind::Tcp) => {
+                type $t = Queue<Tcp>;
+                $body
+            }
+            (TransportKind::Queue, TransportKind::Shm) => {
+                type $t = Queue<Shm>;
+                $body
+            }
+            (TransportKind::Queue, other) => bail!("queue does not run over {other}"),
         }
-    };
+    }};
 }
 
 fn run(job: &RoleJob, stdin: &mut impl BufRead) -> anyhow::Result<RoleReport> {
@@ -129,7 +144,7 @@ fn run(job: &RoleJob, stdin: &mut impl BufRead) -> anyhow::Result<RoleReport> {
             let n = params.pixels()?;
             let seg = Segment::open_with(canvas, pingpong::canvas_bytes(n), true)?;
             let canvas = pingpong::Canvas::attach(seg.words32(), params)?;
-            with_transport!(endpoint.kind(), T => connected::<T>(
+            with_transport!(endpoint, T => connected::<T>(
                 job,
                 endpoint,
                 setup,
@@ -146,9 +161,9 @@ fn run(job: &RoleJob, stdin: &mut impl BufRead) -> anyhow::Result<RoleReport> {
         } => {
             let pool = ipcbench_transport::pool::Pool::open(pool)?;
             let bound = Duration::from_millis(*timeout_ms);
-            match endpoints.first().map(Endpoint::kind) {
+            match endpoints.first() {
                 None => buffer_pool_role(&pool, *worker, params, bound, stdin),
-                Some(kind) => with_transport!(kind, T => buffer_copy_role::<T>(
+                Some(ep) => with_transport!(ep, T => buffer_copy_role::<T>(
                     &pool, endpoints, *worker, params, setup, bound, stdin
                 )),
             }
@@ -159,7 +174,7 @@ fn run(job: &RoleJob, stdin: &mut impl BufRead) -> anyhow::Result<RoleReport> {
             params,
             out_dir,
             ..
-        } => with_transport!(endpoint.kind(), T => connected::<T>(
+        } => with_transport!(endpoint, T => connected::<T>(
             job,
             endpoint,
             setup,
@@ -171,14 +186,19 @@ fn run(job: &RoleJob, stdin: &mut impl BufRead) -> anyhow::Result<RoleReport> {
                 (TransportKind::Shm, false) if in_place(&job.task) => {
                     in_place_role(job, endpoint, setup, stdin)
                 }
-                (kind, false) => with_transport!(kind, T => framed_role::<T>(
+                (_, false) => with_transport!(endpoint, T => framed_role::<T>(
                     job, endpoint, setup, stdin
                 )),
                 (TransportKind::Pipe, true) => bare_role::<Pipe>(job, endpoint, setup, stdin),
                 (TransportKind::Uds, true) => bare_role::<Uds>(job, endpoint, setup, stdin),
                 (TransportKind::Tcp, true) => bare_role::<Tcp>(job, endpoint, setup, stdin),
-                (TransportKind::Shm, true) => bail!("shm has no bare baseline"),
+                (kind @ (TransportKind::Shm | TransportKind::Queue), true) => {
+                    bail!("{kind} has no bare baseline")
+                }
             }
+        }
+        RoleTask::Tasks { link, .. } => {
+            with_transport!(link, X => crate::tasks::role::<X>(job, setup, stdin))
         }
     }
 }
@@ -331,7 +351,9 @@ fn connected<T: Transport>(
         | RoleTask::Throughput { listen, .. }
         | RoleTask::Pingpong { listen, .. }
         | RoleTask::Vectors { listen, .. } => *listen,
-        RoleTask::Floor { .. } | RoleTask::Buffer { .. } => bail!("not a one-peer transport task"),
+        RoleTask::Floor { .. } | RoleTask::Buffer { .. } | RoleTask::Tasks { .. } => {
+            bail!("not a one-peer transport task")
+        }
     };
     let (mut tx, mut rx) = connect::<T>(endpoint, listen, setup)?;
     wait_for_go(stdin)?;
@@ -362,7 +384,8 @@ fn framed_role<T: Transport>(
             RoleTask::Floor { .. }
             | RoleTask::Pingpong { .. }
             | RoleTask::Vectors { .. }
-            | RoleTask::Buffer { .. } => {
+            | RoleTask::Buffer { .. }
+            | RoleTask::Tasks { .. } => {
                 bail!("not a latency or throughput task")
             }
         })
@@ -405,7 +428,8 @@ where
         RoleTask::Floor { .. }
         | RoleTask::Pingpong { .. }
         | RoleTask::Vectors { .. }
-        | RoleTask::Buffer { .. } => {
+        | RoleTask::Buffer { .. }
+        | RoleTask::Tasks { .. } => {
             bail!("not a latency or throughput task")
         }
     })

@@ -107,6 +107,27 @@ pub enum RoleTask {
         /// Bound on every wait, from the start barrier.
         timeout_ms: u64,
     },
+    /// `tasks`: the client, the gateway, or a worker the gateway started.
+    Tasks {
+        /// Which role.
+        role: TasksRole,
+        /// The client-gateway link (the client listens on it).
+        link: Endpoint,
+        /// Result slots, one per worker (the client listens on them; a worker gets its
+        /// own only).
+        results: Vec<Endpoint>,
+        /// Task slots, one per worker (the gateway listens on them; a worker gets its
+        /// own only).
+        tasks: Vec<Endpoint>,
+        /// Cores the workers take in turn (the gateway's list).
+        worker_cores: Vec<usize>,
+        /// The client's lines (client) or the table (gateway), as file text.
+        data: String,
+        /// The data's file name, for messages.
+        data_name: String,
+        /// Batching, workers, kind, queue policy, faults.
+        params: ipcbench_workloads::tasks::TasksParams,
+    },
     /// The hardware floor: a cache-line ping-pong over a shared segment.
     Floor {
         /// The segment the parent created.
@@ -117,6 +138,21 @@ pub enum RoleTask {
         iterations: u64,
         /// Both roles on one core: yield at every miss.
         same_core: bool,
+    },
+}
+
+/// Which `tasks` role a process plays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TasksRole {
+    /// Pushes batches, pulls results.
+    Client,
+    /// Looks lines up, starts workers, hands out batches.
+    Gateway,
+    /// Runs batches; started by the gateway on slot `slot`.
+    Worker {
+        /// Its slot (and worker id).
+        slot: u32,
     },
 }
 
@@ -135,6 +171,20 @@ impl RoleTask {
             }
             return;
         }
+        if let RoleTask::Tasks {
+            role: TasksRole::Gateway,
+            link,
+            results,
+            ..
+        } = self
+        {
+            // The client listened on the link and on every result slot.
+            if let Some((first, rest)) = resolved.split_first() {
+                *link = first.clone();
+                *results = rest.to_vec();
+            }
+            return;
+        }
         if let (Some(slot), Some(ep)) = (self.endpoint_mut(), resolved.first()) {
             *slot = ep.clone();
         }
@@ -147,7 +197,7 @@ impl RoleTask {
             | RoleTask::Throughput { endpoint, .. }
             | RoleTask::Pingpong { endpoint, .. }
             | RoleTask::Vectors { endpoint, .. } => Some(endpoint),
-            RoleTask::Floor { .. } | RoleTask::Buffer { .. } => None,
+            RoleTask::Floor { .. } | RoleTask::Buffer { .. } | RoleTask::Tasks { .. } => None,
         }
     }
 }

@@ -25,15 +25,18 @@ pub enum TransportKind {
     Tcp,
     /// Two SPSC rings in one shared segment.
     Shm,
+    /// ZeroMQ-like PUSH/PULL over one of the others.
+    Queue,
 }
 
 impl TransportKind {
     /// Every kind, in the order `harness list` shows them.
-    pub const ALL: [TransportKind; 4] = [
+    pub const ALL: [TransportKind; 5] = [
         TransportKind::Pipe,
         TransportKind::Uds,
         TransportKind::Tcp,
         TransportKind::Shm,
+        TransportKind::Queue,
     ];
 
     /// The name used in configs and CSV files.
@@ -43,6 +46,7 @@ impl TransportKind {
             TransportKind::Uds => "uds",
             TransportKind::Tcp => "tcp",
             TransportKind::Shm => "shm",
+            TransportKind::Queue => "queue",
         }
     }
 
@@ -57,6 +61,9 @@ impl TransportKind {
                 "TCP over loopback, TCP_NODELAY, OS-chosen port, u32 length prefix"
             }
             TransportKind::Shm => "two lock-free SPSC rings in one shared segment under /dev/shm",
+            TransportKind::Queue => {
+                "ZeroMQ-like PUSH/PULL over `over` (uds, tcp or shm): asynchronous sends with a high-water mark, block or drop after retries"
+            }
         }
     }
 }
@@ -117,6 +124,12 @@ pub struct EndpointOptions {
     pub wait: WaitStrategy,
     /// With [`WaitStrategy::Block`]: how long to spin before sleeping, microseconds.
     pub spin_us: u32,
+    /// What a `queue` endpoint runs over.
+    pub over: TransportKind,
+    /// A `queue` sender's high-water mark, frames.
+    pub hwm: u32,
+    /// What a `queue` sender does when its queue is full.
+    pub policy: crate::queue::FullPolicy,
 }
 
 impl Default for EndpointOptions {
@@ -127,6 +140,9 @@ impl Default for EndpointOptions {
             shm_capacity: 64 << 20,
             wait: WaitStrategy::Spin,
             spin_us: 50,
+            over: TransportKind::Uds,
+            hwm: 1000,
+            policy: crate::queue::FullPolicy::default(),
         }
     }
 }
@@ -172,6 +188,15 @@ pub enum Endpoint {
         #[serde(default)]
         spin_us: u32,
     },
+    /// `queue` over another transport's endpoint.
+    Queue {
+        /// The endpoint it runs over.
+        over: Box<Endpoint>,
+        /// The sender's high-water mark, frames.
+        hwm: u32,
+        /// What a sender does when its queue is full.
+        policy: crate::queue::FullPolicy,
+    },
 }
 
 impl Endpoint {
@@ -212,14 +237,30 @@ impl Endpoint {
                 max_frame,
             },
             TransportKind::Shm => crate::shm::prepare(opts)?,
+            TransportKind::Queue => {
+                if opts.over == TransportKind::Queue {
+                    return Err(SetupError::Invalid(
+                        "a queue cannot run over a queue".into(),
+                    ));
+                }
+                Endpoint::Queue {
+                    over: Box::new(Endpoint::prepare(opts.over, dir, opts)?),
+                    hwm: opts.hwm,
+                    policy: opts.policy,
+                }
+            }
         })
     }
 
     /// Removes what [`Endpoint::prepare`] made outside the caller's directory (the
     /// `shm` segment under /dev/shm). Call it when the run ends, also when it failed.
     pub fn cleanup(&self) {
-        if let Endpoint::Shm { path, .. } = self {
-            let _ = std::fs::remove_file(path);
+        match self {
+            Endpoint::Shm { path, .. } => {
+                let _ = std::fs::remove_file(path);
+            }
+            Endpoint::Queue { over, .. } => over.cleanup(),
+            _ => {}
         }
     }
 
@@ -230,6 +271,15 @@ impl Endpoint {
             Endpoint::Uds { .. } => TransportKind::Uds,
             Endpoint::Tcp { .. } => TransportKind::Tcp,
             Endpoint::Shm { .. } => TransportKind::Shm,
+            Endpoint::Queue { .. } => TransportKind::Queue,
+        }
+    }
+
+    /// The transport under a `queue` endpoint; this endpoint's own kind otherwise.
+    pub fn base_kind(&self) -> TransportKind {
+        match self {
+            Endpoint::Queue { over, .. } => over.base_kind(),
+            other => other.kind(),
         }
     }
 
@@ -240,6 +290,7 @@ impl Endpoint {
             | Endpoint::Uds { max_frame, .. }
             | Endpoint::Tcp { max_frame, .. }
             | Endpoint::Shm { max_frame, .. } => *max_frame as usize,
+            Endpoint::Queue { over, .. } => over.max_frame(),
         }
     }
 }
@@ -255,6 +306,7 @@ impl fmt::Display for Endpoint {
             Endpoint::Shm { path, wait, .. } => {
                 write!(f, "shm {} ({})", path.display(), wait.name())
             }
+            Endpoint::Queue { over, hwm, .. } => write!(f, "queue (hwm {hwm}) over {over}"),
         }
     }
 }

@@ -39,6 +39,13 @@ pub enum SendError {
     /// The shared state the frame would go into is corrupt.
     #[error("corrupt transport: {0}")]
     Corrupt(Corruption),
+    /// A `queue` send queue stayed full for the whole of its policy's patience: the frame
+    /// was given up, and counted.
+    #[error("the send queue stayed full; frame dropped ({dropped} so far)")]
+    Dropped {
+        /// Frames given up so far, this one included.
+        dropped: u64,
+    },
     /// Any other system error.
     #[error("send failed: {0}")]
     Io(Errno),

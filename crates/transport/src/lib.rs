@@ -48,6 +48,7 @@ pub use endpoint::{Endpoint, EndpointOptions, TransportKind, WaitStrategy, DEFAU
 pub use error::{
     Corruption, RecvError, RecvTimeoutError, SendError, SetupError, TryRecvError, TrySendError,
 };
+pub use queue::{Queue, QueueTx};
 pub use shm::{shm_max_frame, SegmentRegion, Shm, ShmFrame, ShmListener, ShmLoan, ShmRx, ShmTx};
 pub use stream::{Pipe, StreamRx, StreamTx, Tcp, Uds};
 
@@ -133,6 +134,11 @@ pub trait Transport {
     /// A bound, not yet connected, listening side.
     type Listener: Send;
 
+    /// Creates what an endpoint of this kind needs inside `dir` (see
+    /// [`Endpoint::prepare`]).
+    fn prepare(dir: &std::path::Path, opts: &EndpointOptions) -> Result<Endpoint, SetupError> {
+        Endpoint::prepare(Self::KIND, dir, opts)
+    }
     /// Binds or opens the listening side of `endpoint`.
     fn listen(endpoint: &Endpoint) -> Result<Self::Listener, SetupError>;
     /// The endpoint the connecting side must use (a TCP port the OS chose, for example).

@@ -206,6 +206,50 @@ impl Outbox {
         self.not_empty.notify_one();
     }
 
+    /// Queues a copy of `frame` if there is room now; `false` if the queue is full (or
+    /// closed).
+    pub fn try_push(&self, frame: &[u8]) -> bool {
+        let mut st = self.lock();
+        if st.closed || st.frames.len() >= self.hwm {
+            return false;
+        }
+        let mut buf = st.spare.pop().unwrap_or_default();
+        buf.clear();
+        buf.extend_from_slice(frame);
+        st.frames.push_back(buf);
+        st.counts.accepted += 1;
+        drop(st);
+        self.not_empty.notify_one();
+        true
+    }
+
+    /// Waits at most `timeout` until a frame is queued (or the outbox is closed); `true`
+    /// if one is.
+    pub fn wait_frame(&self, timeout: Duration) -> bool {
+        let mut end: Option<Instant> = None;
+        let mut st = self.lock();
+        loop {
+            if !st.frames.is_empty() {
+                return true;
+            }
+            let end = *end.get_or_insert_with(|| Instant::now() + timeout);
+            let left = end.saturating_duration_since(Instant::now());
+            if st.closed || left.is_zero() {
+                return false;
+            }
+            st = self
+                .not_empty
+                .wait_timeout(st, left)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|p| p.into_inner().0);
+        }
+    }
+
+    /// Whether nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.lock().frames.is_empty()
+    }
+
     /// Closes the outbox: pushes fail with `Closed`, waiters wake; queued frames can still
     /// be taken.
     pub fn close(&self) {
@@ -701,7 +745,11 @@ impl<T: Tx, R: Rx> Drain<'_, T, R> {
                 }
                 Command::Gone(id) => {
                     if let Some(i) = self.peers.iter().position(|p| p.id == id) {
-                        self.remove(i);
+                        // What it said before it went (its last acknowledgement, say)
+                        // still counts.
+                        if self.collect_one(i) {
+                            self.remove(i);
+                        }
                     }
                 }
             }
@@ -732,44 +780,42 @@ impl<T: Tx, R: Rx> Drain<'_, T, R> {
     /// Reads every control frame waiting on every peer; a peer whose connection ended or
     /// that sent something else is removed.
     fn collect(&mut self) {
-        let mut probe = [0u8; MAX_CONTROL];
         let mut i = 0;
         while i < self.peers.len() {
-            let mut broken = false;
-            loop {
-                let p = &mut self.peers[i];
-                match p.rx.try_recv(&mut probe) {
-                    Ok(n) => {
-                        for &b in &probe[..n] {
-                            match b {
-                                CREDIT => p.credit = p.credit.saturating_add(1),
-                                ACK if self.opts.reliable => {
-                                    if p.owed.pop_front().is_some() {
-                                        self.shared.owed.fetch_sub(1, Ordering::Relaxed);
-                                    }
-                                }
-                                ACK => {}
-                                _ => broken = true,
-                            }
-                        }
-                        if n == 0 {
-                            broken = true;
-                        }
-                    }
-                    Err(TryRecvError::Empty) => break,
-                    Err(_) => broken = true,
-                }
-                if broken {
-                    break;
-                }
-            }
-            if broken {
+            if self.collect_one(i) {
                 self.remove(i);
             } else {
                 i += 1;
             }
         }
         self.update_free();
+    }
+
+    /// Reads the control frames waiting on peer `i`; `true` if it is broken or gone.
+    fn collect_one(&mut self, i: usize) -> bool {
+        let mut probe = [0u8; MAX_CONTROL];
+        let p = &mut self.peers[i];
+        loop {
+            match p.rx.try_recv(&mut probe) {
+                Ok(0) => return true,
+                Ok(n) => {
+                    for &b in &probe[..n] {
+                        match b {
+                            CREDIT => p.credit = p.credit.saturating_add(1),
+                            ACK if self.opts.reliable => {
+                                if p.owed.pop_front().is_some() {
+                                    self.shared.owed.fetch_sub(1, Ordering::Relaxed);
+                                }
+                            }
+                            ACK => {}
+                            _ => return true,
+                        }
+                    }
+                }
+                Err(TryRecvError::Empty) => return false,
+                Err(_) => return true,
+            }
+        }
     }
 
     /// Sends `frame` to the first free peer after the last one served; gives the frame
@@ -1042,5 +1088,301 @@ impl<X: crate::Transport> Acceptor<X> {
             }
         }
         Ok(out)
+    }
+}
+
+// ---- the point-to-point form: a Transport -----------------------------------------------
+
+/// The sending half of the point-to-point `queue`: one PUSH to one PULL over an underlying
+/// transport's half `T`. `send` hands the frame straight to the transport when nothing is
+/// queued and the transport can take it at once (the fast path: no thread hop, no copy
+/// into the queue); otherwise the frame is queued (up to the high-water mark, then the
+/// policy applies) and a drain thread sends it, in order. Flow control is the underlying
+/// transport's (a full socket buffer or ring), so no credits travel back: the receiving
+/// half is the underlying transport's own.
+pub struct QueueTx<T: Tx + Send + 'static> {
+    shared: Arc<QueueShared<T>>,
+    drain: Option<std::thread::JoinHandle<()>>,
+    max_frame: usize,
+}
+
+struct QueueShared<T> {
+    /// The underlying half; the drain holds it while it sends one queued frame, so the
+    /// fast path never overtakes a queued frame.
+    tx: Mutex<T>,
+    outbox: Outbox,
+    /// Why the drain stopped (the peer left, say): every later send reports it.
+    failed: Mutex<Option<crate::SendError>>,
+    /// Frames the drain could not send after a failure.
+    undeliverable: AtomicU64,
+}
+
+impl<T: Tx + Send + 'static> std::fmt::Debug for QueueTx<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueueTx")
+            .field("counts", &self.shared.outbox.counts())
+            .finish()
+    }
+}
+
+impl<T: Tx + Send + 'static> QueueTx<T> {
+    /// Wraps `tx` with a queue of `hwm` frames and `policy`.
+    pub fn new(tx: T, hwm: usize, policy: FullPolicy) -> QueueTx<T> {
+        let max_frame = tx.max_frame_len();
+        let shared = Arc::new(QueueShared {
+            tx: Mutex::new(tx),
+            outbox: Outbox::new(hwm, policy),
+            failed: Mutex::new(None),
+            undeliverable: AtomicU64::new(0),
+        });
+        let s = shared.clone();
+        let drain = std::thread::spawn(move || s.drain());
+        QueueTx {
+            shared,
+            drain: Some(drain),
+            max_frame,
+        }
+    }
+
+    /// The outbox's counts and the frames lost after the transport failed.
+    pub fn counts(&self) -> (OutboxCounts, u64) {
+        (
+            self.shared.outbox.counts(),
+            self.shared.undeliverable.load(Ordering::Relaxed),
+        )
+    }
+
+    /// The underlying half, locked (for diagnostics and tests).
+    pub fn inner(&self) -> MutexGuard<'_, T> {
+        self.shared.lock_tx()
+    }
+
+    fn failure(&self) -> Option<crate::SendError> {
+        *self.shared.failed.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The fast path: `Some` if the frame went straight out (or the transport failed).
+    fn direct(&self, frame: &[u8]) -> Option<Result<(), crate::SendError>> {
+        let mut tx = self.shared.tx.try_lock().ok()?;
+        if !self.shared.outbox.is_empty() {
+            return None;
+        }
+        match tx.try_send(frame) {
+            Ok(()) => Some(Ok(())),
+            Err(crate::TrySendError::Full) => None,
+            Err(crate::TrySendError::Send(e)) => Some(Err(e)),
+        }
+    }
+
+    fn check(&self, frame: &[u8]) -> Result<(), crate::SendError> {
+        if frame.len() > self.max_frame {
+            return Err(crate::SendError::FrameTooLarge {
+                len: frame.len(),
+                max: self.max_frame,
+            });
+        }
+        match self.failure() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+impl<T: Tx + Send + 'static> QueueShared<T> {
+    fn lock_tx(&self) -> MutexGuard<'_, T> {
+        self.tx.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn drain(&self) {
+        let mut frame = Vec::new();
+        loop {
+            if !self.outbox.wait_frame(Duration::from_millis(100)) {
+                if self.outbox.lock().closed {
+                    return;
+                }
+                continue;
+            }
+            let mut tx = self.lock_tx();
+            if !self.outbox.take(&mut frame, Duration::ZERO) {
+                continue;
+            }
+            if let Err(e) = tx.send(&frame) {
+                // Nothing more can go out: say why at the next send, count what is lost.
+                *self.failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                self.outbox.close();
+                let mut lost = 1;
+                while self.outbox.take(&mut frame, Duration::ZERO) {
+                    lost += 1;
+                }
+                self.undeliverable.fetch_add(lost, Ordering::Relaxed);
+                return;
+            }
+        }
+    }
+}
+
+fn outbox_error(e: OutboxError, failed: Option<crate::SendError>) -> crate::SendError {
+    match e {
+        OutboxError::Dropped { dropped } => crate::SendError::Dropped { dropped },
+        OutboxError::Closed => failed.unwrap_or(crate::SendError::Disconnected),
+    }
+}
+
+impl<T: Tx + Send + 'static> Tx for QueueTx<T> {
+    fn send(&mut self, frame: &[u8]) -> Result<(), crate::SendError> {
+        self.check(frame)?;
+        if let Some(r) = self.direct(frame) {
+            return r;
+        }
+        self.shared
+            .outbox
+            .push(frame)
+            .map_err(|e| outbox_error(e, self.failure()))
+    }
+
+    fn try_send(&mut self, frame: &[u8]) -> Result<(), crate::TrySendError> {
+        self.check(frame)?;
+        if let Some(r) = self.direct(frame) {
+            return r.map_err(crate::TrySendError::Send);
+        }
+        if self.shared.outbox.try_push(frame) {
+            Ok(())
+        } else if let Some(e) = self.failure() {
+            Err(crate::TrySendError::Send(e))
+        } else {
+            Err(crate::TrySendError::Full)
+        }
+    }
+
+    fn flush(&mut self) -> Result<(), crate::SendError> {
+        let mut pause = Duration::from_micros(2);
+        loop {
+            self.check(&[])?;
+            {
+                let mut tx = self.shared.lock_tx();
+                // With the half locked the drain holds no frame: empty means all sent.
+                if self.shared.outbox.is_empty() {
+                    return tx.flush();
+                }
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(1));
+        }
+    }
+
+    fn max_frame_len(&self) -> usize {
+        self.max_frame
+    }
+}
+
+impl<T: Tx + Send + 'static> Drop for QueueTx<T> {
+    fn drop(&mut self) {
+        // Queued frames still go out (ZeroMQ's linger), for a bounded time: a peer that
+        // stopped reading cannot hold the process; the drain thread is then left behind.
+        self.shared.outbox.close();
+        if let Some(d) = self.drain.take() {
+            let end = Instant::now() + Duration::from_secs(5);
+            while !d.is_finished() && Instant::now() < end {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            if d.is_finished() {
+                let _ = d.join();
+            }
+        }
+    }
+}
+
+/// The point-to-point `queue` transport over the transport `X`: [`QueueTx`] to `X`'s
+/// receiving half. Its endpoint wraps `X`'s ([`crate::Endpoint::Queue`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Queue<X>(std::marker::PhantomData<X>);
+
+/// A `queue` endpoint's parts: the underlying endpoint, the high-water mark and policy.
+fn queue_parts(
+    endpoint: &crate::Endpoint,
+) -> Result<(&crate::Endpoint, usize, FullPolicy), SetupError> {
+    match endpoint {
+        crate::Endpoint::Queue { over, hwm, policy } => Ok((over, *hwm as usize, *policy)),
+        other => Err(SetupError::WrongKind {
+            expected: crate::TransportKind::Queue,
+            found: other.kind(),
+        }),
+    }
+}
+
+/// A listening `queue` endpoint.
+#[derive(Debug)]
+pub struct QueueListener<L> {
+    inner: L,
+    endpoint: crate::Endpoint,
+}
+
+impl<X: crate::Transport> crate::Transport for Queue<X>
+where
+    X::Listener: std::fmt::Debug,
+{
+    const KIND: crate::TransportKind = crate::TransportKind::Queue;
+    type Tx = QueueTx<X::Tx>;
+    type Rx = X::Rx;
+    type Listener = QueueListener<X::Listener>;
+
+    fn prepare(
+        dir: &std::path::Path,
+        opts: &crate::EndpointOptions,
+    ) -> Result<crate::Endpoint, SetupError> {
+        Ok(crate::Endpoint::Queue {
+            over: Box::new(X::prepare(dir, opts)?),
+            hwm: opts.hwm,
+            policy: opts.policy,
+        })
+    }
+
+    fn listen(endpoint: &crate::Endpoint) -> Result<Self::Listener, SetupError> {
+        let (over, _, _) = queue_parts(endpoint)?;
+        Ok(QueueListener {
+            inner: X::listen(over)?,
+            endpoint: endpoint.clone(),
+        })
+    }
+
+    fn resolved(listener: &Self::Listener) -> crate::Endpoint {
+        match &listener.endpoint {
+            crate::Endpoint::Queue { hwm, policy, .. } => crate::Endpoint::Queue {
+                over: Box::new(X::resolved(&listener.inner)),
+                hwm: *hwm,
+                policy: *policy,
+            },
+            other => other.clone(),
+        }
+    }
+
+    fn accept(
+        listener: Self::Listener,
+        timeout: Duration,
+    ) -> Result<(Self::Tx, Self::Rx), SetupError> {
+        let (_, hwm, policy) = queue_parts(&listener.endpoint)?;
+        let (tx, rx) = X::accept(listener.inner, timeout)?;
+        Ok((QueueTx::new(tx, hwm, policy), rx))
+    }
+
+    fn try_accept(
+        listener: Self::Listener,
+        timeout: Duration,
+    ) -> Result<Result<(Self::Tx, Self::Rx), Self::Listener>, SetupError> {
+        let (_, hwm, policy) = queue_parts(&listener.endpoint)?;
+        let endpoint = listener.endpoint;
+        Ok(match X::try_accept(listener.inner, timeout)? {
+            Ok((tx, rx)) => Ok((QueueTx::new(tx, hwm, policy), rx)),
+            Err(inner) => Err(QueueListener { inner, endpoint }),
+        })
+    }
+
+    fn connect(
+        endpoint: &crate::Endpoint,
+        timeout: Duration,
+    ) -> Result<(Self::Tx, Self::Rx), SetupError> {
+        let (over, hwm, policy) = queue_parts(endpoint)?;
+        let (tx, rx) = X::connect(over, timeout)?;
+        Ok((QueueTx::new(tx, hwm, policy), rx))
     }
 }

@@ -13,9 +13,9 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use ipcbench_transport::{
-    Corruption, Endpoint, EndpointOptions, LoanRx, LoanTx, Pipe, RecvError, RecvTimeoutError, Rx,
-    SendError, Shm, Tcp, Transport, TransportKind, TryRecvError, TrySendError, Tx, TxLoan, Uds,
-    WaitStrategy,
+    Corruption, Endpoint, EndpointOptions, LoanRx, LoanTx, Pipe, Queue, QueueTx, RecvError,
+    RecvTimeoutError, Rx, SendError, Shm, Tcp, Transport, TransportKind, TryRecvError,
+    TrySendError, Tx, TxLoan, Uds, WaitStrategy,
 };
 
 const ENV_CASE: &str = "IPCBENCH_CONFORMANCE_CASE";
@@ -460,9 +460,14 @@ fn run_case_with<T: Transport>(
         max_frame: MAX,
         shm_capacity: 4 * MAX,
         wait,
+        // A queue holds up to 64 frames of its own besides the transport's buffer.
+        hwm: 64,
+        // Wait for room as long as the peer is there (the default retry policy sleeps a
+        // whole second whenever the queue is full, as the original did).
+        policy: ipcbench_transport::queue::FullPolicy::Block { timeout: SETUP },
         ..Default::default()
     };
-    let spec = Endpoint::prepare(T::KIND, dir.path(), &opts).unwrap();
+    let spec = T::prepare(dir.path(), &opts).unwrap();
     let _cleanup = Cleanup(spec.clone());
     let listener = T::listen(&spec).unwrap();
     let resolved = serde_json::to_string(&T::resolved(&listener)).unwrap();
@@ -560,6 +565,16 @@ impl Garbage for ipcbench_transport::ShmTx {
     }
 }
 
+impl<T: Tx + Garbage + Send + 'static> Garbage for QueueTx<T> {
+    fn garbage_writer(&self, endpoint: &Endpoint) -> Box<dyn Fn()> {
+        let inner = match endpoint {
+            Endpoint::Queue { over, .. } => over,
+            other => other,
+        };
+        self.inner().garbage_writer(inner)
+    }
+}
+
 /// Stream transports tell how much they have read ahead of the caller.
 trait StreamBuffered {
     fn stream_buffered(&self) -> Option<usize>;
@@ -596,6 +611,12 @@ fn peer_entry() {
             peer_loan_case(&case, &mut tx, &mut rx);
         }
         TransportKind::Shm => run_peer::<Shm>(&case, &endpoint, &dir),
+        TransportKind::Queue => match endpoint.base_kind() {
+            TransportKind::Uds => run_peer::<Queue<Uds>>(&case, &endpoint, &dir),
+            TransportKind::Tcp => run_peer::<Queue<Tcp>>(&case, &endpoint, &dir),
+            TransportKind::Shm => run_peer::<Queue<Shm>>(&case, &endpoint, &dir),
+            other => panic!("no conformance peer for queue over {other}"),
+        },
     }
 }
 
@@ -646,6 +667,22 @@ conformance!(tcp, ipcbench_transport::Tcp, Spin);
 conformance!(shm_spin, ipcbench_transport::Shm, Spin);
 conformance!(shm_yield, ipcbench_transport::Shm, Yield);
 conformance!(shm_block, ipcbench_transport::Shm, Block);
+// The point-to-point queue: one PUSH to one PULL over each transport it runs on.
+conformance!(
+    queue_uds,
+    ipcbench_transport::Queue<ipcbench_transport::Uds>,
+    Spin
+);
+conformance!(
+    queue_tcp,
+    ipcbench_transport::Queue<ipcbench_transport::Tcp>,
+    Spin
+);
+conformance!(
+    queue_shm,
+    ipcbench_transport::Queue<ipcbench_transport::Shm>,
+    Block
+);
 
 macro_rules! loans {
     ($module:ident, $wait:ident) => {

@@ -372,12 +372,13 @@ pub fn gateway<X: Transport>(
             }
         }
         // One more worker whenever batches wait for more workers than are starting or free.
-        let starting = live.iter().filter(|s| !connected.contains_key(s)).count() as u64;
-        if !job_done
+        let mut starting = live.iter().filter(|s| !connected.contains_key(s)).count() as u64;
+        while !job_done
             && push.backlog() > starting + push.free_peers()
             && live.len() < p.max_workers as usize
             && next_slot < workers.slots()
         {
+            starting += 1;
             workers.start(next_slot)?;
             live.insert(next_slot);
             next_slot += 1;

@@ -1,0 +1,480 @@
+//! The `tasks` workload in the harness: its data (the shipped files, files named in the
+//! config, or generated), its plan (a client-gateway link and, per worker slot, a task
+//! endpoint and a result endpoint, all prepared here so that every file is removed when
+//! the run ends), its roles, and the check of what they report.
+//!
+//! The gateway starts each worker as a process of this same binary (`__role`, its job on
+//! stdin, then `go`) in the gateway's process group: the runner's kill of the gateway's
+//! group takes the workers with it, and a worker dies with its gateway
+//! (`PR_SET_PDEATHSIG`).
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, Write};
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::Context;
+use ipcbench_transport::queue::{Acceptor, FullPolicy};
+use ipcbench_transport::{Endpoint, EndpointOptions, Transport, TransportKind, WaitStrategy};
+use ipcbench_workloads::tasks::{self, TasksParams, WorkerExit, Workers};
+use ipcbench_workloads::tasks_data::{self, Answer, ClientLine, Command as Cmd};
+use ipcbench_workloads::tasks_exec::TaskKind;
+use ipcbench_workloads::WorkloadError;
+
+use crate::config::RunSpec;
+use crate::runner::{RolePlan, RunPlan};
+use crate::wire::{RoleEvent, RoleJob, RoleReport, RoleTask, TasksRole, GO};
+
+/// The original's client file, built in (`client_file = ""`).
+pub const CLIENT_512: &str = include_str!("../../../bench-configs/data/client_512.txt");
+/// The original's gateway file, built in (`server_file = ""`).
+pub const SERVER_512: &str = include_str!("../../../bench-configs/data/server_512.txt");
+
+/// A run's data: the two files' text and names.
+#[derive(Debug, Clone)]
+pub struct Data {
+    /// `ip:command` lines.
+    pub client: String,
+    /// Its name in messages.
+    pub client_name: String,
+    /// `ip:command:response:wait_s` lines.
+    pub server: String,
+    /// Its name in messages.
+    pub server_name: String,
+}
+
+impl Data {
+    /// The parsed lines and table; an error names the file and line.
+    #[allow(clippy::type_complexity)]
+    pub fn parse(
+        &self,
+    ) -> Result<(Vec<ClientLine>, HashMap<(Ipv4Addr, Cmd), Answer>), tasks_data::DataError> {
+        Ok((
+            tasks_data::parse_client(&self.client_name, &self.client)?,
+            tasks_data::parse_server(&self.server_name, &self.server)?,
+        ))
+    }
+}
+
+/// The data a run uses: generated, read from the configured files, or the shipped files.
+/// `Err` is a message naming the key (and, for a bad line, the file and line).
+pub fn data(spec: &RunSpec) -> Result<Data, (String, &'static str)> {
+    let n = spec.int("generate");
+    if n > 0 {
+        let (low, high) = (spec.float("gen_low_s"), spec.float("gen_high_s"));
+        if high < low {
+            return Err((
+                format!("gen_high_s {high} is below gen_low_s {low}"),
+                "gen_high_s",
+            ));
+        }
+        let g = tasks_data::generate(n as usize, low, high, spec.int("seed") as u64);
+        return Ok(Data {
+            client: g.client,
+            client_name: format!("generated client lines (seed {})", spec.int("seed")),
+            server: g.server,
+            server_name: format!("generated gateway lines (seed {})", spec.int("seed")),
+        });
+    }
+    let read = |key: &'static str, builtin: &str, name: &str| {
+        let path = spec.text(key);
+        if path.is_empty() {
+            return Ok((builtin.to_string(), name.to_string()));
+        }
+        std::fs::read_to_string(path)
+            .map(|t| (t, path.to_string()))
+            .map_err(|e| (format!("cannot read {path}: {e}"), key))
+    };
+    let (client, client_name) = read("client_file", CLIENT_512, "client_512.txt (built in)")?;
+    let (server, server_name) = read("server_file", SERVER_512, "server_512.txt (built in)")?;
+    let d = Data {
+        client,
+        client_name,
+        server,
+        server_name,
+    };
+    match d.parse() {
+        Ok(_) => Ok(d),
+        Err(e) => {
+            let key = if e.file == d.client_name {
+                "client_file"
+            } else {
+                "server_file"
+            };
+            Err((e.to_string(), key))
+        }
+    }
+}
+
+/// The roles' parameters for `spec`.
+pub fn params(spec: &RunSpec) -> TasksParams {
+    let kind = match spec.text("kind") {
+        "cpu" => TaskKind::Cpu {
+            iterations: spec.int("iterations") as u64,
+        },
+        "cpu_ms" => TaskKind::CpuMs {
+            ms: spec.float("cpu_ms"),
+        },
+        _ => TaskKind::Io,
+    };
+    TasksParams {
+        batch: spec.int("batch") as u32,
+        max_workers: spec.int("max_workers") as u32,
+        threads: spec.flag("threads"),
+        kind,
+        wait_s: spec.float("wait_s"),
+        hwm: spec.int("hwm") as u32,
+        policy: policy(spec),
+        kill_worker_after: spec.int("kill_worker_after") as u32,
+        idle_timeout_s: spec.float("idle_timeout_s"),
+        timeout_ms: spec.timeout.as_millis() as u64,
+    }
+}
+
+/// The queue's full policy for `spec` (`block` waits as long as the run may last).
+pub fn policy(spec: &RunSpec) -> FullPolicy {
+    match spec.text("policy") {
+        "block" => FullPolicy::Block {
+            timeout: spec.timeout,
+        },
+        _ => FullPolicy::Retry {
+            interval: Duration::from_secs_f64(spec.float("retry_interval_s")),
+            retries: spec.int("retries") as u32,
+        },
+    }
+}
+
+/// The makespan's bound for `spec`, `None` for the cpu kinds (their time is what is
+/// measured, not given).
+pub fn ideal_s(spec: &RunSpec, d: &Data) -> Option<f64> {
+    let p = params(spec);
+    if p.kind != TaskKind::Io {
+        return None;
+    }
+    let (lines, table) = d.parse().ok()?;
+    let waits: Vec<f64> = lines
+        .iter()
+        .filter_map(|l| table.get(&(l.ip, l.command)))
+        .map(|a| if p.wait_s > 0.0 { p.wait_s } else { a.wait_s })
+        .collect();
+    Some(tasks::ideal_s(
+        &waits,
+        p.batch as usize,
+        p.max_workers as usize,
+        p.threads,
+    ))
+}
+
+/// The sum of responses the client must see: each of its lines the table knows.
+pub fn expected_sum(d: &Data) -> Option<i64> {
+    let (lines, table) = d.parse().ok()?;
+    Some(
+        lines
+            .iter()
+            .filter_map(|l| table.get(&(l.ip, l.command)))
+            .map(|a| a.response)
+            .sum(),
+    )
+}
+
+/// Worker slots: the most workers at once, and as many again for replacements (a worker
+/// killed or reaped frees no slot; past the last one the gateway makes do with those it
+/// has).
+pub fn slots(p: &TasksParams) -> usize {
+    2 * p.max_workers.max(1) as usize
+}
+
+/// The plan of a tasks run: the endpoints (the link, then result slots, then task slots)
+/// and the two roles the runner starts.
+pub fn plan(spec: &RunSpec, dir: &Path) -> anyhow::Result<(RunPlan, Vec<Endpoint>)> {
+    let d = data(spec).map_err(|(m, k)| anyhow::anyhow!("{k}: {m}"))?;
+    let p = params(spec);
+    let over: TransportKind = spec
+        .text("over")
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!(e))?;
+    // Frames are batches: 16 bytes a command, a little header.
+    let frame = 64 + 16 * p.batch as usize;
+    let opts = EndpointOptions {
+        max_frame: frame.max(4096) as u32,
+        shm_capacity: (4 * frame).next_power_of_two().max(64 << 10) as u32,
+        wait: WaitStrategy::Block,
+        spin_us: spec.int("spin_us") as u32,
+        ..Default::default()
+    };
+    let prepare = |name: String| -> anyhow::Result<Endpoint> {
+        let sub = dir.join(name);
+        std::fs::create_dir(&sub).with_context(|| format!("creating {}", sub.display()))?;
+        Ok(Endpoint::prepare(over, &sub, &opts)?)
+    };
+    let n = slots(&p);
+    let link = prepare("link".into())?;
+    let results = (0..n)
+        .map(|k| prepare(format!("r{k}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let tasks_eps = (0..n)
+        .map(|k| prepare(format!("t{k}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let cores = spec.role_cores();
+    let task = |role: TasksRole, data: &str, name: &str| RoleTask::Tasks {
+        role,
+        link: link.clone(),
+        results: results.clone(),
+        tasks: tasks_eps.clone(),
+        worker_cores: cores.iter().skip(2).copied().collect(),
+        data: data.to_string(),
+        data_name: name.to_string(),
+        params: p,
+    };
+    let roles = vec![
+        RolePlan {
+            name: "client".into(),
+            core: cores.first().copied(),
+            task: task(TasksRole::Client, &d.client, &d.client_name),
+        },
+        RolePlan {
+            name: "gateway".into(),
+            core: cores.get(1).copied(),
+            task: task(TasksRole::Gateway, &d.server, &d.server_name),
+        },
+    ];
+    let endpoints = std::iter::once(link.clone())
+        .chain(results.iter().cloned())
+        .chain(tasks_eps.iter().cloned())
+        .collect();
+    Ok((
+        RunPlan {
+            run_id: spec.run_id.clone(),
+            roles,
+            setup_timeout: crate::SETUP_TIMEOUT.min(spec.timeout.max(Duration::from_secs(5))),
+            timeout: spec.timeout,
+            dir: dir.to_path_buf(),
+        },
+        endpoints,
+    ))
+}
+
+/// The columns computed here (the bound), and why the run fails if it does: a batch
+/// without a result, a wrong sum, a worker that failed, a frame dropped.
+pub fn check(spec: &RunSpec, metrics: &[(String, f64)]) -> (Vec<(String, f64)>, Option<String>) {
+    let get = |k: &str| metrics.iter().find(|(n, _)| n == k).map(|(_, v)| *v);
+    let mut extra = Vec::new();
+    let d = data(spec).ok();
+    if let (Some(ideal), Some(makespan)) =
+        (d.as_ref().and_then(|d| ideal_s(spec, d)), get("makespan_s"))
+    {
+        extra.push(("ideal_s".to_string(), ideal));
+        if ideal > 0.0 {
+            extra.push(("makespan_over_ideal".to_string(), makespan / ideal));
+        }
+    }
+    let mut why = Vec::new();
+    if get("results_ok") != get("batches") {
+        why.push(format!(
+            "{} of {} batches came back",
+            get("results_ok").unwrap_or(0.0),
+            get("batches").unwrap_or(0.0)
+        ));
+    }
+    if let (Some(want), Some(got)) = (d.as_ref().and_then(expected_sum), get("response_sum")) {
+        if want as f64 != got {
+            why.push(format!("sum of responses {got}, expected {want}"));
+        }
+    }
+    if get("workers_failed").unwrap_or(0.0) > 0.0 {
+        why.push(format!(
+            "{} workers failed (see the gateway's log)",
+            get("workers_failed").unwrap_or(0.0)
+        ));
+    }
+    if get("dropped").unwrap_or(0.0) > 0.0 {
+        why.push(format!(
+            "{} batches dropped by the full-queue policy",
+            get("dropped").unwrap_or(0.0)
+        ));
+    }
+    if spec.int("kill_worker_after") > 0 && get("workers_killed").unwrap_or(0.0) < 1.0 {
+        why.push("kill_worker_after was set but no worker was killed".into());
+    }
+    (extra, (!why.is_empty()).then(|| why.join("; ")))
+}
+
+fn emit(event: &RoleEvent) -> anyhow::Result<()> {
+    let line = serde_json::to_string(event)?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}")
+        .and_then(|_| out.flush())
+        .context("writing to the harness")
+}
+
+fn wait_for_go(stdin: &mut impl BufRead) -> anyhow::Result<()> {
+    let mut line = String::new();
+    stdin.read_line(&mut line).context("waiting for go")?;
+    anyhow::ensure!(line.trim() == GO, "expected `{GO}`, got {:?}", line.trim());
+    Ok(())
+}
+
+/// Runs a tasks role over the transport `X` (the one under the queue).
+pub fn role<X: Transport>(
+    job: &RoleJob,
+    setup: Duration,
+    stdin: &mut impl BufRead,
+) -> anyhow::Result<RoleReport> {
+    let RoleTask::Tasks {
+        role,
+        link,
+        results,
+        tasks: task_eps,
+        worker_cores,
+        data,
+        data_name,
+        params,
+    } = &job.task
+    else {
+        anyhow::bail!("not a tasks job");
+    };
+    match role {
+        TasksRole::Client => {
+            let lines = tasks_data::parse_client(data_name, data)?;
+            let listener = X::listen(link)?;
+            let mut acceptor = Acceptor::<X>::listen(results)?;
+            emit(&RoleEvent::Ready {
+                endpoint: Some(X::resolved(&listener)),
+                more: acceptor.resolved().to_vec(),
+            })?;
+            let gateway = X::accept(listener, setup)?;
+            emit(&RoleEvent::Connected)?;
+            wait_for_go(stdin)?;
+            let m = tasks::client::<X>(gateway, &mut acceptor, &lines, params)?;
+            RoleReport::from_measurement(&m)
+        }
+        TasksRole::Gateway => {
+            let table = tasks_data::parse_server(data_name, data)?;
+            let mut acceptor = Acceptor::<X>::listen(task_eps)?;
+            emit(&RoleEvent::Ready {
+                endpoint: None,
+                more: vec![],
+            })?;
+            let client = X::connect(link, setup)?;
+            emit(&RoleEvent::Connected)?;
+            wait_for_go(stdin)?;
+            let mut procs = Procs {
+                exe: std::env::current_exe().context("locating the harness binary")?,
+                job: job.clone(),
+                tasks: acceptor.resolved().to_vec(),
+                results: results.clone(),
+                cores: worker_cores.clone(),
+                running: BTreeMap::new(),
+            };
+            let r = tasks::gateway::<X>(client, &mut acceptor, &table, &mut procs, params);
+            // Whatever happened, no worker outlives its gateway.
+            procs.kill_all();
+            RoleReport::from_measurement(&r?)
+        }
+        TasksRole::Worker { slot } => {
+            let (Some(t), Some(r)) = (task_eps.first(), results.first()) else {
+                anyhow::bail!("worker {slot} has no endpoints");
+            };
+            let to_gateway = X::connect(t, setup)?;
+            let to_client = X::connect(r, setup)?;
+            emit(&RoleEvent::Connected)?;
+            wait_for_go(stdin)?;
+            let exit = tasks::worker::<X>(*slot, to_gateway, to_client, params)?;
+            RoleReport::from_measurement(&ipcbench_workloads::Measurement {
+                metrics: vec![("left".into(), f64::from(u8::from(exit == WorkerExit::Idle)))],
+                ..Default::default()
+            })
+        }
+    }
+}
+
+/// The gateway's workers: processes of this binary.
+struct Procs {
+    exe: std::path::PathBuf,
+    /// The gateway's own job, the template of each worker's.
+    job: RoleJob,
+    tasks: Vec<Endpoint>,
+    results: Vec<Endpoint>,
+    cores: Vec<usize>,
+    running: BTreeMap<usize, Child>,
+}
+
+impl Procs {
+    fn kill_all(&mut self) {
+        for (_, mut c) in std::mem::take(&mut self.running) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Workers for Procs {
+    fn slots(&self) -> usize {
+        self.tasks.len().min(self.results.len())
+    }
+
+    fn start(&mut self, slot: usize) -> Result<(), WorkloadError> {
+        let RoleTask::Tasks { params, .. } = &self.job.task else {
+            return Err(WorkloadError::Param("not a tasks job".into()));
+        };
+        let job = RoleJob {
+            run_id: self.job.run_id.clone(),
+            role: format!("worker{slot}"),
+            core: (!self.cores.is_empty()).then(|| self.cores[slot % self.cores.len()]),
+            parent_pid: std::process::id() as i32,
+            setup_timeout_ms: self.job.setup_timeout_ms,
+            task: RoleTask::Tasks {
+                role: TasksRole::Worker { slot: slot as u32 },
+                link: self.tasks[slot].clone(),
+                results: vec![self.results[slot].clone()],
+                tasks: vec![self.tasks[slot].clone()],
+                worker_cores: vec![],
+                data: String::new(),
+                data_name: String::new(),
+                params: *params,
+            },
+        };
+        let fail = |what: &str, e: &dyn std::fmt::Display| {
+            WorkloadError::Param(format!("starting worker {slot}: {what}: {e}"))
+        };
+        let line = serde_json::to_string(&job).map_err(|e| fail("encoding its job", &e))?;
+        // Its events go nowhere (the gateway learns what it needs over the queue and from
+        // its exit status); its stderr joins the gateway's log.
+        let mut child = Command::new(&self.exe)
+            .arg("__role")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .map_err(|e| fail("spawning", &e))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            // A worker that died at once shows up in `exited`.
+            let _ = writeln!(stdin, "{line}\n{GO}");
+        }
+        self.running.insert(slot, child);
+        Ok(())
+    }
+
+    fn exited(&mut self) -> Vec<(usize, bool)> {
+        let mut out = Vec::new();
+        self.running.retain(|slot, c| match c.try_wait() {
+            Ok(Some(status)) => {
+                out.push((*slot, status.success()));
+                false
+            }
+            Ok(None) => true,
+            Err(_) => {
+                out.push((*slot, false));
+                false
+            }
+        });
+        out
+    }
+
+    fn kill(&mut self, slot: usize) {
+        if let Some(c) = self.running.get_mut(&slot) {
+            let _ = c.kill();
+        }
+    }
+}

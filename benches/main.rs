@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
 use ipcbench::transport::{
-    baseline, Endpoint, EndpointOptions, Pipe, RecvError, Rx, Shm, StreamRx, StreamTx, Tcp,
+    baseline, Endpoint, EndpointOptions, Pipe, Queue, RecvError, Rx, Shm, StreamRx, StreamTx, Tcp,
     Transport, TransportKind, Tx, Uds,
 };
 
@@ -105,7 +105,13 @@ fn run_peer(mode: &str) -> Result<(), String> {
         (TransportKind::Pipe, true) => bare_peer::<Pipe>(&endpoint),
         (TransportKind::Uds, true) => bare_peer::<Uds>(&endpoint),
         (TransportKind::Tcp, true) => bare_peer::<Tcp>(&endpoint),
-        (TransportKind::Shm, true) => Err("shm has no bare baseline".into()),
+        (TransportKind::Queue, false) => match endpoint.base_kind() {
+            TransportKind::Uds => peer::<Queue<Uds>>(mode, &endpoint),
+            other => Err(format!("no queue bench over {other}")),
+        },
+        (kind @ (TransportKind::Shm | TransportKind::Queue), true) => {
+            Err(format!("{kind} has no bare baseline"))
+        }
     }
 }
 
@@ -126,9 +132,11 @@ impl<T: Transport> Peer<T> {
         let opts = EndpointOptions {
             max_frame: 1 << 20,
             shm_capacity: 4 << 20,
+            // A queue waits for room (its default retry policy sleeps a second).
+            policy: ipcbench::transport::queue::FullPolicy::Block { timeout: SETUP },
             ..Default::default()
         };
-        let spec = Endpoint::prepare(T::KIND, dir.path(), &opts).unwrap();
+        let spec = T::prepare(dir.path(), &opts).unwrap();
         let listener = T::listen(&spec).unwrap();
         let child = Command::new(std::env::current_exe().unwrap())
             .env(PEER, mode)
@@ -177,9 +185,11 @@ fn pattern(len: usize) -> Vec<u8> {
 }
 
 fn bench_transport<T: Transport>(c: &mut Criterion) {
-    let name = T::KIND.name();
-
     let mut p = Peer::<T>::start("echo", 0);
+    let name = &match &p.endpoint {
+        Endpoint::Queue { over, .. } => format!("queue-{}", over.kind()),
+        other => other.kind().to_string(),
+    };
     let mut group = c.benchmark_group("roundtrip");
     for size in SIZES {
         let msg = pattern(size);
@@ -370,5 +380,6 @@ fn main() {
     bench_transport::<Uds>(&mut c);
     bench_transport::<Tcp>(&mut c);
     bench_transport::<Shm>(&mut c);
+    bench_transport::<Queue<Uds>>(&mut c);
     c.final_summary();
 }

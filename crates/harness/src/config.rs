@@ -1067,7 +1067,7 @@ mod tests {
         let e = errors("[[experiment]]\nname = \"a\"\nworkload = \"nope\"\n");
         assert_eq!(
             e,
-            vec!["t.toml:3: key `workload`: unknown workload `nope` (known: latency, throughput, pingpong, vectors, buffer)"]
+            vec!["t.toml:3: key `workload`: unknown workload `nope` (known: latency, throughput, pingpong, vectors, buffer, tasks)"]
         );
         let e =
             errors("[[experiment]]\nname = \"a\"\nworkload = \"latency\"\ntransport = \"uds\"\n");

@@ -360,14 +360,12 @@ pub fn role<X: Transport>(
             let client = X::connect(link, setup)?;
             emit(&RoleEvent::Connected)?;
             wait_for_go(stdin)?;
-            let mut procs = Procs {
-                exe: std::env::current_exe().context("locating the harness binary")?,
-                job: job.clone(),
-                tasks: acceptor.resolved().to_vec(),
-                results: results.clone(),
-                cores: worker_cores.clone(),
-                running: BTreeMap::new(),
-            };
+            let mut procs = Procs::new(
+                job.clone(),
+                acceptor.resolved().to_vec(),
+                results.clone(),
+                worker_cores.clone(),
+            )?;
             let r = tasks::gateway::<X>(client, &mut acceptor, &table, &mut procs, params);
             // Whatever happened, no worker outlives its gateway.
             procs.kill_all();
@@ -390,22 +388,101 @@ pub fn role<X: Transport>(
     }
 }
 
-/// The gateway's workers: processes of this binary.
+/// The gateway's workers: processes of this binary, spawned by [`SPAWNERS`] threads
+/// (creating a process costs about a millisecond on this VM, and 32 of them one after
+/// another would delay the last worker by tens of milliseconds). A child dies with the
+/// thread that spawned it (`PR_SET_PDEATHSIG` is per thread), so the spawner threads live
+/// as long as the gateway does.
 struct Procs {
-    exe: std::path::PathBuf,
     /// The gateway's own job, the template of each worker's.
     job: RoleJob,
     tasks: Vec<Endpoint>,
     results: Vec<Endpoint>,
     cores: Vec<usize>,
-    running: BTreeMap<usize, Child>,
+    requests: Option<std::sync::mpsc::Sender<(usize, String)>>,
+    running: std::sync::Arc<std::sync::Mutex<BTreeMap<usize, Spawned>>>,
+    spawners: Vec<std::thread::JoinHandle<()>>,
 }
 
+/// A worker as its spawner left it.
+enum Spawned {
+    Running(Child),
+    /// The spawn failed (reported as an unclean exit).
+    Failed,
+}
+
+/// Threads that spawn workers.
+const SPAWNERS: usize = 2;
+
 impl Procs {
+    fn new(
+        job: RoleJob,
+        tasks: Vec<Endpoint>,
+        results: Vec<Endpoint>,
+        cores: Vec<usize>,
+    ) -> anyhow::Result<Procs> {
+        let exe = std::env::current_exe().context("locating the harness binary")?;
+        let (tx, rx) = std::sync::mpsc::channel::<(usize, String)>();
+        let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
+        let running = std::sync::Arc::new(std::sync::Mutex::new(BTreeMap::new()));
+        let spawners = (0..SPAWNERS)
+            .map(|_| {
+                let (rx, running, exe) = (rx.clone(), running.clone(), exe.clone());
+                std::thread::spawn(move || loop {
+                    let next = rx.lock().map(|r| r.recv());
+                    let Ok(Ok((slot, line))) = next else { return };
+                    let spawned = match Command::new(&exe)
+                        .arg("__role")
+                        .stdin(Stdio::piped())
+                        // Its events go nowhere (the gateway learns what it needs over the
+                        // queue and from the exit status); its stderr joins the gateway's.
+                        .stdout(Stdio::null())
+                        .spawn()
+                    {
+                        Ok(mut child) => {
+                            if let Some(mut stdin) = child.stdin.take() {
+                                // A worker that died at once shows up in `exited`.
+                                let _ = writeln!(stdin, "{line}\n{GO}");
+                            }
+                            Spawned::Running(child)
+                        }
+                        Err(e) => {
+                            eprintln!("gateway: spawning worker {slot}: {e}");
+                            Spawned::Failed
+                        }
+                    };
+                    if let Ok(mut map) = running.lock() {
+                        map.insert(slot, spawned);
+                    }
+                })
+            })
+            .collect();
+        Ok(Procs {
+            job,
+            tasks,
+            results,
+            cores,
+            requests: Some(tx),
+            running,
+            spawners,
+        })
+    }
+
+    fn map(&self) -> std::sync::MutexGuard<'_, BTreeMap<usize, Spawned>> {
+        self.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Kills every worker still running and stops the spawners.
     fn kill_all(&mut self) {
-        for (_, mut c) in std::mem::take(&mut self.running) {
-            let _ = c.kill();
-            let _ = c.wait();
+        self.requests.take();
+        for s in std::mem::take(&mut self.spawners) {
+            let _ = s.join();
+        }
+        for (_, s) in std::mem::take(&mut *self.map()) {
+            if let Spawned::Running(mut c) = s {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
         }
     }
 }
@@ -436,35 +513,32 @@ impl Workers for Procs {
                 params: *params,
             },
         };
-        let fail = |what: &str, e: &dyn std::fmt::Display| {
-            WorkloadError::Param(format!("starting worker {slot}: {what}: {e}"))
-        };
-        let line = serde_json::to_string(&job).map_err(|e| fail("encoding its job", &e))?;
-        // Its events go nowhere (the gateway learns what it needs over the queue and from
-        // its exit status); its stderr joins the gateway's log.
-        let mut child = Command::new(&self.exe)
-            .arg("__role")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .map_err(|e| fail("spawning", &e))?;
-        if let Some(mut stdin) = child.stdin.take() {
-            // A worker that died at once shows up in `exited`.
-            let _ = writeln!(stdin, "{line}\n{GO}");
+        let line = serde_json::to_string(&job)
+            .map_err(|e| WorkloadError::Param(format!("encoding worker {slot}'s job: {e}")))?;
+        let sent = self.requests.as_ref().map(|r| r.send((slot, line)).is_ok());
+        if sent != Some(true) {
+            return Err(WorkloadError::Param(format!(
+                "starting worker {slot}: the spawner threads are gone"
+            )));
         }
-        self.running.insert(slot, child);
         Ok(())
     }
 
     fn exited(&mut self) -> Vec<(usize, bool)> {
         let mut out = Vec::new();
-        self.running.retain(|slot, c| match c.try_wait() {
-            Ok(Some(status)) => {
-                out.push((*slot, status.success()));
-                false
-            }
-            Ok(None) => true,
-            Err(_) => {
+        self.map().retain(|slot, s| match s {
+            Spawned::Running(c) => match c.try_wait() {
+                Ok(Some(status)) => {
+                    out.push((*slot, status.success()));
+                    false
+                }
+                Ok(None) => true,
+                Err(_) => {
+                    out.push((*slot, false));
+                    false
+                }
+            },
+            Spawned::Failed => {
                 out.push((*slot, false));
                 false
             }
@@ -473,7 +547,7 @@ impl Workers for Procs {
     }
 
     fn kill(&mut self, slot: usize) {
-        if let Some(c) = self.running.get_mut(&slot) {
+        if let Some(Spawned::Running(c)) = self.map().get_mut(&slot) {
             let _ = c.kill();
         }
     }

@@ -299,50 +299,64 @@ pub fn gateway<X: Transport>(
     let start = Instant::now();
     let mut deadline = p.deadline(start);
     loop {
-        match from_client.recv_timeout(&mut buf, Duration::from_millis(1)) {
-            Ok(n) => match Message::decode(&buf[..n])? {
-                Message::Lines { id, lines } => {
-                    let mut work = Vec::with_capacity(lines.len());
-                    for l in lines {
-                        match table.get(&(l.ip, l.command)) {
-                            Some(a) => work.push(Work {
-                                response: a.response,
-                                wait_s: if p.wait_s > 0.0 { p.wait_s } else { a.wait_s },
-                            }),
-                            None => c.unknown += 1,
+        // Every frame the client has sent so far, then the rest of the round.
+        let mut wait = Duration::from_millis(1);
+        loop {
+            match from_client.recv_timeout(&mut buf, wait) {
+                Ok(n) => match Message::decode(&buf[..n])? {
+                    Message::Lines { id, lines } => {
+                        let mut work = Vec::with_capacity(lines.len());
+                        for l in lines {
+                            match table.get(&(l.ip, l.command)) {
+                                Some(a) => work.push(Work {
+                                    response: a.response,
+                                    wait_s: if p.wait_s > 0.0 { p.wait_s } else { a.wait_s },
+                                }),
+                                None => c.unknown += 1,
+                            }
+                        }
+                        if let Err(e) = push.send(&Message::Task { id, work }.encode()) {
+                            return Err(WorkloadError::Integrity(format!(
+                                "push to the workers: {e}"
+                            )));
                         }
                     }
-                    if let Err(e) = push.send(&Message::Task { id, work }.encode()) {
-                        return Err(WorkloadError::Integrity(format!(
-                            "push to the workers: {e}"
-                        )));
+                    Message::JobDone => {
+                        job_done = true;
+                        // Leave the workers a bounded time to take their pills and go.
+                        deadline = Instant::now() + Duration::from_secs(10);
                     }
+                    other => {
+                        return Err(WorkloadError::Integrity(format!(
+                            "the gateway got {other:?} from the client"
+                        )))
+                    }
+                },
+                Err(PullError::Timeout) => break,
+                Err(PullError::Disconnected) if job_done => break,
+                Err(PullError::Disconnected) => {
+                    return Err(WorkloadError::Integrity(
+                        "the client left before the job was done".into(),
+                    ))
                 }
-                Message::JobDone => {
-                    job_done = true;
-                    // Leave the workers a bounded time to take their pills and go.
-                    deadline = Instant::now() + Duration::from_secs(10);
-                }
-                other => {
+                Err(PullError::Truncated { needed }) => {
                     return Err(WorkloadError::Integrity(format!(
-                        "the gateway got {other:?} from the client"
+                        "a batch of {needed} bytes (at most {BUF})"
                     )))
                 }
-            },
-            Err(PullError::Timeout) => {}
-            Err(PullError::Disconnected) if job_done => {}
-            Err(PullError::Disconnected) => {
-                return Err(WorkloadError::Integrity(
-                    "the client left before the job was done".into(),
-                ))
             }
-            Err(PullError::Truncated { needed }) => {
-                return Err(WorkloadError::Integrity(format!(
-                    "a batch of {needed} bytes (at most {BUF})"
-                )))
-            }
+            wait = Duration::ZERO;
         }
         for (slot, tx, rx) in tasks.poll(HANDSHAKE).map_err(setup)? {
+            {
+                use std::io::Write;
+                let mut f = std::fs::OpenOptions::new()
+                    .append(true)
+                    .create(true)
+                    .open("/tmp/gw_debug.log")
+                    .unwrap();
+                let _ = writeln!(f, "connected {slot} at {:?}", start.elapsed());
+            }
             connected.insert(slot, push.add_peer(tx, rx));
         }
         for (slot, clean) in workers.exited() {
@@ -380,6 +394,15 @@ pub fn gateway<X: Transport>(
         {
             starting += 1;
             workers.start(next_slot)?;
+            {
+                use std::io::Write;
+                let mut f = std::fs::OpenOptions::new()
+                    .append(true)
+                    .create(true)
+                    .open("/tmp/gw_debug.log")
+                    .unwrap();
+                let _ = writeln!(f, "started {next_slot} at {:?}", start.elapsed());
+            }
             live.insert(next_slot);
             next_slot += 1;
             c.started += 1;

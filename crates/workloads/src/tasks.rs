@@ -348,15 +348,6 @@ pub fn gateway<X: Transport>(
             wait = Duration::ZERO;
         }
         for (slot, tx, rx) in tasks.poll(HANDSHAKE).map_err(setup)? {
-            {
-                use std::io::Write;
-                let mut f = std::fs::OpenOptions::new()
-                    .append(true)
-                    .create(true)
-                    .open("/tmp/gw_debug.log")
-                    .unwrap();
-                let _ = writeln!(f, "connected {slot} at {:?}", start.elapsed());
-            }
             connected.insert(slot, push.add_peer(tx, rx));
         }
         for (slot, clean) in workers.exited() {
@@ -394,15 +385,6 @@ pub fn gateway<X: Transport>(
         {
             starting += 1;
             workers.start(next_slot)?;
-            {
-                use std::io::Write;
-                let mut f = std::fs::OpenOptions::new()
-                    .append(true)
-                    .create(true)
-                    .open("/tmp/gw_debug.log")
-                    .unwrap();
-                let _ = writeln!(f, "started {next_slot} at {:?}", start.elapsed());
-            }
             live.insert(next_slot);
             next_slot += 1;
             c.started += 1;

@@ -676,3 +676,75 @@ fn buffer_results_are_exact_zero_copy_and_by_copy_with_more_workers_than_cores()
         stderr(&o)
     );
 }
+
+#[test]
+fn tasks_deliver_every_result_once_even_when_a_worker_is_killed() {
+    let s = Scratch::new();
+    let cfg = s.write(
+        "t.toml",
+        r#"
+[[experiment]]
+name = "tasks-kill"
+workload = "tasks"
+transport = "queue"
+over = ["uds", "shm"]
+wait_s = 0.05
+kill_worker_after = 5
+timeout_s = 60
+"#,
+    );
+    let out = s.path("out");
+    let o = s.run_config(&cfg, &out);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (header, rows) = summary(&results_dir(&out));
+    let col = |name: &str| header.iter().position(|h| h == name).unwrap();
+    assert_eq!(rows.len(), 2);
+    for r in &rows {
+        assert_eq!(&r[col("status")], "ok", "{r:?}");
+        assert_eq!(&r[col("transport")], "queue", "{r:?}");
+        let num = |name: &str| r[col(name)].parse::<f64>().unwrap();
+        assert_eq!(num("results_ok"), 32.0);
+        assert_eq!(num("batches"), 32.0);
+        assert_eq!(num("response_sum"), 512.0);
+        assert_eq!(num("workers_killed"), 1.0);
+        assert!(num("redispatched") >= 1.0, "{r:?}");
+        assert_eq!(num("dropped"), 0.0);
+        // The killed worker's batch costs about one more batch time, not a timeout.
+        assert!(num("makespan_s") < 5.0, "{r:?}");
+    }
+    s.assert_clean();
+}
+
+#[test]
+fn tasks_data_errors_name_the_file_and_line() {
+    let s = Scratch::new();
+    let data = s.write("client.txt", "137.72.95.1:foo\n137.72.95.999:bar\n");
+    let cfg = s.write(
+        "t.toml",
+        &format!(
+            "[[experiment]]\nname = \"t\"\nworkload = \"tasks\"\ntransport = \"queue\"\nclient_file = \"{}\"\n",
+            data.display()
+        ),
+    );
+    let out = s.path("out");
+    let o = s.run_config(&cfg, &out);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("key `client_file`")
+            && err.contains("client.txt:2: `137.72.95.999` is not an IPv4 address"),
+        "{err}"
+    );
+    assert!(!out.exists(), "nothing written");
+    let cfg = s.write(
+        "u.toml",
+        "[[experiment]]\nname = \"t\"\nworkload = \"tasks\"\ntransport = \"uds\"\n",
+    );
+    let o = s.run_config(&cfg, &out);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("u.toml:4: key `transport`: tasks runs over queue sockets"),
+        "{}",
+        stderr(&o)
+    );
+}

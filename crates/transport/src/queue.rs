@@ -746,10 +746,9 @@ impl<T: Tx, R: Rx> Drain<'_, T, R> {
                 Command::Gone(id) => {
                     if let Some(i) = self.peers.iter().position(|p| p.id == id) {
                         // What it said before it went (its last acknowledgement, say)
-                        // still counts.
-                        if self.collect_one(i) {
-                            self.remove(i);
-                        }
+                        // still counts; then it goes, whatever its transport can tell.
+                        self.collect_one(i);
+                        self.remove(i);
                     }
                 }
             }

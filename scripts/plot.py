@@ -17,6 +17,9 @@ Reads summary.csv and histograms/*.hgrm and writes PNGs beside them:
 - vectors_max_rate.png: vectors per second at rate = 0 against vector size, per transport;
 - buffer_gbps.png: GB/s through the chunk pool against chunk size, zero-copy beside each
   copy transport, one panel per processing kind, one line per worker count;
+- tasks_makespan.png: tasks makespan per setup (workers, threads, kind), one bar per
+  transport under the queue (median over repetitions), beside the original's published time
+  and the bound (ideal_s);
 - bare_ratio.csv (and a table on stdout): each framed transport over its bare baseline
   (same workload, size and cores; medians over repetitions): p50 round trip for latency,
   time per message for throughput. 1.00 means ipcbench's framing and checks cost nothing.
@@ -332,6 +335,66 @@ def plot_vectors(directory, rows, placements, written):
         save(fig, directory / "vectors_max_rate.png", written)
 
 
+# The original's published times (WORKLOADS.md §2): (kind, workers, threads) -> seconds.
+ORIGINAL_TASKS = {
+    ("io", 32, "true"): 1.35,
+    ("io", 32, "false"): 17.0,
+    ("io", 8, "true"): 4.1,
+    ("io", 1, "true"): 32.2,
+    ("cpu", 2, "true"): 15.05,
+    ("cpu", 2, "false"): 16.62,
+    ("cpu_ms", 2, "true"): 15.05,
+    ("cpu_ms", 2, "false"): 16.62,
+}
+
+
+def plot_tasks(directory, rows, written):
+    tasks = [r for r in rows if r["workload"] == "tasks" and r.get("makespan_s")]
+    if not tasks:
+        return
+    setups = defaultdict(lambda: defaultdict(list))
+    for r in tasks:
+        p = params(r)
+        kind, workers, threads = p.get("kind", "io"), int(p.get("max_workers", "32")), p.get("threads", "true")
+        label = f"{kind}, {workers} worker{'s' if workers > 1 else ''}, {'threads' if threads == 'true' else 'no threads'}"
+        if float(p.get("wait_s", "0") or 0) > 0:
+            label += f", wait {p['wait_s']} s"
+        if int(p.get("kill_worker_after", "0") or 0) > 0:
+            label += ", one killed"
+        setups[(label, kind, workers, threads)][r["transport"]].append(r)
+    transports = sorted({t for by_t in setups.values() for t in by_t})
+    order = sorted(setups, key=lambda k: (k[1] != "io", -k[2], k[3] != "true", k[0]))
+    fig, ax = plt.subplots(figsize=(max(9, 1.6 * len(order) + 3), 6))
+    width = 0.8 / (len(transports) + 1)
+    for j, t in enumerate(transports):
+        xs, ys = [], []
+        for i, key in enumerate(order):
+            if setups[key].get(t):
+                xs.append(i + j * width)
+                ys.append(median(setups[key][t], "makespan_s"))
+        ax.bar(xs, ys, width, label=t, color=f"C{j}")
+    orig_x, orig_y = [], []
+    for i, key in enumerate(order):
+        o = ORIGINAL_TASKS.get((key[1], key[2], key[3]))
+        if o and "wait" not in key[0]:
+            orig_x.append(i + len(transports) * width)
+            orig_y.append(o)
+        ideal = [float(r["ideal_s"]) for rs in setups[key].values() for r in rs if r.get("ideal_s")]
+        if ideal:
+            ax.hlines(statistics.median(ideal), i - width / 2, i + (len(transports) + 0.5) * width,
+                      colors="k", linestyles="--", linewidth=1.2, label="bound (ideal_s)" if i == 0 else None)
+    ax.bar(orig_x, orig_y, width, color="white", edgecolor="k", hatch="//", label="original (published)")
+    ax.set_xticks([i + len(transports) * width / 2 for i in range(len(order))])
+    ax.set_xticklabels([k[0] for k in order], rotation=20, ha="right", fontsize="small")
+    ax.set_yscale("log")
+    plain_log_y(ax)
+    ax.set_ylabel("makespan (s, log scale)")
+    ax.set_title("tasks: 512 commands in batches of 16, makespan per setup (median over repetitions)")
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(fontsize="small")
+    save(fig, directory / "tasks_makespan.png", written)
+
+
 def plot_buffer(directory, rows, written):
     buf = [r for r in rows if r["workload"] == "buffer" and r.get("gb_per_s")]
     if not buf:
@@ -421,6 +484,7 @@ def main():
     plot_pingpong(args.results_dir, rows, placements, written)
     plot_vectors(args.results_dir, rows, placements, written)
     plot_buffer(args.results_dir, rows, written)
+    plot_tasks(args.results_dir, rows, written)
     bare_ratios(args.results_dir, rows, written)
     for path in written:
         print(path)

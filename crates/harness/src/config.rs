@@ -102,6 +102,15 @@ impl RunSpec {
             .collect()
     }
 
+    /// The transport as the CSV names it: `queue-uds` for the queue over uds, the kind's
+    /// name otherwise.
+    pub fn transport_label(&self) -> String {
+        match self.transport {
+            TransportKind::Queue => format!("queue-{}", self.text("over")),
+            t => t.name().to_string(),
+        }
+    }
+
     /// A string value ("" if absent).
     pub fn text(&self, key: &str) -> &str {
         match self.values.get(key) {

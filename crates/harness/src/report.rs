@@ -277,7 +277,7 @@ impl Summary {
         let mut rec = vec![
             spec.run_id.clone(),
             spec.workload.name().to_string(),
-            spec.transport.name().to_string(),
+            spec.transport_label(),
             spec.values
                 .get("wait")
                 .map(|w| w.to_string())

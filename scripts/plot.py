@@ -363,7 +363,7 @@ def plot_tasks(directory, rows, written):
             label += ", one killed"
         setups[(label, kind, workers, threads)][r["transport"]].append(r)
     transports = sorted({t for by_t in setups.values() for t in by_t})
-    order = sorted(setups, key=lambda k: (k[1] != "io", -k[2], k[3] != "true", k[0]))
+    order = sorted(setups, key=lambda k: (k[1] != "io", k[1], -k[2], k[3] != "true", k[0]))
     fig, ax = plt.subplots(figsize=(max(9, 1.6 * len(order) + 3), 6))
     width = 0.8 / (len(transports) + 1)
     for j, t in enumerate(transports):
@@ -376,7 +376,8 @@ def plot_tasks(directory, rows, written):
     orig_x, orig_y = [], []
     for i, key in enumerate(order):
         o = ORIGINAL_TASKS.get((key[1], key[2], key[3]))
-        if o and "wait" not in key[0]:
+        # The original ran neither shortened waits nor a killed worker.
+        if o and "wait" not in key[0] and "killed" not in key[0]:
             orig_x.append(i + len(transports) * width)
             orig_y.append(o)
         ideal = [float(r["ideal_s"]) for rs in setups[key].values() for r in rs if r.get("ideal_s")]

@@ -19,7 +19,8 @@ use ipcbench_workloads::{
 
 use crate::wire::{RoleEvent, RoleJob, RoleReport, RoleTask, GO};
 
-fn emit(event: &RoleEvent) -> anyhow::Result<()> {
+/// Writes one event line to the harness (or, for a worker, to the gateway's /dev/null).
+pub(crate) fn emit(event: &RoleEvent) -> anyhow::Result<()> {
     let line = serde_json::to_string(event)?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "{line}")
@@ -69,7 +70,7 @@ pub fn main() -> ExitCode {
 }
 
 /// Blocks until the harness says `go` (the start barrier).
-fn wait_for_go(stdin: &mut impl BufRead) -> anyhow::Result<()> {
+pub(crate) fn wait_for_go(stdin: &mut impl BufRead) -> anyhow::Result<()> {
     let mut line = String::new();
     stdin.read_line(&mut line).context("waiting for go")?;
     if line.trim() != GO {

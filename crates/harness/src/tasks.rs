@@ -24,6 +24,7 @@ use ipcbench_workloads::tasks_exec::TaskKind;
 use ipcbench_workloads::WorkloadError;
 
 use crate::config::RunSpec;
+use crate::role::{emit, wait_for_go};
 use crate::runner::{RolePlan, RunPlan};
 use crate::wire::{RoleEvent, RoleJob, RoleReport, RoleTask, TasksRole, GO};
 
@@ -299,21 +300,6 @@ pub fn check(spec: &RunSpec, metrics: &[(String, f64)]) -> (Vec<(String, f64)>, 
         why.push("kill_worker_after was set but no worker was killed".into());
     }
     (extra, (!why.is_empty()).then(|| why.join("; ")))
-}
-
-fn emit(event: &RoleEvent) -> anyhow::Result<()> {
-    let line = serde_json::to_string(event)?;
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{line}")
-        .and_then(|_| out.flush())
-        .context("writing to the harness")
-}
-
-fn wait_for_go(stdin: &mut impl BufRead) -> anyhow::Result<()> {
-    let mut line = String::new();
-    stdin.read_line(&mut line).context("waiting for go")?;
-    anyhow::ensure!(line.trim() == GO, "expected `{GO}`, got {:?}", line.trim());
-    Ok(())
 }
 
 /// Runs a tasks role over the transport `X` (the one under the queue).

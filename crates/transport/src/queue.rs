@@ -128,13 +128,7 @@ impl Outbox {
                 return Err(OutboxError::Closed);
             }
             if st.frames.len() < self.hwm {
-                let mut buf = st.spare.pop().unwrap_or_default();
-                buf.clear();
-                buf.extend_from_slice(frame);
-                st.frames.push_back(buf);
-                st.counts.accepted += 1;
-                drop(st);
-                self.not_empty.notify_one();
+                self.enqueue(st, frame);
                 return Ok(());
             }
             let wait = match self.policy {
@@ -174,29 +168,16 @@ impl Outbox {
     /// Takes the oldest frame into `out` (its previous contents replaced), waiting at most
     /// `timeout`; `false` if none came (or the outbox is closed and empty).
     pub fn take(&self, out: &mut Vec<u8>, timeout: Duration) -> bool {
-        // The clock is read only if there is nothing to take at once.
-        let mut end: Option<Instant> = None;
-        let mut st = self.lock();
-        loop {
-            if let Some(frame) = st.frames.pop_front() {
-                let old = std::mem::replace(out, frame);
-                st.spare.push(old);
-                st.counts.taken += 1;
-                drop(st);
-                self.not_full.notify_one();
-                return true;
-            }
-            let end = *end.get_or_insert_with(|| Instant::now() + timeout);
-            let left = end.saturating_duration_since(Instant::now());
-            if st.closed || left.is_zero() {
-                return false;
-            }
-            st = self
-                .not_empty
-                .wait_timeout(st, left)
-                .map(|(g, _)| g)
-                .unwrap_or_else(|p| p.into_inner().0);
-        }
+        let (mut st, ready) = self.wait_for_frame(self.lock(), timeout);
+        let Some(frame) = st.frames.pop_front().filter(|_| ready) else {
+            return false;
+        };
+        let old = std::mem::replace(out, frame);
+        st.spare.push(old);
+        st.counts.taken += 1;
+        drop(st);
+        self.not_full.notify_one();
+        true
     }
 
     /// Puts a frame back at the head of the queue, whatever the high-water mark (it was
@@ -209,10 +190,16 @@ impl Outbox {
     /// Queues a copy of `frame` if there is room now; `false` if the queue is full (or
     /// closed).
     pub fn try_push(&self, frame: &[u8]) -> bool {
-        let mut st = self.lock();
+        let st = self.lock();
         if st.closed || st.frames.len() >= self.hwm {
             return false;
         }
+        self.enqueue(st, frame);
+        true
+    }
+
+    /// Appends a copy of `frame` (in a reused buffer) and wakes the drain.
+    fn enqueue(&self, mut st: MutexGuard<'_, State>, frame: &[u8]) {
         let mut buf = st.spare.pop().unwrap_or_default();
         buf.clear();
         buf.extend_from_slice(frame);
@@ -220,22 +207,24 @@ impl Outbox {
         st.counts.accepted += 1;
         drop(st);
         self.not_empty.notify_one();
-        true
     }
 
-    /// Waits at most `timeout` until a frame is queued (or the outbox is closed); `true`
-    /// if one is.
-    pub fn wait_frame(&self, timeout: Duration) -> bool {
+    /// Waits until a frame is queued, the outbox is closed or `timeout` has passed (the
+    /// clock is read only if it has to wait); the guard, and whether a frame is there.
+    fn wait_for_frame<'a>(
+        &'a self,
+        mut st: MutexGuard<'a, State>,
+        timeout: Duration,
+    ) -> (MutexGuard<'a, State>, bool) {
         let mut end: Option<Instant> = None;
-        let mut st = self.lock();
         loop {
             if !st.frames.is_empty() {
-                return true;
+                return (st, true);
             }
             let end = *end.get_or_insert_with(|| Instant::now() + timeout);
             let left = end.saturating_duration_since(Instant::now());
             if st.closed || left.is_zero() {
-                return false;
+                return (st, false);
             }
             st = self
                 .not_empty
@@ -243,6 +232,12 @@ impl Outbox {
                 .map(|(g, _)| g)
                 .unwrap_or_else(|p| p.into_inner().0);
         }
+    }
+
+    /// Waits at most `timeout` until a frame is queued (or the outbox is closed); `true`
+    /// if one is.
+    pub fn wait_frame(&self, timeout: Duration) -> bool {
+        self.wait_for_frame(self.lock(), timeout).1
     }
 
     /// Whether nothing is queued.
@@ -1161,12 +1156,20 @@ impl<T: Tx + Send + 'static> QueueTx<T> {
     }
 
     /// The fast path: `Some` if the frame went straight out (or the transport failed).
-    fn direct(&self, frame: &[u8]) -> Option<Result<(), crate::SendError>> {
+    /// With `whole`, a tail the transport held back is sent before returning (`send`);
+    /// without, it waits for the next call or `flush`, as `Tx::try_send` allows.
+    fn direct(&self, frame: &[u8], whole: bool) -> Option<Result<(), crate::SendError>> {
         let mut tx = self.shared.tx.try_lock().ok()?;
         if !self.shared.outbox.is_empty() {
             return None;
         }
         match tx.try_send(frame) {
+            // A stream transport may have taken only part of the frame and hold the tail
+            // (see `Tx::try_send`). For `send` that tail must not wait for a later call,
+            // which may never come (the caller may now wait for an answer): it goes out
+            // now, blocking as the transport's own `send` would (nothing held: no system
+            // call).
+            Ok(()) if whole => Some(tx.flush()),
             Ok(()) => Some(Ok(())),
             Err(crate::TrySendError::Full) => None,
             Err(crate::TrySendError::Send(e)) => Some(Err(e)),
@@ -1230,7 +1233,7 @@ fn outbox_error(e: OutboxError, failed: Option<crate::SendError>) -> crate::Send
 impl<T: Tx + Send + 'static> Tx for QueueTx<T> {
     fn send(&mut self, frame: &[u8]) -> Result<(), crate::SendError> {
         self.check(frame)?;
-        if let Some(r) = self.direct(frame) {
+        if let Some(r) = self.direct(frame, true) {
             return r;
         }
         self.shared
@@ -1241,7 +1244,7 @@ impl<T: Tx + Send + 'static> Tx for QueueTx<T> {
 
     fn try_send(&mut self, frame: &[u8]) -> Result<(), crate::TrySendError> {
         self.check(frame)?;
-        if let Some(r) = self.direct(frame) {
+        if let Some(r) = self.direct(frame, false) {
             return r.map_err(crate::TrySendError::Send);
         }
         if self.shared.outbox.try_push(frame) {

@@ -810,6 +810,23 @@ fn accept_within<L: AsFd, S>(
     }
 }
 
+/// A non-blocking accept's result: `None` if no peer is waiting.
+fn waiting_peer<S>(
+    accepted: std::io::Result<S>,
+    target: &dyn std::fmt::Display,
+) -> Result<Option<S>, SetupError> {
+    match accepted {
+        Ok(s) => Ok(Some(s)),
+        Err(e)
+            if e.kind() == std::io::ErrorKind::WouldBlock
+                || e.kind() == std::io::ErrorKind::Interrupted =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(SetupError::io("accept on", target, e)),
+    }
+}
+
 /// Retries `connect` while the peer is not listening yet.
 fn connect_within<S>(
     connect: impl Fn(Duration) -> std::io::Result<S>,
@@ -899,17 +916,11 @@ impl Transport for Uds {
         let Endpoint::Uds { path, max_frame } = &listener.endpoint else {
             return Err(wrong_kind(Self::KIND, &listener.endpoint));
         };
-        match listener.listener.accept() {
-            Ok((stream, _)) => {
+        match waiting_peer(listener.listener.accept(), &path.display())? {
+            Some((stream, _)) => {
                 uds_accepted(stream, path, *max_frame, Instant::now() + timeout).map(Ok)
             }
-            Err(e)
-                if e.kind() == std::io::ErrorKind::WouldBlock
-                    || e.kind() == std::io::ErrorKind::Interrupted =>
-            {
-                Ok(Err(listener))
-            }
-            Err(e) => Err(SetupError::io("accept on", path.display(), e)),
+            None => Ok(Err(listener)),
         }
     }
 
@@ -1017,21 +1028,15 @@ impl Transport for Tcp {
         let Endpoint::Tcp { addr, max_frame } = &listener.endpoint else {
             return Err(wrong_kind(Self::KIND, &listener.endpoint));
         };
-        match listener.listener.accept() {
-            Ok((stream, _)) => tcp_accepted(
+        match waiting_peer(listener.listener.accept(), addr)? {
+            Some((stream, _)) => tcp_accepted(
                 stream,
                 &addr.to_string(),
                 *max_frame,
                 Instant::now() + timeout,
             )
             .map(Ok),
-            Err(e)
-                if e.kind() == std::io::ErrorKind::WouldBlock
-                    || e.kind() == std::io::ErrorKind::Interrupted =>
-            {
-                Ok(Err(listener))
-            }
-            Err(e) => Err(SetupError::io("accept on", addr, e)),
+            None => Ok(Err(listener)),
         }
     }
 

@@ -111,6 +111,21 @@ impl RunSpec {
         }
     }
 
+    /// The queue's full policy (`policy = "block"` waits as long as the run may last;
+    /// `"retry"` waits `retry_interval_s`, at most `retries` times).
+    pub fn queue_policy(&self) -> ipcbench_transport::queue::FullPolicy {
+        use ipcbench_transport::queue::FullPolicy;
+        match self.text("policy") {
+            "block" => FullPolicy::Block {
+                timeout: self.timeout,
+            },
+            _ => FullPolicy::Retry {
+                interval: Duration::from_secs_f64(self.float("retry_interval_s")),
+                retries: self.int("retries") as u32,
+            },
+        }
+    }
+
     /// A string value ("" if absent).
     pub fn text(&self, key: &str) -> &str {
         match self.values.get(key) {

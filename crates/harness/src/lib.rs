@@ -364,7 +364,7 @@ fn plan_run(spec: &RunSpec, dir: &Path, results: &Path) -> anyhow::Result<Prepar
             .parse()
             .map_err(|e: String| anyhow::anyhow!(e))?;
         opts.hwm = spec.int("hwm") as u32;
-        opts.policy = tasks::policy(spec);
+        opts.policy = spec.queue_policy();
     }
     let shm_based = spec.transport == TransportKind::Shm
         || (spec.transport == TransportKind::Queue && opts.over == TransportKind::Shm);

@@ -352,9 +352,7 @@ fn connected<T: Transport>(
         | RoleTask::Throughput { listen, .. }
         | RoleTask::Pingpong { listen, .. }
         | RoleTask::Vectors { listen, .. } => *listen,
-        RoleTask::Floor { .. } | RoleTask::Buffer { .. } | RoleTask::Tasks { .. } => {
-            bail!("not a one-peer transport task")
-        }
+        _ => bail!("not a one-peer transport task"),
     };
     let (mut tx, mut rx) = connect::<T>(endpoint, listen, setup)?;
     wait_for_go(stdin)?;
@@ -382,13 +380,7 @@ fn framed_role<T: Transport>(
                 ..
             } => throughput::sender(tx, rx, params)?,
             RoleTask::Throughput { params, .. } => throughput::receiver(tx, rx, params)?,
-            RoleTask::Floor { .. }
-            | RoleTask::Pingpong { .. }
-            | RoleTask::Vectors { .. }
-            | RoleTask::Buffer { .. }
-            | RoleTask::Tasks { .. } => {
-                bail!("not a latency or throughput task")
-            }
+            _ => bail!("not a latency or throughput task"),
         })
     })
 }
@@ -426,13 +418,7 @@ where
     connected::<T>(job, endpoint, setup, stdin, |tx, rx| match &job.task {
         RoleTask::Latency { client, params, .. } => bare_latency(tx, rx, params, *client),
         RoleTask::Throughput { sender, params, .. } => bare_throughput(tx, rx, params, *sender),
-        RoleTask::Floor { .. }
-        | RoleTask::Pingpong { .. }
-        | RoleTask::Vectors { .. }
-        | RoleTask::Buffer { .. }
-        | RoleTask::Tasks { .. } => {
-            bail!("not a latency or throughput task")
-        }
+        _ => bail!("not a latency or throughput task"),
     })
 }
 

@@ -16,7 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::Context;
-use ipcbench_transport::queue::{Acceptor, FullPolicy};
+use ipcbench_transport::queue::Acceptor;
 use ipcbench_transport::{Endpoint, EndpointOptions, Transport, TransportKind, WaitStrategy};
 use ipcbench_workloads::tasks::{self, TasksParams, WorkerExit, Workers};
 use ipcbench_workloads::tasks_data::{self, Answer, ClientLine, Command as Cmd};
@@ -127,23 +127,10 @@ pub fn params(spec: &RunSpec) -> TasksParams {
         kind,
         wait_s: spec.float("wait_s"),
         hwm: spec.int("hwm") as u32,
-        policy: policy(spec),
+        policy: spec.queue_policy(),
         kill_worker_after: spec.int("kill_worker_after") as u32,
         idle_timeout_s: spec.float("idle_timeout_s"),
         timeout_ms: spec.timeout.as_millis() as u64,
-    }
-}
-
-/// The queue's full policy for `spec` (`block` waits as long as the run may last).
-pub fn policy(spec: &RunSpec) -> FullPolicy {
-    match spec.text("policy") {
-        "block" => FullPolicy::Block {
-            timeout: spec.timeout,
-        },
-        _ => FullPolicy::Retry {
-            interval: Duration::from_secs_f64(spec.float("retry_interval_s")),
-            retries: spec.int("retries") as u32,
-        },
     }
 }
 

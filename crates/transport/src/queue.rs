@@ -1073,8 +1073,22 @@ impl<X: crate::Transport> Acceptor<X> {
     /// a peer that has not arrived (a handshake is bounded by `timeout`).
     #[allow(clippy::type_complexity)]
     pub fn poll(&mut self, timeout: Duration) -> Result<Vec<(usize, X::Tx, X::Rx)>, SetupError> {
+        self.poll_slots(0..self.slots.len(), timeout)
+    }
+
+    /// [`Acceptor::poll`] on the given slots only (those whose peer is known to be on its
+    /// way): an empty slot costs a system call per look on the socket transports.
+    #[allow(clippy::type_complexity)]
+    pub fn poll_slots(
+        &mut self,
+        slots: impl IntoIterator<Item = usize>,
+        timeout: Duration,
+    ) -> Result<Vec<(usize, X::Tx, X::Rx)>, SetupError> {
         let mut out = Vec::new();
-        for (k, slot) in self.slots.iter_mut().enumerate() {
+        for k in slots {
+            let Some(slot) = self.slots.get_mut(k) else {
+                continue;
+            };
             let Some(l) = slot.take() else { continue };
             match X::try_accept(l, timeout)? {
                 Ok((tx, rx)) => out.push((k, tx, rx)),
@@ -1106,7 +1120,8 @@ struct QueueShared<T> {
     tx: Mutex<T>,
     outbox: Outbox,
     /// Why the drain stopped (the peer left, say): every later send reports it.
-    failed: Mutex<Option<crate::SendError>>,
+    /// (Set once; reading it on every send is one atomic load.)
+    failed: std::sync::OnceLock<crate::SendError>,
     /// Frames the drain could not send after a failure.
     undeliverable: AtomicU64,
 }
@@ -1126,7 +1141,7 @@ impl<T: Tx + Send + 'static> QueueTx<T> {
         let shared = Arc::new(QueueShared {
             tx: Mutex::new(tx),
             outbox: Outbox::new(hwm, policy),
-            failed: Mutex::new(None),
+            failed: std::sync::OnceLock::new(),
             undeliverable: AtomicU64::new(0),
         });
         let s = shared.clone();
@@ -1152,7 +1167,7 @@ impl<T: Tx + Send + 'static> QueueTx<T> {
     }
 
     fn failure(&self) -> Option<crate::SendError> {
-        *self.shared.failed.lock().unwrap_or_else(|p| p.into_inner())
+        self.shared.failed.get().copied()
     }
 
     /// The fast path: `Some` if the frame went straight out (or the transport failed).
@@ -1210,7 +1225,7 @@ impl<T: Tx + Send + 'static> QueueShared<T> {
             }
             if let Err(e) = tx.send(&frame) {
                 // Nothing more can go out: say why at the next send, count what is lost.
-                *self.failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                let _ = self.failed.set(e);
                 self.outbox.close();
                 let mut lost = 1;
                 while self.outbox.take(&mut frame, Duration::ZERO) {

@@ -347,7 +347,13 @@ pub fn gateway<X: Transport>(
             }
             wait = Duration::ZERO;
         }
-        for (slot, tx, rx) in tasks.poll(HANDSHAKE).map_err(setup)? {
+        // Only the slots of workers started and not connected yet.
+        let starting: Vec<usize> = live
+            .iter()
+            .filter(|s| !connected.contains_key(s))
+            .copied()
+            .collect();
+        for (slot, tx, rx) in tasks.poll_slots(starting, HANDSHAKE).map_err(setup)? {
             connected.insert(slot, push.add_peer(tx, rx));
         }
         for (slot, clean) in workers.exited() {

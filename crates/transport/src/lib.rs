@@ -148,9 +148,13 @@ pub trait Transport {
         listener: Self::Listener,
         timeout: Duration,
     ) -> Result<(Self::Tx, Self::Rx), SetupError>;
-    /// Completes the connection if the peer has already arrived (waiting at most `timeout`
-    /// for its handshake); otherwise gives the listener back at once, unused. For a role
-    /// that listens for peers that come and go at their own pace (`queue`'s workers).
+    /// Completes the connection if the peer has already arrived and said its part of the
+    /// handshake; otherwise gives the listener back at once (keeping a peer that has
+    /// connected but not said hello yet, for the next call). Never waits for the peer
+    /// (except a FIFO pair's opening: `pipe` completes with [`Transport::accept`] once the
+    /// peer has opened its end); a peer whose hello has not come `timeout` after it
+    /// connected is an error. For a role that listens for peers that come and go at their
+    /// own pace (`queue`'s workers).
     #[allow(clippy::type_complexity)]
     fn try_accept(
         listener: Self::Listener,

@@ -827,6 +827,54 @@ fn waiting_peer<S>(
     }
 }
 
+/// A connection taken from a listener whose peer has not sent its hello yet.
+#[derive(Debug)]
+struct Pending<S> {
+    stream: S,
+    since: Instant,
+}
+
+/// `try_accept`'s step on a socket listener: takes a waiting connection if there is one
+/// (kept in `pending`) and hands it over only once the peer's whole hello has arrived, so
+/// the handshake that follows never waits for a peer that is slow to be scheduled (32
+/// workers starting at once on two cores: a blocking handshake held the gateway for
+/// milliseconds per worker). A peer that closes before its hello is forgotten; one whose
+/// hello takes longer than `timeout` from its connection is an error.
+fn hello_arrived<S: AsFd, A>(
+    pending: &mut Option<Pending<S>>,
+    accept: impl FnOnce() -> std::io::Result<(S, A)>,
+    target: &str,
+    timeout: Duration,
+) -> Result<Option<S>, SetupError> {
+    let p = match pending.take() {
+        Some(p) => p,
+        None => match waiting_peer(accept(), &target)? {
+            Some((stream, _)) => Pending {
+                stream,
+                since: Instant::now(),
+            },
+            None => return Ok(None),
+        },
+    };
+    let mut peek = [0u8; HELLO_LEN];
+    let fd = p.stream.as_fd().as_raw_fd();
+    match nix::sys::socket::recv(fd, &mut peek, MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT) {
+        Ok(n) if n >= HELLO_LEN => return Ok(Some(p.stream)),
+        // The peer left before saying hello: the slot waits for another.
+        Ok(0) => return Ok(None),
+        Ok(_) | Err(Errno::EAGAIN | Errno::EINTR) => {}
+        Err(e) => return Err(SetupError::io("peek at the hello from", target, e)),
+    }
+    if p.since.elapsed() >= timeout {
+        return Err(SetupError::Handshake {
+            target: target.to_string(),
+            reason: "no hello from the peer in time".into(),
+        });
+    }
+    *pending = Some(p);
+    Ok(None)
+}
+
 /// Retries `connect` while the peer is not listening yet.
 fn connect_within<S>(
     connect: impl Fn(Duration) -> std::io::Result<S>,
@@ -869,6 +917,8 @@ pub struct Uds;
 pub struct UdsListener {
     listener: UnixListener,
     endpoint: Endpoint,
+    /// A peer `try_accept` took whose hello has not arrived yet.
+    pending: Option<Pending<UnixStream>>,
 }
 
 impl Transport for Uds {
@@ -889,6 +939,7 @@ impl Transport for Uds {
         Ok(UdsListener {
             listener,
             endpoint: endpoint.clone(),
+            pending: None,
         })
     }
 
@@ -905,20 +956,26 @@ impl Transport for Uds {
         };
         let target = path.display().to_string();
         let deadline = Instant::now() + timeout;
-        let (stream, _) = accept_within(&listener.listener, |l| l.accept(), &target, timeout)?;
+        let stream = match listener.pending {
+            Some(p) => p.stream,
+            None => accept_within(&listener.listener, |l| l.accept(), &target, timeout)?.0,
+        };
         uds_accepted(stream, path, *max_frame, deadline)
     }
 
     fn try_accept(
-        listener: UdsListener,
+        mut listener: UdsListener,
         timeout: Duration,
     ) -> Result<Result<(StreamTx, StreamRx), UdsListener>, SetupError> {
         let Endpoint::Uds { path, max_frame } = &listener.endpoint else {
             return Err(wrong_kind(Self::KIND, &listener.endpoint));
         };
-        match waiting_peer(listener.listener.accept(), &path.display())? {
-            Some((stream, _)) => {
-                uds_accepted(stream, path, *max_frame, Instant::now() + timeout).map(Ok)
+        let (path, max_frame) = (path.clone(), *max_frame);
+        let target = path.display().to_string();
+        let l = &mut listener;
+        match hello_arrived(&mut l.pending, || l.listener.accept(), &target, timeout)? {
+            Some(stream) => {
+                uds_accepted(stream, &path, max_frame, Instant::now() + timeout).map(Ok)
             }
             None => Ok(Err(listener)),
         }
@@ -976,6 +1033,8 @@ pub struct Tcp;
 pub struct TcpListenerHalf {
     listener: TcpListener,
     endpoint: Endpoint,
+    /// A peer `try_accept` took whose hello has not arrived yet.
+    pending: Option<Pending<TcpStream>>,
 }
 
 impl Transport for Tcp {
@@ -1001,6 +1060,7 @@ impl Transport for Tcp {
                 addr: local,
                 max_frame: *max_frame,
             },
+            pending: None,
         })
     }
 
@@ -1017,25 +1077,26 @@ impl Transport for Tcp {
         };
         let target = addr.to_string();
         let deadline = Instant::now() + timeout;
-        let (stream, _) = accept_within(&listener.listener, |l| l.accept(), &target, timeout)?;
+        let stream = match listener.pending {
+            Some(p) => p.stream,
+            None => accept_within(&listener.listener, |l| l.accept(), &target, timeout)?.0,
+        };
         tcp_accepted(stream, &target, *max_frame, deadline)
     }
 
     fn try_accept(
-        listener: TcpListenerHalf,
+        mut listener: TcpListenerHalf,
         timeout: Duration,
     ) -> Result<Result<(StreamTx, StreamRx), TcpListenerHalf>, SetupError> {
         let Endpoint::Tcp { addr, max_frame } = &listener.endpoint else {
             return Err(wrong_kind(Self::KIND, &listener.endpoint));
         };
-        match waiting_peer(listener.listener.accept(), addr)? {
-            Some((stream, _)) => tcp_accepted(
-                stream,
-                &addr.to_string(),
-                *max_frame,
-                Instant::now() + timeout,
-            )
-            .map(Ok),
+        let (target, max_frame) = (addr.to_string(), *max_frame);
+        let l = &mut listener;
+        match hello_arrived(&mut l.pending, || l.listener.accept(), &target, timeout)? {
+            Some(stream) => {
+                tcp_accepted(stream, &target, max_frame, Instant::now() + timeout).map(Ok)
+            }
             None => Ok(Err(listener)),
         }
     }

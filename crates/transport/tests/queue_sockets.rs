@@ -278,3 +278,66 @@ fn an_acceptor_takes_peers_as_they_come_without_waiting_for_absent_ones() {
     peer.join().unwrap();
     assert_eq!(acceptor.waiting(), 2);
 }
+
+/// `try_accept` on a socket listener: a peer that has connected but not said hello yet is
+/// held, not waited for (the call returns "not yet" although its timeout is long); a peer
+/// that leaves before its hello is forgotten; a real peer is then taken.
+fn try_accept_holds_a_silent_peer<X: Transport>(
+    kind: TransportKind,
+    raw: impl Fn(&Endpoint) -> Box<dyn std::any::Any>,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = Endpoint::prepare(kind, dir.path(), &EndpointOptions::default()).unwrap();
+    let listener = X::listen(&spec).unwrap();
+    let resolved = X::resolved(&listener);
+    // Connected, silent.
+    let silent = raw(&resolved);
+    let listener = match X::try_accept(listener, T).unwrap() {
+        Ok(_) => panic!("accepted a peer that never said hello"),
+        Err(l) => l,
+    };
+    // Still silent: still not yet (and still no error).
+    let listener = X::try_accept(listener, T).unwrap().err().unwrap();
+    // It leaves without a word: forgotten, the slot waits for another.
+    drop(silent);
+    let mut listener = X::try_accept(listener, T).unwrap().err().unwrap();
+    let peer = std::thread::spawn(move || {
+        let (mut t, _r) = X::connect(&resolved, T).unwrap();
+        ipcbench_transport::Tx::send(&mut t, b"after").unwrap();
+        // Stay until the frame is read.
+        std::thread::sleep(Duration::from_millis(200));
+    });
+    let t0 = std::time::Instant::now();
+    let (_t, mut r) = loop {
+        match X::try_accept(listener, T).unwrap() {
+            Ok(pair) => break pair,
+            Err(l) => listener = l,
+        }
+        assert!(t0.elapsed() < T, "the real peer was never taken");
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    let mut buf = [0u8; 16];
+    let n = ipcbench_transport::Rx::recv_timeout(&mut r, &mut buf, T).unwrap();
+    assert_eq!(&buf[..n], b"after");
+    peer.join().unwrap();
+}
+
+#[test]
+fn uds_try_accept_holds_a_silent_peer_without_waiting() {
+    try_accept_holds_a_silent_peer::<Uds>(TransportKind::Uds, |ep| {
+        let Endpoint::Uds { path, .. } = ep else {
+            panic!("not uds")
+        };
+        Box::new(std::os::unix::net::UnixStream::connect(path).unwrap())
+    });
+}
+
+#[test]
+fn tcp_try_accept_holds_a_silent_peer_without_waiting() {
+    try_accept_holds_a_silent_peer::<ipcbench_transport::Tcp>(TransportKind::Tcp, |ep| {
+        let Endpoint::Tcp { addr, .. } = ep else {
+            panic!("not tcp")
+        };
+        Box::new(std::net::TcpStream::connect(addr).unwrap())
+    });
+}

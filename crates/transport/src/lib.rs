@@ -160,6 +160,14 @@ pub trait Transport {
         listener: Self::Listener,
         timeout: Duration,
     ) -> Result<Result<(Self::Tx, Self::Rx), Self::Listener>, SetupError>;
+    /// A descriptor that turns readable when [`Transport::try_accept`] on `listener` may
+    /// get further (a peer connecting, or the hello of one it holds), so that many
+    /// listeners can be watched with one `poll`; `None` for a kind without one (call
+    /// `try_accept` to know).
+    fn accept_fd(listener: &Self::Listener) -> Option<std::os::fd::BorrowedFd<'_>> {
+        let _ = listener;
+        None
+    }
     /// Connects to a listening peer, retrying until `timeout`, then checks the handshake.
     fn connect(endpoint: &Endpoint, timeout: Duration) -> Result<(Self::Tx, Self::Rx), SetupError>;
 }

@@ -1085,7 +1085,7 @@ impl<X: crate::Transport> Acceptor<X> {
         timeout: Duration,
     ) -> Result<Vec<(usize, X::Tx, X::Rx)>, SetupError> {
         let mut out = Vec::new();
-        for k in slots {
+        for k in self.ready(slots)? {
             let Some(slot) = self.slots.get_mut(k) else {
                 continue;
             };
@@ -1096,6 +1096,49 @@ impl<X: crate::Transport> Acceptor<X> {
             }
         }
         Ok(out)
+    }
+}
+
+impl<X: crate::Transport> Acceptor<X> {
+    /// Of `slots`, those still listening where `try_accept` may get further: one `poll`
+    /// over the listeners that have a descriptor (a client watching 64 slots every
+    /// millisecond made 64 `accept` calls each time), every one that has none.
+    fn ready(&self, slots: impl IntoIterator<Item = usize>) -> Result<Vec<usize>, SetupError> {
+        use nix::poll::{PollFd, PollFlags, PollTimeout};
+        // Each listening slot, with its place among the descriptors if it has one.
+        let mut looked: Vec<(usize, Option<usize>)> = Vec::new();
+        let mut fds = Vec::new();
+        for k in slots {
+            let Some(Some(l)) = self.slots.get(k) else {
+                continue;
+            };
+            let at = X::accept_fd(l).map(|fd| {
+                fds.push(PollFd::new(fd, PollFlags::POLLIN));
+                fds.len() - 1
+            });
+            looked.push((k, at));
+        }
+        if !fds.is_empty() {
+            loop {
+                match nix::poll::poll(&mut fds, PollTimeout::ZERO) {
+                    Ok(_) => break,
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    Err(e) => return Err(SetupError::io("poll", "the listening endpoints", e)),
+                }
+            }
+        }
+        Ok(looked
+            .into_iter()
+            .filter(|(_, at)| match at {
+                // Readable, hung up or in error: either way `try_accept` has news.
+                Some(i) => fds
+                    .get(*i)
+                    .and_then(PollFd::revents)
+                    .is_some_and(|r| !r.is_empty()),
+                None => true,
+            })
+            .map(|(k, _)| k)
+            .collect())
     }
 }
 

@@ -963,6 +963,13 @@ impl Transport for Uds {
         uds_accepted(stream, path, *max_frame, deadline)
     }
 
+    fn accept_fd(listener: &UdsListener) -> Option<BorrowedFd<'_>> {
+        Some(match &listener.pending {
+            Some(p) => p.stream.as_fd(),
+            None => listener.listener.as_fd(),
+        })
+    }
+
     fn try_accept(
         mut listener: UdsListener,
         timeout: Duration,
@@ -1082,6 +1089,13 @@ impl Transport for Tcp {
             None => accept_within(&listener.listener, |l| l.accept(), &target, timeout)?.0,
         };
         tcp_accepted(stream, &target, *max_frame, deadline)
+    }
+
+    fn accept_fd(listener: &TcpListenerHalf) -> Option<BorrowedFd<'_>> {
+        Some(match &listener.pending {
+            Some(p) => p.stream.as_fd(),
+            None => listener.listener.as_fd(),
+        })
     }
 
     fn try_accept(

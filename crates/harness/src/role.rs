@@ -45,26 +45,37 @@ pub fn main() -> ExitCode {
         let mut line = String::new();
         stdin.read_line(&mut line).context("reading the job")?;
         let job: RoleJob = serde_json::from_str(&line).context("parsing the job")?;
-        if nix::unistd::getppid().as_raw() != job.parent_pid {
-            bail!("the harness (pid {}) is gone", job.parent_pid);
-        }
-        if let Some(core) = job.core {
-            if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
-                bail!("cannot pin role {} to core {core}", job.role);
-            }
-        }
-        run(&job, &mut stdin)
+        execute(&job, &mut stdin)
     })();
+    ExitCode::from(finish(result))
+}
+
+/// Runs `job` in this process (a role process, or a worker the gateway's fork server
+/// forked): checks that the parent is the one the job names, pins, runs the role.
+pub(crate) fn execute(job: &RoleJob, stdin: &mut impl BufRead) -> anyhow::Result<RoleReport> {
+    if nix::unistd::getppid().as_raw() != job.parent_pid {
+        bail!("the harness (pid {}) is gone", job.parent_pid);
+    }
+    if let Some(core) = job.core {
+        if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
+            bail!("cannot pin role {} to core {core}", job.role);
+        }
+    }
+    run(job, stdin)
+}
+
+/// Reports how a role ended; the exit code (0 done, 1 failed, 3 could not report).
+pub(crate) fn finish(result: anyhow::Result<RoleReport>) -> u8 {
     match result {
         Ok(report) => match emit(&RoleEvent::Done(report)) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(_) => ExitCode::from(3),
+            Ok(()) => 0,
+            Err(_) => 3,
         },
         Err(e) => {
             let message = format!("{e:#}");
             eprintln!("role failed: {message}");
             let _ = emit(&RoleEvent::Failed { message });
-            ExitCode::FAILURE
+            1
         }
     }
 }

@@ -3,16 +3,16 @@
 //! endpoint and a result endpoint, all prepared here so that every file is removed when
 //! the run ends), its roles, and the check of what they report.
 //!
-//! The gateway starts each worker as a process of this same binary (`__role`, its job on
-//! stdin, then `go`) in the gateway's process group: the runner's kill of the gateway's
-//! group takes the workers with it, and a worker dies with its gateway
+//! The gateway's workers are processes forked (without exec) by a small server the
+//! gateway forks first thing (see [`ForkServer`]); each runs its job as a role process
+//! would. They stay in the gateway's process group, so the runner's kill of the group
+//! takes them with it, and each dies with its server, the server with the gateway
 //! (`PR_SET_PDEATHSIG`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::io::{BufRead, Write};
 use std::net::Ipv4Addr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -324,6 +324,8 @@ pub fn role<X: Transport>(
             RoleReport::from_measurement(&m)
         }
         TasksRole::Gateway => {
+            // First, while this process has a single thread: the workers' fork server.
+            let mut procs = ForkServer::start(job, worker_cores)?;
             let table = tasks_data::parse_server(data_name, data)?;
             let mut acceptor = Acceptor::<X>::listen(task_eps)?;
             emit(&RoleEvent::Ready {
@@ -333,15 +335,11 @@ pub fn role<X: Transport>(
             let client = X::connect(link, setup)?;
             emit(&RoleEvent::Connected)?;
             wait_for_go(stdin)?;
-            let mut procs = Procs::new(
-                job.clone(),
-                acceptor.resolved().to_vec(),
-                results.clone(),
-                worker_cores.clone(),
-            )?;
+            procs.tasks = acceptor.resolved().to_vec();
+            procs.results.clone_from(results);
             let r = tasks::gateway::<X>(client, &mut acceptor, &table, &mut procs, params);
             // Whatever happened, no worker outlives its gateway.
-            procs.kill_all();
+            procs.stop();
             RoleReport::from_measurement(&r?)
         }
         TasksRole::Worker { slot } => {
@@ -361,38 +359,328 @@ pub fn role<X: Transport>(
     }
 }
 
-/// The gateway's workers: processes of this binary, spawned by threads of their own
-/// (creating a process costs about a millisecond on this VM, and 32 of them one after
-/// another would delay the last worker by tens of milliseconds). A child dies with the
-/// thread that spawned it (`PR_SET_PDEATHSIG` is per thread), so the spawner threads live
-/// as long as the gateway does.
+/// The gateway's workers: processes forked, without exec, by a server process that the
+/// gateway forks as its first act, while it still has a single thread. An exec of this
+/// binary cost 1.2-1.4 ms of CPU here (the loader, relocations, page faults at ~8 µs
+/// each in this nested VM), a fork of the small server about 0.2 ms: with 32 workers
+/// starting at once on two cores that is most of the gap between the makespan and its
+/// bound. (Spawned from the gateway's threads, the workers also inherited the gateway's
+/// pin and started one after another on its core.)
 ///
-/// A child starts with its spawner's CPU affinity, and the gateway itself is pinned: so
-/// each spawner sets its own first, to its workers' core when worker cores are configured
-/// (slot `k` goes to spawner `k mod cores`), otherwise to every CPU. Left with the
-/// gateway's, the spawners, the children's start-up and the gateway all shared one core
-/// and the last of 32 workers was ready 35-50 ms late.
-struct Procs {
-    /// The gateway's own job, the template of each worker's.
+/// The server forks a worker per request, reports each one's exit status, kills one on
+/// request, and when the gateway closes its request pipe kills what is left, reaps it and
+/// exits. It dies with the gateway and each worker with it (`PR_SET_PDEATHSIG`); all stay
+/// in the gateway's process group, so the runner's kill of the group takes them too.
+struct ForkServer {
+    pid: nix::unistd::Pid,
+    /// Requests to the server: `S <slot> <job>`, `K <slot>`; closed: kill all and leave.
+    requests: Option<std::fs::File>,
+    /// The server's reports (`E <slot> <status>`, `F <slot>`), read without blocking.
+    events: std::fs::File,
+    /// The start of a report line not complete yet.
+    partial: Vec<u8>,
+    /// Slots started and not reported ended yet.
+    live: std::collections::BTreeSet<usize>,
+    /// Where the workers connect, and the gateway's job (the template of theirs).
     job: RoleJob,
     tasks: Vec<Endpoint>,
     results: Vec<Endpoint>,
     cores: Vec<usize>,
-    /// One request queue per spawner thread.
-    requests: Vec<std::sync::mpsc::Sender<(usize, String)>>,
-    running: std::sync::Arc<std::sync::Mutex<BTreeMap<usize, Spawned>>>,
-    spawners: Vec<std::thread::JoinHandle<()>>,
 }
 
-/// A worker as its spawner left it.
-enum Spawned {
-    Running(Child),
-    /// The spawn failed (reported as an unclean exit).
-    Failed,
+impl ForkServer {
+    /// Forks the server; must be called while this process has one thread.
+    fn start(job: &RoleJob, cores: &[usize]) -> anyhow::Result<ForkServer> {
+        use ipcbench_transport::process::{fork_single_threaded, Forked};
+        use nix::fcntl::OFlag;
+        let (req_r, req_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).context("creating a pipe")?;
+        let (ev_r, ev_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).context("creating a pipe")?;
+        let gateway = nix::unistd::getpid();
+        match fork_single_threaded().context("forking the workers' server")? {
+            Forked::Child => {
+                drop((req_w, ev_r));
+                serve(gateway, req_r.into(), ev_w.into())
+            }
+            Forked::Parent(pid) => {
+                drop((req_r, ev_w));
+                let events = std::fs::File::from(ev_r);
+                nix::fcntl::fcntl(&events, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK))
+                    .context("making the server's report pipe non-blocking")?;
+                Ok(ForkServer {
+                    pid,
+                    requests: Some(req_w.into()),
+                    events,
+                    partial: Vec::new(),
+                    live: Default::default(),
+                    job: job.clone(),
+                    tasks: Vec::new(),
+                    results: Vec::new(),
+                    cores: cores.to_vec(),
+                })
+            }
+        }
+    }
+
+    fn request(&mut self, line: &str) -> Result<(), WorkloadError> {
+        let sent = self
+            .requests
+            .as_mut()
+            .map(|r| writeln!(r, "{line}").is_ok());
+        if sent == Some(true) {
+            Ok(())
+        } else {
+            Err(WorkloadError::Param(
+                "the workers' server is gone".into(),
+            ))
+        }
+    }
+
+    /// Kills every worker, stops the server and reaps it (at most 5 s, then SIGKILL).
+    fn stop(&mut self) {
+        use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+        if self.requests.take().is_none() {
+            return;
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            match waitpid(self.pid, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Ok(WaitStatus::StillAlive) => {
+                    let _ = nix::sys::signal::kill(self.pid, nix::sys::signal::Signal::SIGKILL);
+                    let _ = waitpid(self.pid, None);
+                    return;
+                }
+                _ => return,
+            }
+        }
+    }
 }
 
-/// Spawner threads when the workers float (no worker cores configured).
-const SPAWNERS: usize = 2;
+impl Drop for ForkServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl Workers for ForkServer {
+    fn slots(&self) -> usize {
+        self.tasks.len().min(self.results.len())
+    }
+
+    fn start(&mut self, slot: usize) -> Result<(), WorkloadError> {
+        let RoleTask::Tasks { params, .. } = &self.job.task else {
+            return Err(WorkloadError::Param("not a tasks job".into()));
+        };
+        let job = RoleJob {
+            run_id: self.job.run_id.clone(),
+            role: format!("worker{slot}"),
+            core: (!self.cores.is_empty()).then(|| self.cores[slot % self.cores.len()]),
+            parent_pid: self.pid.as_raw(),
+            setup_timeout_ms: self.job.setup_timeout_ms,
+            task: RoleTask::Tasks {
+                role: TasksRole::Worker { slot: slot as u32 },
+                link: self.tasks[slot].clone(),
+                results: vec![self.results[slot].clone()],
+                tasks: vec![self.tasks[slot].clone()],
+                worker_cores: vec![],
+                data: String::new(),
+                data_name: String::new(),
+                params: *params,
+            },
+        };
+        let line = serde_json::to_string(&job)
+            .map_err(|e| WorkloadError::Param(format!("encoding worker {slot}'s job: {e}")))?;
+        self.request(&format!("S {slot} {line}"))?;
+        self.live.insert(slot);
+        Ok(())
+    }
+
+    fn exited(&mut self) -> Vec<(usize, bool)> {
+        use std::io::Read;
+        let mut out = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let server_gone = loop {
+            match self.events.read(&mut chunk) {
+                Ok(0) => break true,
+                Ok(n) => self.partial.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break false,
+                Err(_) => break true,
+            }
+        };
+        while let Some(end) = self.partial.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.partial.drain(..=end).collect();
+            let text = String::from_utf8_lossy(&line);
+            let mut words = text.split_whitespace();
+            let (Some(kind), Some(slot)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let Ok(slot) = slot.parse::<usize>() else {
+                continue;
+            };
+            let clean = kind == "E" && words.next() == Some("0");
+            if self.live.remove(&slot) {
+                out.push((slot, clean));
+            }
+        }
+        if server_gone {
+            // No server, no workers (they die with it): each one left ends uncleanly.
+            out.extend(std::mem::take(&mut self.live).into_iter().map(|s| (s, false)));
+        }
+        out
+    }
+
+    fn kill(&mut self, slot: usize) {
+        let _ = self.request(&format!("K {slot}"));
+    }
+}
+
+/// The workers' server (see [`ForkServer`]); never returns.
+fn serve(gateway: nix::unistd::Pid, requests: std::fs::File, events: std::fs::File) -> ! {
+    use nix::sys::signal::{kill, Signal};
+    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+    if nix::unistd::getppid() != gateway {
+        std::process::exit(1);
+    }
+    // Its stdout is the gateway's channel to the runner: not the server's, nor a worker's.
+    if let Ok(null) = std::fs::File::options().write(true).open("/dev/null") {
+        let _ = nix::unistd::dup2_stdout(&null);
+    }
+    // The gateway is pinned; the workers are not (or pin themselves).
+    let _ = set_affinity(None);
+    let me = nix::unistd::getpid();
+    let mut server = Server {
+        requests: Some(requests),
+        events: Some(events),
+        children: HashMap::new(),
+    };
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 1 << 16];
+    loop {
+        // Block for a request while no worker runs; otherwise look for exits every 1 ms.
+        let timeout = if server.children.is_empty() {
+            nix::poll::PollTimeout::NONE
+        } else {
+            nix::poll::PollTimeout::from(1u8)
+        };
+        let readable = match server.requests.as_ref() {
+            Some(r) => {
+                let mut fds = [nix::poll::PollFd::new(
+                    std::os::fd::AsFd::as_fd(r),
+                    nix::poll::PollFlags::POLLIN,
+                )];
+                matches!(nix::poll::poll(&mut fds, timeout), Ok(n) if n > 0)
+            }
+            None => false,
+        };
+        if readable {
+            use std::io::Read;
+            let n = match server.requests.as_mut().map(|r| r.read(&mut chunk)) {
+                Some(Ok(n)) => n,
+                Some(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                _ => 0,
+            };
+            if n == 0 {
+                break;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            while let Some(end) = buf.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=end).collect();
+                server.handle(me, &String::from_utf8_lossy(&line));
+            }
+        }
+        // Reap every worker that ended.
+        loop {
+            match waitpid(None::<nix::unistd::Pid>, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) => server.report_end(pid, code),
+                Ok(WaitStatus::Signaled(pid, sig, _)) => server.report_end(pid, 128 + sig as i32),
+                Ok(WaitStatus::StillAlive) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    }
+    // The gateway is done with us: no worker outlives it.
+    for pid in server.children.keys() {
+        let _ = kill(*pid, Signal::SIGKILL);
+    }
+    for pid in server.children.keys() {
+        let _ = waitpid(*pid, None);
+    }
+    std::process::exit(0)
+}
+
+/// The server's state.
+struct Server {
+    requests: Option<std::fs::File>,
+    events: Option<std::fs::File>,
+    /// Running workers by pid, with their slots.
+    children: HashMap<nix::unistd::Pid, usize>,
+}
+
+impl Server {
+    fn report(&mut self, line: &str) {
+        if let Some(e) = self.events.as_mut() {
+            let _ = writeln!(e, "{line}");
+        }
+    }
+
+    fn report_end(&mut self, pid: nix::unistd::Pid, status: i32) {
+        if let Some(slot) = self.children.remove(&pid) {
+            self.report(&format!("E {slot} {status}"));
+        }
+    }
+
+    fn handle(&mut self, me: nix::unistd::Pid, line: &str) {
+        use ipcbench_transport::process::{fork_single_threaded, Forked};
+        let mut words = line.trim_end().splitn(3, ' ');
+        let (Some(kind), Some(slot)) = (words.next(), words.next()) else {
+            return;
+        };
+        let Ok(slot) = slot.parse::<usize>() else {
+            return;
+        };
+        match kind {
+            "S" => match fork_single_threaded() {
+                Ok(Forked::Child) => {
+                    // The server's pipes are not the worker's.
+                    drop((self.requests.take(), self.events.take()));
+                    worker(me, words.next().unwrap_or(""))
+                }
+                Ok(Forked::Parent(pid)) => {
+                    self.children.insert(pid, slot);
+                }
+                Err(e) => {
+                    eprintln!("gateway: forking worker {slot}: {e}");
+                    self.report(&format!("F {slot}"));
+                }
+            },
+            "K" => {
+                if let Some((pid, _)) = self.children.iter().find(|(_, s)| **s == slot) {
+                    // Not reaped yet, so the pid is still this worker's.
+                    let _ = nix::sys::signal::kill(*pid, nix::sys::signal::Signal::SIGKILL);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A forked worker: runs its job as a role process would and exits with its code.
+fn worker(server: nix::unistd::Pid, job: &str) -> ! {
+    let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
+    let result = serde_json::from_str::<RoleJob>(job)
+        .context("parsing the worker's job")
+        .and_then(|job| {
+            if nix::unistd::getppid() != server {
+                anyhow::bail!("the workers' server is gone");
+            }
+            crate::role::execute(&job, &mut format!("{GO}\n").as_bytes())
+        });
+    std::process::exit(i32::from(crate::role::finish(result)))
+}
 
 /// Sets the calling thread's CPU affinity to `core`, or to every CPU the system lets it
 /// use when `None`.
@@ -408,168 +696,5 @@ fn set_affinity(core: Option<usize>) -> anyhow::Result<()> {
     }
     // Pid 0: the calling thread.
     nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)
-        .with_context(|| format!("setting a spawner's CPU affinity to {core:?}"))
-}
-
-impl Procs {
-    fn new(
-        job: RoleJob,
-        tasks: Vec<Endpoint>,
-        results: Vec<Endpoint>,
-        cores: Vec<usize>,
-    ) -> anyhow::Result<Procs> {
-        let exe = std::env::current_exe().context("locating the harness binary")?;
-        let running = std::sync::Arc::new(std::sync::Mutex::new(BTreeMap::new()));
-        let pins: Vec<Option<usize>> = if cores.is_empty() {
-            vec![None; SPAWNERS]
-        } else {
-            cores.iter().map(|&c| Some(c)).collect()
-        };
-        let mut requests = Vec::new();
-        let mut spawners = Vec::new();
-        for pin in pins {
-            let (tx, rx) = std::sync::mpsc::channel::<(usize, String)>();
-            let (running, exe) = (running.clone(), exe.clone());
-            let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-            spawners.push(std::thread::spawn(move || {
-                let pinned = set_affinity(pin);
-                let ok = pinned.is_ok();
-                let _ = ready_tx.send(pinned);
-                if !ok {
-                    return;
-                }
-                while let Ok((slot, line)) = rx.recv() {
-                    let spawned = spawn_worker(&exe, slot, &line);
-                    if let Ok(mut map) = running.lock() {
-                        map.insert(slot, spawned);
-                    }
-                }
-            }));
-            ready_rx
-                .recv()
-                .map_err(|_| anyhow::anyhow!("a spawner thread died at its start"))??;
-            requests.push(tx);
-        }
-        Ok(Procs {
-            job,
-            tasks,
-            results,
-            cores,
-            requests,
-            running,
-            spawners,
-        })
-    }
-
-    fn map(&self) -> std::sync::MutexGuard<'_, BTreeMap<usize, Spawned>> {
-        self.running.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Kills every worker still running and stops the spawners.
-    fn kill_all(&mut self) {
-        self.requests.clear();
-        for s in std::mem::take(&mut self.spawners) {
-            let _ = s.join();
-        }
-        for (_, s) in std::mem::take(&mut *self.map()) {
-            if let Spawned::Running(mut c) = s {
-                let _ = c.kill();
-                let _ = c.wait();
-            }
-        }
-    }
-}
-
-/// Starts one worker process with its job and `go` on its stdin.
-fn spawn_worker(exe: &Path, slot: usize, line: &str) -> Spawned {
-    match Command::new(exe)
-        .arg("__role")
-        .stdin(Stdio::piped())
-        // Its events go nowhere (the gateway learns what it needs over the queue and from
-        // the exit status); its stderr joins the gateway's.
-        .stdout(Stdio::null())
-        .spawn()
-    {
-        Ok(mut child) => {
-            if let Some(mut stdin) = child.stdin.take() {
-                // A worker that died at once shows up in `exited`.
-                let _ = writeln!(stdin, "{line}\n{GO}");
-            }
-            Spawned::Running(child)
-        }
-        Err(e) => {
-            eprintln!("gateway: spawning worker {slot}: {e}");
-            Spawned::Failed
-        }
-    }
-}
-
-impl Workers for Procs {
-    fn slots(&self) -> usize {
-        self.tasks.len().min(self.results.len())
-    }
-
-    fn start(&mut self, slot: usize) -> Result<(), WorkloadError> {
-        let RoleTask::Tasks { params, .. } = &self.job.task else {
-            return Err(WorkloadError::Param("not a tasks job".into()));
-        };
-        let job = RoleJob {
-            run_id: self.job.run_id.clone(),
-            role: format!("worker{slot}"),
-            core: (!self.cores.is_empty()).then(|| self.cores[slot % self.cores.len()]),
-            parent_pid: std::process::id() as i32,
-            setup_timeout_ms: self.job.setup_timeout_ms,
-            task: RoleTask::Tasks {
-                role: TasksRole::Worker { slot: slot as u32 },
-                link: self.tasks[slot].clone(),
-                results: vec![self.results[slot].clone()],
-                tasks: vec![self.tasks[slot].clone()],
-                worker_cores: vec![],
-                data: String::new(),
-                data_name: String::new(),
-                params: *params,
-            },
-        };
-        let line = serde_json::to_string(&job)
-            .map_err(|e| WorkloadError::Param(format!("encoding worker {slot}'s job: {e}")))?;
-        let n = self.requests.len().max(1);
-        let sent = self
-            .requests
-            .get(slot % n)
-            .map(|r| r.send((slot, line)).is_ok());
-        if sent != Some(true) {
-            return Err(WorkloadError::Param(format!(
-                "starting worker {slot}: the spawner threads are gone"
-            )));
-        }
-        Ok(())
-    }
-
-    fn exited(&mut self) -> Vec<(usize, bool)> {
-        let mut out = Vec::new();
-        self.map().retain(|slot, s| match s {
-            Spawned::Running(c) => match c.try_wait() {
-                Ok(Some(status)) => {
-                    out.push((*slot, status.success()));
-                    false
-                }
-                Ok(None) => true,
-                Err(_) => {
-                    out.push((*slot, false));
-                    false
-                }
-            },
-            Spawned::Failed => {
-                out.push((*slot, false));
-                false
-            }
-        });
-        out
-    }
-
-    fn kill(&mut self, slot: usize) {
-        if let Some(Spawned::Running(c)) = self.map().get_mut(&slot) {
-            let _ = c.kill();
-        }
-    }
+        .with_context(|| format!("setting the CPU affinity to {core:?}"))
 }

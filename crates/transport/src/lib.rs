@@ -38,6 +38,7 @@ pub mod baseline;
 mod endpoint;
 mod error;
 pub mod pool;
+pub mod process;
 pub mod queue;
 pub mod segment;
 mod shm;

@@ -716,6 +716,58 @@ timeout_s = 60
 }
 
 #[test]
+fn ctrl_c_hands_every_tasks_worker_a_poison_pill() {
+    let s = Scratch::new();
+    // 320 batches of 0.2 s on 8 threaded workers (a 10-s job), interrupted once the
+    // workers run: each takes its pill when its batch is done, ahead of the batches left.
+    let (mut h, _out, roles) = start_long_run(
+        &s,
+        r#"
+[[experiment]]
+name = "tasks-int"
+workload = "tasks"
+transport = "queue"
+over = "uds"
+generate = 5120
+max_workers = 8
+wait_s = 0.2
+timeout_s = 120
+"#,
+    );
+    // The gateway's fork server and its workers.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (server, workers) = loop {
+        let found = roles.iter().flat_map(|r| children(*r)).find_map(|srv| {
+            let w = children(srv);
+            (w.len() >= 4).then_some((srv, w))
+        });
+        if let Some(f) = found {
+            break f;
+        }
+        assert!(Instant::now() < deadline, "no workers started");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(h.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    wait_bounded(&mut h, Duration::from_secs(30));
+    let o = h.wait_with_output().unwrap();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(130), "{err}");
+    assert!(
+        err.contains("gateway: stopped: interrupted: poison pills sent to the")
+            && err.contains("all left"),
+        "{err}"
+    );
+    for pid in roles.into_iter().chain([server]).chain(workers) {
+        assert!(!alive(pid), "{pid} outlived Ctrl-C");
+    }
+    s.assert_clean();
+}
+
+#[test]
 fn tasks_data_errors_name_the_file_and_line() {
     let s = Scratch::new();
     let data = s.write("client.txt", "137.72.95.1:foo\n137.72.95.999:bar\n");

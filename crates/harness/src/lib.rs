@@ -715,11 +715,15 @@ fn run_matrix(
             Err(e) => runner::RunOutcome {
                 status: Status::Failed(format!("setup: {e:#}")),
                 reports: vec![],
+                last_words: vec![],
             },
         };
         // Removes the FIFOs, sockets and role logs of this run.
         drop(dir);
         if outcome.status == Status::Interrupted {
+            for w in &outcome.last_words {
+                eprintln!("harness: {}: {w}", spec.run_id);
+            }
             break;
         }
         let pair = [spec.cores[0], *spec.cores.get(1).unwrap_or(&spec.cores[0])];

@@ -78,6 +78,9 @@ pub struct RunOutcome {
     pub status: Status,
     /// Each role's report, in role order.
     pub reports: Vec<Option<RoleReport>>,
+    /// When the run was stopped (Ctrl-C, its bound): what each role that said something
+    /// as it went said, as `role: message`.
+    pub last_words: Vec<String>,
 }
 
 enum Msg {
@@ -284,6 +287,34 @@ fn failure_text(procs: &mut [Proc]) -> String {
     parts.join("; ")
 }
 
+/// How long roles have to leave after SIGTERM when a run is stopped (the tasks gateway
+/// gives its workers 2 s to take their poison pills) before their groups are killed.
+const TERM_GRACE: Duration = Duration::from_secs(3);
+
+/// Asks every role still running to stop (SIGTERM to the role's own process, not its
+/// group: a role that has helpers, such as the tasks gateway, stops them its own way) and
+/// waits at most `grace` for all of them to exit.
+fn terminate(procs: &mut [Proc], grace: Duration) {
+    for p in procs.iter_mut().filter(|p| p.status.is_none()) {
+        let _ = nix::sys::signal::kill(Pid::from_raw(p.child.id() as i32), Signal::SIGTERM);
+    }
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        let mut running = 0;
+        for p in procs.iter_mut().filter(|p| p.status.is_none()) {
+            match p.child.try_wait() {
+                Ok(Some(s)) => p.status = Some(s),
+                Ok(None) => running += 1,
+                Err(_) => {}
+            }
+        }
+        if running == 0 {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// Kills every role's process group and reaps it.
 fn cleanup(procs: &mut [Proc]) {
     for p in procs.iter_mut() {
@@ -321,6 +352,16 @@ pub fn execute_with(
     if matches!(status, Err(Stop::Broken)) {
         drain(&mut procs, &rx, Duration::from_millis(500));
     }
+    let stopped = matches!(status, Err(Stop::Interrupted | Stop::Timeout));
+    let mut last_words = Vec::new();
+    if stopped {
+        terminate(&mut procs, TERM_GRACE);
+        drain(&mut procs, &rx, Duration::from_millis(200));
+        last_words = procs
+            .iter()
+            .filter_map(|p| p.failed.as_ref().map(|m| format!("{}: {m}", p.name)))
+            .collect();
+    }
     let status = match status {
         Ok(()) => Status::Ok,
         Err(Stop::Interrupted) => Status::Interrupted,
@@ -331,16 +372,22 @@ pub fn execute_with(
                 .filter(|p| p.done.is_none())
                 .map(|p| p.name.as_str())
                 .collect();
-            Status::Timeout(format!(
-                "{} still running after the run's bound",
-                waiting.join(", ")
-            ))
+            let mut why = format!("{} still running after the run's bound", waiting.join(", "));
+            for w in &last_words {
+                why.push_str("; ");
+                why.push_str(w);
+            }
+            Status::Timeout(why)
         }
     };
     cleanup(&mut procs);
     let mut reports: Vec<Option<RoleReport>> = procs.iter_mut().map(|p| p.done.take()).collect();
     reports.resize(plan.roles.len(), None);
-    RunOutcome { status, reports }
+    RunOutcome {
+        status,
+        reports,
+        last_words,
+    }
 }
 
 fn run_phases(

@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::io::{BufRead, Write};
 use std::net::Ipv4Addr;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -326,6 +327,11 @@ pub fn role<X: Transport>(
         TasksRole::Gateway => {
             // First, while this process has a single thread: the workers' fork server.
             let mut procs = ForkServer::start(job, worker_cores)?;
+            // The runner stops a run (Ctrl-C, its bound) with SIGTERM to each role first:
+            // the gateway then hands every worker a poison pill before it goes.
+            static STOP: AtomicBool = AtomicBool::new(false);
+            ctrlc::set_handler(|| STOP.store(true, Ordering::Relaxed))
+                .context("installing the gateway's SIGTERM handler")?;
             let table = tasks_data::parse_server(data_name, data)?;
             let mut acceptor = Acceptor::<X>::listen(task_eps)?;
             emit(&RoleEvent::Ready {
@@ -337,7 +343,7 @@ pub fn role<X: Transport>(
             wait_for_go(stdin)?;
             procs.tasks = acceptor.resolved().to_vec();
             procs.results.clone_from(results);
-            let r = tasks::gateway::<X>(client, &mut acceptor, &table, &mut procs, params);
+            let r = tasks::gateway::<X>(client, &mut acceptor, &table, &mut procs, params, &STOP);
             // Whatever happened, no worker outlives its gateway.
             procs.stop();
             RoleReport::from_measurement(&r?)
@@ -429,9 +435,7 @@ impl ForkServer {
         if sent == Some(true) {
             Ok(())
         } else {
-            Err(WorkloadError::Param(
-                "the workers' server is gone".into(),
-            ))
+            Err(WorkloadError::Param("the workers' server is gone".into()))
         }
     }
 
@@ -527,7 +531,11 @@ impl Workers for ForkServer {
         }
         if server_gone {
             // No server, no workers (they die with it): each one left ends uncleanly.
-            out.extend(std::mem::take(&mut self.live).into_iter().map(|s| (s, false)));
+            out.extend(
+                std::mem::take(&mut self.live)
+                    .into_iter()
+                    .map(|s| (s, false)),
+            );
         }
         out
     }

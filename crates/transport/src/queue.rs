@@ -198,12 +198,31 @@ impl Outbox {
         true
     }
 
+    /// Queues a copy of `frame` ahead of every frame waiting, whatever the high-water mark
+    /// (a control frame, such as a poison pill, that must not wait behind the work).
+    pub fn push_first(&self, frame: &[u8]) -> Result<(), OutboxError> {
+        let st = self.lock();
+        if st.closed {
+            return Err(OutboxError::Closed);
+        }
+        self.insert(st, frame, true);
+        Ok(())
+    }
+
     /// Appends a copy of `frame` (in a reused buffer) and wakes the drain.
-    fn enqueue(&self, mut st: MutexGuard<'_, State>, frame: &[u8]) {
+    fn enqueue(&self, st: MutexGuard<'_, State>, frame: &[u8]) {
+        self.insert(st, frame, false);
+    }
+
+    fn insert(&self, mut st: MutexGuard<'_, State>, frame: &[u8], first: bool) {
         let mut buf = st.spare.pop().unwrap_or_default();
         buf.clear();
         buf.extend_from_slice(frame);
-        st.frames.push_back(buf);
+        if first {
+            st.frames.push_front(buf);
+        } else {
+            st.frames.push_back(buf);
+        }
         st.counts.accepted += 1;
         drop(st);
         self.not_empty.notify_one();
@@ -299,6 +318,27 @@ mod tests {
                 queued: 0
             }
         );
+    }
+
+    #[test]
+    fn a_frame_pushed_first_goes_ahead_of_a_full_queue() {
+        let o = Outbox::new(
+            2,
+            FullPolicy::Block {
+                timeout: Duration::from_millis(1),
+            },
+        );
+        o.push(b"a").unwrap();
+        o.push(b"b").unwrap();
+        o.push_first(b"pill").unwrap();
+        let mut buf = Vec::new();
+        for want in [&b"pill"[..], b"a", b"b"] {
+            assert!(o.take(&mut buf, Duration::ZERO));
+            assert_eq!(buf, want);
+        }
+        assert_eq!(o.counts().accepted, 3);
+        o.close();
+        assert_eq!(o.push_first(b"late"), Err(OutboxError::Closed));
     }
 
     #[test]
@@ -534,6 +574,12 @@ impl<T: Tx + Send + 'static, R: Rx + Send + 'static> Push<T, R> {
     /// Queues `frame` for the next free peer.
     pub fn send(&self, frame: &[u8]) -> Result<(), OutboxError> {
         self.outbox.push(frame)
+    }
+
+    /// Queues `frame` ahead of every frame waiting, for the next free peer, whatever the
+    /// high-water mark (see [`Outbox::push_first`]).
+    pub fn send_first(&self, frame: &[u8]) -> Result<(), OutboxError> {
+        self.outbox.push_first(frame)
     }
 
     /// Frames delivered to each peer so far, by peer id.

@@ -80,6 +80,9 @@ pub enum WorkloadError {
     /// A parameter the role cannot work with.
     #[error("invalid parameter: {0}")]
     Param(String),
+    /// Stopped before the end (Ctrl-C, or a peer that left): what was done about it.
+    #[error("stopped: {0}")]
+    Stopped(String),
 }
 
 /// Bytes at the start of every workload message that carry its sequence number.

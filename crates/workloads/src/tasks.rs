@@ -21,6 +21,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use ipcbench_transport::queue::{Acceptor, FullPolicy, Pull, PullError, Push, PushOptions};
@@ -57,6 +58,10 @@ pub struct TasksParams {
 
 /// A handshake with a peer that has arrived takes at most this long.
 const HANDSHAKE: Duration = Duration::from_secs(5);
+/// How long workers have to take their poison pills and leave when the gateway stops
+/// early, before they are killed.
+const PILL_GRACE: Duration = Duration::from_secs(2);
+
 /// Largest message: a batch of `MAX_BATCH` commands, roughly.
 const BUF: usize = 1 << 20;
 
@@ -280,6 +285,7 @@ pub fn gateway<X: Transport>(
     table: &HashMap<(Ipv4Addr, Command), Answer>,
     workers: &mut dyn Workers,
     p: &TasksParams,
+    interrupt: &AtomicBool,
 ) -> Result<Measurement, WorkloadError> {
     let mut from_client = Pull::new(vec![client], p.hwm.max(1));
     let mut push: Push<X::Tx, X::Rx> = Push::open(PushOptions {
@@ -294,6 +300,9 @@ pub fn gateway<X: Transport>(
     let mut next_slot = 0usize;
     let mut job_done = false;
     let mut pills_sent = false;
+    // Why the gateway is shutting down before the job is done (Ctrl-C, the client gone).
+    let mut stopping: Option<String> = None;
+    let mut pilled = 0usize;
     let mut killed: Option<usize> = None;
     let mut buf = vec![0u8; BUF];
     let start = Instant::now();
@@ -335,9 +344,8 @@ pub fn gateway<X: Transport>(
                 Err(PullError::Timeout) => break,
                 Err(PullError::Disconnected) if job_done => break,
                 Err(PullError::Disconnected) => {
-                    return Err(WorkloadError::Integrity(
-                        "the client left before the job was done".into(),
-                    ))
+                    stopping = Some("the client left before the job was done".into());
+                    break;
                 }
                 Err(PullError::Truncated { needed }) => {
                     return Err(WorkloadError::Integrity(format!(
@@ -346,6 +354,20 @@ pub fn gateway<X: Transport>(
                 }
             }
             wait = Duration::ZERO;
+        }
+        if stopping.is_none() && !job_done && interrupt.load(Ordering::Relaxed) {
+            stopping = Some("interrupted".into());
+        }
+        if stopping.is_some() && !pills_sent {
+            // No more batches are handed out; a pill for every worker goes ahead of the
+            // batches waiting (a worker in the middle of a batch takes it after).
+            for _ in 0..live.len() {
+                let _ = push.send_first(&Message::Die.encode());
+            }
+            pilled = live.len();
+            pills_sent = true;
+            job_done = true;
+            deadline = Instant::now() + PILL_GRACE;
         }
         // Only the slots of workers started and not connected yet.
         let starting: Vec<usize> = live
@@ -407,7 +429,15 @@ pub fn gateway<X: Transport>(
             break;
         }
         if Instant::now() >= deadline {
-            let what = if job_done {
+            let what = if let Some(why) = &stopping {
+                format!(
+                    "{why}: poison pills sent to the {pilled} workers running; {} took theirs \
+                     and left, {} still busy with a batch {} s later were killed",
+                    pilled.saturating_sub(live.len()),
+                    live.len(),
+                    PILL_GRACE.as_secs()
+                )
+            } else if job_done {
                 format!(
                     "{} workers did not leave after their poison pill",
                     live.len()
@@ -418,8 +448,18 @@ pub fn gateway<X: Transport>(
             for s in &live {
                 workers.kill(*s);
             }
-            return Err(WorkloadError::Integrity(what));
+            return Err(if stopping.is_some() {
+                WorkloadError::Stopped(what)
+            } else {
+                WorkloadError::Integrity(what)
+            });
         }
+    }
+    if let Some(why) = stopping {
+        push.finish(Duration::ZERO);
+        return Err(WorkloadError::Stopped(format!(
+            "{why}: poison pills sent to the {pilled} workers running; all left"
+        )));
     }
     c.redispatched = push.counts().redelivered;
     push.finish(Duration::from_millis(100));
@@ -625,7 +665,15 @@ mod tests {
         let table = parse_server("server", server_text).unwrap();
         let gw = std::thread::spawn(move || {
             let c = Uds::connect(&link_ep, T).unwrap();
-            gateway::<Uds>(c, &mut tasks, &table, &mut workers, &p).unwrap()
+            gateway::<Uds>(
+                c,
+                &mut tasks,
+                &table,
+                &mut workers,
+                &p,
+                &AtomicBool::new(false),
+            )
+            .unwrap()
         });
         let lines = parse_client("client", client_text).unwrap();
         let c = Uds::accept(link, T).unwrap();
@@ -691,6 +739,64 @@ mod tests {
             reaped
         );
         assert!(reaped >= 1.0, "{gw:?}");
+    }
+
+    #[test]
+    fn an_interrupted_gateway_hands_every_worker_a_poison_pill() {
+        // 8 batches of 0.3 s on 4 workers; the gateway is interrupted during the first
+        // round: the pills go ahead of the 4 batches waiting, each worker takes one when
+        // its batch is done, and the gateway says so.
+        let g = generate(64, 1.0, 1.0, 0);
+        let p = TasksParams {
+            wait_s: 0.3,
+            timeout_ms: 3_000,
+            ..params()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let slots = 2 * p.max_workers as usize;
+        let link = Uds::listen(&endpoint(dir.path(), "gw")).unwrap();
+        let link_ep = Uds::resolved(&link);
+        let listen = |prefix: &str| {
+            Acceptor::<Uds>::listen(
+                &(0..slots)
+                    .map(|k| endpoint(dir.path(), &format!("{prefix}{k}")))
+                    .collect::<Vec<_>>(),
+            )
+            .unwrap()
+        };
+        let (mut results, mut tasks) = (listen("r"), listen("t"));
+        let exits = Arc::new(Mutex::new(Vec::new()));
+        let mut workers = Threads {
+            to_gateway: tasks.resolved().to_vec(),
+            to_client: results.resolved().to_vec(),
+            p,
+            running: BTreeMap::new(),
+            exits: exits.clone(),
+        };
+        let table = parse_server("server", &g.server).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let s2 = stop.clone();
+        let gw = std::thread::spawn(move || {
+            let c = Uds::connect(&link_ep, T).unwrap();
+            gateway::<Uds>(c, &mut tasks, &table, &mut workers, &p, &s2)
+        });
+        let lines = parse_client("client", &g.client).unwrap();
+        let c = Uds::accept(link, T).unwrap();
+        let client = std::thread::spawn(move || client::<Uds>(c, &mut results, &lines, &p));
+        std::thread::sleep(Duration::from_millis(100));
+        stop.store(true, Ordering::Relaxed);
+        let e = gw.join().unwrap().unwrap_err();
+        let msg = e.to_string();
+        assert!(matches!(e, WorkloadError::Stopped(_)), "{msg}");
+        assert!(
+            msg.contains("interrupted") && msg.contains("all left"),
+            "{msg}"
+        );
+        let exits = exits.lock().unwrap().clone();
+        assert_eq!(exits.len(), 4, "{exits:?}");
+        assert!(exits.iter().all(|e| *e == WorkerExit::Pill), "{exits:?}");
+        // The client gets the first round's results only, and says so at its bound.
+        assert!(client.join().unwrap().is_err());
     }
 
     #[test]

@@ -191,8 +191,17 @@ impl fmt::Display for Generated {
 pub fn generate(n: usize, low_s: f64, high_s: f64, seed: u64) -> Generated {
     let (mut client, mut server) = (String::new(), String::new());
     for i in 0..n {
-        let ip = Ipv4Addr::new(137, 72, 95, (i % 256) as u8);
-        let command = if (i / 256) % 2 == 0 { "foo" } else { "bar" };
+        // The original's 512 pairs (137.72.95.x, foo then bar), then the next /24 for
+        // each further 512, so every pair is unique (the gateway refuses a pair twice).
+        let (block, j) = (i / 512, i % 512);
+        let third = 95 + block;
+        let ip = Ipv4Addr::new(
+            137,
+            (72 + third / 256) as u8,
+            (third % 256) as u8,
+            (j % 256) as u8,
+        );
+        let command = if j < 256 { "foo" } else { "bar" };
         let u = (splitmix(seed, i as u64) >> 11) as f64 / (1u64 << 53) as f64;
         let wait = low_s + u * (high_s - low_s);
         client.push_str(&format!("{ip}:{command}\n"));
@@ -215,6 +224,16 @@ mod tests {
 
     const CLIENT: &str = include_str!("../../../bench-configs/data/client_512.txt");
     const SERVER: &str = include_str!("../../../bench-configs/data/server_512.txt");
+
+    #[test]
+    fn generated_pairs_are_unique_beyond_the_originals_512() {
+        let g = generate(5120, 0.5, 1.5, 7);
+        let client = parse_client("gen", &g.client).unwrap();
+        let server = parse_server("gen", &g.server).unwrap();
+        assert_eq!(client.len(), 5120);
+        assert_eq!(server.len(), 5120);
+        assert!(server.values().all(|a| (0.5..=1.5).contains(&a.wait_s)));
+    }
 
     #[test]
     fn the_shipped_files_are_the_originals_512_pairs_at_one_second() {

@@ -638,22 +638,36 @@ mod tests {
         server_text: &str,
         p: TasksParams,
     ) -> (Measurement, Measurement, Vec<WorkerExit>) {
+        let (m, g, exits) = run_with(client_text, server_text, p, None);
+        (m.unwrap(), g.unwrap(), exits)
+    }
+
+    /// [`run`], interrupting the gateway `interrupt_after` its start if given; what client
+    /// and gateway returned.
+    #[allow(clippy::type_complexity)]
+    fn run_with(
+        client_text: &str,
+        server_text: &str,
+        p: TasksParams,
+        interrupt_after: Option<Duration>,
+    ) -> (
+        Result<Measurement, WorkloadError>,
+        Result<Measurement, WorkloadError>,
+        Vec<WorkerExit>,
+    ) {
         let dir = tempfile::tempdir().unwrap();
         let slots = 2 * p.max_workers as usize;
         let link = Uds::listen(&endpoint(dir.path(), "gw")).unwrap();
         let link_ep = Uds::resolved(&link);
-        let mut results = Acceptor::<Uds>::listen(
-            &(0..slots)
-                .map(|k| endpoint(dir.path(), &format!("r{k}")))
-                .collect::<Vec<_>>(),
-        )
-        .unwrap();
-        let mut tasks = Acceptor::<Uds>::listen(
-            &(0..slots)
-                .map(|k| endpoint(dir.path(), &format!("t{k}")))
-                .collect::<Vec<_>>(),
-        )
-        .unwrap();
+        let listen = |prefix: &str| {
+            Acceptor::<Uds>::listen(
+                &(0..slots)
+                    .map(|k| endpoint(dir.path(), &format!("{prefix}{k}")))
+                    .collect::<Vec<_>>(),
+            )
+            .unwrap()
+        };
+        let (mut results, mut tasks) = (listen("r"), listen("t"));
         let exits = Arc::new(Mutex::new(Vec::new()));
         let mut workers = Threads {
             to_gateway: tasks.resolved().to_vec(),
@@ -663,22 +677,21 @@ mod tests {
             exits: exits.clone(),
         };
         let table = parse_server("server", server_text).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let s2 = stop.clone();
         let gw = std::thread::spawn(move || {
             let c = Uds::connect(&link_ep, T).unwrap();
-            gateway::<Uds>(
-                c,
-                &mut tasks,
-                &table,
-                &mut workers,
-                &p,
-                &AtomicBool::new(false),
-            )
-            .unwrap()
+            gateway::<Uds>(c, &mut tasks, &table, &mut workers, &p, &s2)
         });
         let lines = parse_client("client", client_text).unwrap();
         let c = Uds::accept(link, T).unwrap();
-        let m = client::<Uds>(c, &mut results, &lines, &p).unwrap();
+        let client = std::thread::spawn(move || client::<Uds>(c, &mut results, &lines, &p));
+        if let Some(after) = interrupt_after {
+            std::thread::sleep(after);
+            stop.store(true, Ordering::Relaxed);
+        }
         let g = gw.join().unwrap();
+        let m = client.join().unwrap();
         let exits = exits.lock().unwrap().clone();
         (m, g, exits)
     }
@@ -752,51 +765,18 @@ mod tests {
             timeout_ms: 3_000,
             ..params()
         };
-        let dir = tempfile::tempdir().unwrap();
-        let slots = 2 * p.max_workers as usize;
-        let link = Uds::listen(&endpoint(dir.path(), "gw")).unwrap();
-        let link_ep = Uds::resolved(&link);
-        let listen = |prefix: &str| {
-            Acceptor::<Uds>::listen(
-                &(0..slots)
-                    .map(|k| endpoint(dir.path(), &format!("{prefix}{k}")))
-                    .collect::<Vec<_>>(),
-            )
-            .unwrap()
-        };
-        let (mut results, mut tasks) = (listen("r"), listen("t"));
-        let exits = Arc::new(Mutex::new(Vec::new()));
-        let mut workers = Threads {
-            to_gateway: tasks.resolved().to_vec(),
-            to_client: results.resolved().to_vec(),
-            p,
-            running: BTreeMap::new(),
-            exits: exits.clone(),
-        };
-        let table = parse_server("server", &g.server).unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let s2 = stop.clone();
-        let gw = std::thread::spawn(move || {
-            let c = Uds::connect(&link_ep, T).unwrap();
-            gateway::<Uds>(c, &mut tasks, &table, &mut workers, &p, &s2)
-        });
-        let lines = parse_client("client", &g.client).unwrap();
-        let c = Uds::accept(link, T).unwrap();
-        let client = std::thread::spawn(move || client::<Uds>(c, &mut results, &lines, &p));
-        std::thread::sleep(Duration::from_millis(100));
-        stop.store(true, Ordering::Relaxed);
-        let e = gw.join().unwrap().unwrap_err();
+        let (m, gw, exits) = run_with(&g.client, &g.server, p, Some(Duration::from_millis(100)));
+        let e = gw.unwrap_err();
         let msg = e.to_string();
         assert!(matches!(e, WorkloadError::Stopped(_)), "{msg}");
         assert!(
             msg.contains("interrupted") && msg.contains("all left"),
             "{msg}"
         );
-        let exits = exits.lock().unwrap().clone();
         assert_eq!(exits.len(), 4, "{exits:?}");
         assert!(exits.iter().all(|e| *e == WorkerExit::Pill), "{exits:?}");
         // The client gets the first round's results only, and says so at its bound.
-        assert!(client.join().unwrap().is_err());
+        assert!(m.is_err());
     }
 
     #[test]

@@ -49,6 +49,18 @@ impl Scratch {
         child.wait_with_output().unwrap()
     }
     /// `harness --config CFG --out OUT`.
+    /// Writes `text` as the config `name`, runs it into `out/`, checks that the harness
+    /// succeeded; the results directory, and its summary's header and rows.
+    fn run_ok(&self, name: &str, text: &str) -> (PathBuf, Vec<String>, Vec<csv::StringRecord>) {
+        let cfg = self.write(name, text);
+        let out = self.path("out");
+        let o = self.run_config(&cfg, &out);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let dir = results_dir(&out);
+        let (header, rows) = summary(&dir);
+        (dir, header, rows)
+    }
+
     fn run_config(&self, cfg: &Path, out: &Path) -> Output {
         self.run(&[
             "--config",
@@ -482,16 +494,11 @@ fn sigterm_cleans_up_like_ctrl_c() {
 #[test]
 fn pingpong_paints_checks_and_renders_over_a_kernel_transport_and_shm() {
     let s = Scratch::new();
-    let cfg = s.write(
+    let (dir, header, rows) = s.run_ok(
         "pp.toml",
         "[[experiment]]\nname = \"pp\"\nworkload = \"pingpong\"\ntransport = [\"pipe\", \"shm\"]\nsize = 56\n\n\
          [[experiment]]\nname = \"wide\"\nworkload = \"pingpong\"\ntransport = \"uds\"\nsize = 1\nwidth = 9\nheight = 4\nseed = 7\n",
     );
-    let out = s.path("out");
-    let o = s.run_config(&cfg, &out);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let dir = results_dir(&out);
-    let (header, rows) = summary(&dir);
     let col = |name: &str| header.iter().position(|h| h == name).unwrap();
     assert_eq!(rows.len(), 3);
     for row in &rows {
@@ -555,7 +562,7 @@ fn pingpong_paints_checks_and_renders_over_a_kernel_transport_and_shm() {
     let not_log = s.run(&[
         "render",
         "--log",
-        cfg.to_str().unwrap(),
+        s.path("pp.toml").to_str().unwrap(),
         "--out",
         png.to_str().unwrap(),
     ]);
@@ -569,17 +576,12 @@ fn pingpong_paints_checks_and_renders_over_a_kernel_transport_and_shm() {
 #[test]
 fn vectors_detects_every_drop_and_writes_its_batches_and_timeline() {
     let s = Scratch::new();
-    let cfg = s.write(
+    let (dir, header, rows) = s.run_ok(
         "vec.toml",
         "[[experiment]]\nname = \"v\"\nworkload = \"vectors\"\ntransport = [\"uds\", \"shm\"]\n\
          duration_s = 1\nrate = 2000\nlow_s = 0.1\nhigh_s = 0.2\nnoise = [\"drop-interval\", \"burst\"]\n\
          burst = 3\ndtype = \"f32\"\ndisplay_interval_s = 0.2\n",
     );
-    let out = s.path("out");
-    let o = s.run_config(&cfg, &out);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let dir = results_dir(&out);
-    let (header, rows) = summary(&dir);
     let col = |name: &str| header.iter().position(|h| h == name).unwrap();
     assert_eq!(rows.len(), 4);
     for row in &rows {
@@ -634,18 +636,13 @@ fn vectors_config_errors_name_their_keys() {
 #[test]
 fn buffer_results_are_exact_zero_copy_and_by_copy_with_more_workers_than_cores() {
     let s = Scratch::new();
-    let cfg = s.write(
+    let (_, header, rows) = s.run_ok(
         "buf.toml",
         "[[experiment]]\nname = \"pool\"\nworkload = \"buffer\"\ntransport = \"shm\"\n\
          kind = [\"sum\", \"transitions\"]\ndtype = \"u32\"\nexemplars = 40\nelems = 64\nchunks = 60\nworkers = 4\n\n\
          [[experiment]]\nname = \"copy\"\nworkload = \"buffer\"\ntransport = [\"uds\", \"shm\"]\nzero_copy = false\n\
          wait = \"block\"\ndtype = \"i16\"\nexemplars = 40\nelems = 64\nchunks = 60\nworkers = 3\n",
     );
-    let out = s.path("out");
-    let o = s.run_config(&cfg, &out);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let dir = results_dir(&out);
-    let (header, rows) = summary(&dir);
     let col = |name: &str| header.iter().position(|h| h == name).unwrap();
     assert_eq!(rows.len(), 4);
     for row in &rows {
@@ -680,7 +677,7 @@ fn buffer_results_are_exact_zero_copy_and_by_copy_with_more_workers_than_cores()
 #[test]
 fn tasks_deliver_every_result_once_even_when_a_worker_is_killed() {
     let s = Scratch::new();
-    let cfg = s.write(
+    let (_, header, rows) = s.run_ok(
         "t.toml",
         r#"
 [[experiment]]
@@ -693,10 +690,6 @@ kill_worker_after = 5
 timeout_s = 60
 "#,
     );
-    let out = s.path("out");
-    let o = s.run_config(&cfg, &out);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let (header, rows) = summary(&results_dir(&out));
     let col = |name: &str| header.iter().position(|h| h == name).unwrap();
     assert_eq!(rows.len(), 2);
     for r in &rows {

@@ -299,19 +299,8 @@ fn terminate(procs: &mut [Proc], grace: Duration) {
         let _ = nix::sys::signal::kill(Pid::from_raw(p.child.id() as i32), Signal::SIGTERM);
     }
     let deadline = Instant::now() + grace;
-    while Instant::now() < deadline {
-        let mut running = 0;
-        for p in procs.iter_mut().filter(|p| p.status.is_none()) {
-            match p.child.try_wait() {
-                Ok(Some(s)) => p.status = Some(s),
-                Ok(None) => running += 1,
-                Err(_) => {}
-            }
-        }
-        if running == 0 {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(5));
+    for p in procs.iter_mut() {
+        reap_soon(p, deadline.saturating_duration_since(Instant::now()));
     }
 }
 

@@ -27,7 +27,7 @@ use ipcbench_workloads::WorkloadError;
 use crate::config::RunSpec;
 use crate::role::{emit, wait_for_go};
 use crate::runner::{RolePlan, RunPlan};
-use crate::wire::{RoleEvent, RoleJob, RoleReport, RoleTask, TasksRole, GO};
+use crate::wire::{RoleEvent, RoleJob, RoleReport, RoleTask, TasksRole};
 
 /// The original's client file, built in (`client_file = ""`).
 pub const CLIENT_512: &str = include_str!("../../../bench-configs/data/client_512.txt");
@@ -352,10 +352,9 @@ pub fn role<X: Transport>(
             let (Some(t), Some(r)) = (task_eps.first(), results.first()) else {
                 anyhow::bail!("worker {slot} has no endpoints");
             };
+            // Forked by the gateway's server when it needs it: no barrier to wait at.
             let to_gateway = X::connect(t, setup)?;
             let to_client = X::connect(r, setup)?;
-            emit(&RoleEvent::Connected)?;
-            wait_for_go(stdin)?;
             let exit = tasks::worker::<X>(*slot, to_gateway, to_client, params)?;
             RoleReport::from_measurement(&ipcbench_workloads::Measurement {
                 metrics: vec![("left".into(), f64::from(u8::from(exit == WorkerExit::Idle)))],
@@ -558,7 +557,7 @@ fn serve(gateway: nix::unistd::Pid, requests: std::fs::File, events: std::fs::Fi
         let _ = nix::unistd::dup2_stdout(&null);
     }
     // The gateway is pinned; the workers are not (or pin themselves).
-    let _ = set_affinity(None);
+    let _ = unpin();
     let me = nix::unistd::getpid();
     let mut server = Server {
         requests: Some(requests),
@@ -685,24 +684,18 @@ fn worker(server: nix::unistd::Pid, job: &str) -> ! {
             if nix::unistd::getppid() != server {
                 anyhow::bail!("the workers' server is gone");
             }
-            crate::role::execute(&job, &mut format!("{GO}\n").as_bytes())
+            crate::role::execute(&job, &mut std::io::empty())
         });
     std::process::exit(i32::from(crate::role::finish(result)))
 }
 
-/// Sets the calling thread's CPU affinity to `core`, or to every CPU the system lets it
-/// use when `None`.
-fn set_affinity(core: Option<usize>) -> anyhow::Result<()> {
+/// Lets the calling thread run on every CPU the system allows it.
+fn unpin() -> anyhow::Result<()> {
     let mut set = nix::sched::CpuSet::new();
-    match core {
-        Some(c) => set.set(c)?,
-        None => {
-            for c in 0..nix::sched::CpuSet::count() {
-                set.set(c)?;
-            }
-        }
+    for c in 0..nix::sched::CpuSet::count() {
+        set.set(c)?;
     }
     // Pid 0: the calling thread.
     nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)
-        .with_context(|| format!("setting the CPU affinity to {core:?}"))
+        .context("letting the workers' server run on every CPU")
 }

@@ -1143,9 +1143,7 @@ impl<X: crate::Transport> Acceptor<X> {
         }
         Ok(out)
     }
-}
 
-impl<X: crate::Transport> Acceptor<X> {
     /// Of `slots`, those still listening where `try_accept` may get further: one `poll`
     /// over the listeners that have a descriptor (a client watching 64 slots every
     /// millisecond made 64 `accept` calls each time), every one that has none.

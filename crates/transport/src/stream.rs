@@ -843,12 +843,12 @@ struct Pending<S> {
 fn hello_arrived<S: AsFd, A>(
     pending: &mut Option<Pending<S>>,
     accept: impl FnOnce() -> std::io::Result<(S, A)>,
-    target: &str,
+    target: &dyn std::fmt::Display,
     timeout: Duration,
 ) -> Result<Option<S>, SetupError> {
     let p = match pending.take() {
         Some(p) => p,
-        None => match waiting_peer(accept(), &target)? {
+        None => match waiting_peer(accept(), target)? {
             Some((stream, _)) => Pending {
                 stream,
                 since: Instant::now(),
@@ -873,6 +873,33 @@ fn hello_arrived<S: AsFd, A>(
     }
     *pending = Some(p);
     Ok(None)
+}
+
+/// The descriptor `try_accept` waits on: the held peer's (for its hello) if there is one,
+/// else the listener's (for a connection).
+fn watched<'a, S: AsFd>(
+    pending: &'a Option<Pending<S>>,
+    listener: &'a impl AsFd,
+) -> BorrowedFd<'a> {
+    match pending {
+        Some(p) => p.stream.as_fd(),
+        None => listener.as_fd(),
+    }
+}
+
+/// A blocking accept's connection: the peer `try_accept` already holds, if any, else the
+/// next to connect within `timeout`.
+fn held_or_next<L: AsFd, S, A>(
+    pending: Option<Pending<S>>,
+    listener: &L,
+    accept: impl Fn(&L) -> std::io::Result<(S, A)>,
+    target: &str,
+    timeout: Duration,
+) -> Result<S, SetupError> {
+    match pending {
+        Some(p) => Ok(p.stream),
+        None => Ok(accept_within(listener, accept, target, timeout)?.0),
+    }
 }
 
 /// Retries `connect` while the peer is not listening yet.
@@ -956,18 +983,18 @@ impl Transport for Uds {
         };
         let target = path.display().to_string();
         let deadline = Instant::now() + timeout;
-        let stream = match listener.pending {
-            Some(p) => p.stream,
-            None => accept_within(&listener.listener, |l| l.accept(), &target, timeout)?.0,
-        };
+        let stream = held_or_next(
+            listener.pending,
+            &listener.listener,
+            |l| l.accept(),
+            &target,
+            timeout,
+        )?;
         uds_accepted(stream, path, *max_frame, deadline)
     }
 
     fn accept_fd(listener: &UdsListener) -> Option<BorrowedFd<'_>> {
-        Some(match &listener.pending {
-            Some(p) => p.stream.as_fd(),
-            None => listener.listener.as_fd(),
-        })
+        Some(watched(&listener.pending, &listener.listener))
     }
 
     fn try_accept(
@@ -977,12 +1004,15 @@ impl Transport for Uds {
         let Endpoint::Uds { path, max_frame } = &listener.endpoint else {
             return Err(wrong_kind(Self::KIND, &listener.endpoint));
         };
-        let (path, max_frame) = (path.clone(), *max_frame);
-        let target = path.display().to_string();
-        let l = &mut listener;
-        match hello_arrived(&mut l.pending, || l.listener.accept(), &target, timeout)? {
+        let got = hello_arrived(
+            &mut listener.pending,
+            || listener.listener.accept(),
+            &path.display(),
+            timeout,
+        )?;
+        match got {
             Some(stream) => {
-                uds_accepted(stream, &path, max_frame, Instant::now() + timeout).map(Ok)
+                uds_accepted(stream, path, *max_frame, Instant::now() + timeout).map(Ok)
             }
             None => Ok(Err(listener)),
         }
@@ -1084,18 +1114,18 @@ impl Transport for Tcp {
         };
         let target = addr.to_string();
         let deadline = Instant::now() + timeout;
-        let stream = match listener.pending {
-            Some(p) => p.stream,
-            None => accept_within(&listener.listener, |l| l.accept(), &target, timeout)?.0,
-        };
+        let stream = held_or_next(
+            listener.pending,
+            &listener.listener,
+            |l| l.accept(),
+            &target,
+            timeout,
+        )?;
         tcp_accepted(stream, &target, *max_frame, deadline)
     }
 
     fn accept_fd(listener: &TcpListenerHalf) -> Option<BorrowedFd<'_>> {
-        Some(match &listener.pending {
-            Some(p) => p.stream.as_fd(),
-            None => listener.listener.as_fd(),
-        })
+        Some(watched(&listener.pending, &listener.listener))
     }
 
     fn try_accept(
@@ -1105,12 +1135,20 @@ impl Transport for Tcp {
         let Endpoint::Tcp { addr, max_frame } = &listener.endpoint else {
             return Err(wrong_kind(Self::KIND, &listener.endpoint));
         };
-        let (target, max_frame) = (addr.to_string(), *max_frame);
-        let l = &mut listener;
-        match hello_arrived(&mut l.pending, || l.listener.accept(), &target, timeout)? {
-            Some(stream) => {
-                tcp_accepted(stream, &target, max_frame, Instant::now() + timeout).map(Ok)
-            }
+        let got = hello_arrived(
+            &mut listener.pending,
+            || listener.listener.accept(),
+            addr,
+            timeout,
+        )?;
+        match got {
+            Some(stream) => tcp_accepted(
+                stream,
+                &addr.to_string(),
+                *max_frame,
+                Instant::now() + timeout,
+            )
+            .map(Ok),
             None => Ok(Err(listener)),
         }
     }

@@ -358,14 +358,8 @@ pub fn gateway<X: Transport>(
         if stopping.is_none() && !job_done && interrupt.load(Ordering::Relaxed) {
             stopping = Some("interrupted".into());
         }
-        if stopping.is_some() && !pills_sent {
-            // No more batches are handed out; a pill for every worker goes ahead of the
-            // batches waiting (a worker in the middle of a batch takes it after).
-            for _ in 0..live.len() {
-                let _ = push.send_first(&Message::Die.encode());
-            }
-            pilled = live.len();
-            pills_sent = true;
+        if stopping.is_some() && !job_done {
+            // No more batches are handed out or workers started; the pills follow.
             job_done = true;
             deadline = Instant::now() + PILL_GRACE;
         }
@@ -419,10 +413,13 @@ pub fn gateway<X: Transport>(
             c.peak = c.peak.max(live.len() as u64);
         }
         if job_done && !pills_sent {
-            // One pill per live worker: each takes one, acknowledges it and leaves.
+            // One pill per live worker: each takes one, acknowledges it and leaves. They go
+            // ahead of any batch still waiting (when stopping early; a worker in the
+            // middle of a batch takes its pill after it).
             for _ in 0..live.len() {
-                let _ = push.send(&Message::Die.encode());
+                let _ = push.send_first(&Message::Die.encode());
             }
+            pilled = live.len();
             pills_sent = true;
         }
         if job_done && live.is_empty() {

@@ -255,10 +255,21 @@ fn small_matrix_writes_every_result_file() {
     }
     let env: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("env.json")).unwrap()).unwrap();
-    assert!(env["floors"][0]["rtt_ns"].as_f64().unwrap() > 0.0);
-    let stalls = env["floors"][0]["stall_pct"].as_f64().unwrap();
+    let floor = &env["floors"][0];
+    for key in ["rtt_ns", "rtt_p50_ns", "one_line_rtt_ns"] {
+        assert!(floor[key].as_f64().unwrap() > 0.0, "{key}: {floor}");
+    }
+    // A latency row is compared with the floor timed as it is: one round trip at a time.
+    for r in rows.iter().filter(|r| &r[1] == "latency") {
+        assert_eq!(
+            r[20].parse::<f64>().unwrap(),
+            floor["rtt_p50_ns"].as_f64().unwrap(),
+            "{r:?}"
+        );
+    }
+    let stalls = floor["stall_pct"].as_f64().unwrap();
     assert!((0.0..100.0).contains(&stalls), "{stalls}");
-    assert!(env["floors"][0]["stalls_10us_per_s"].as_f64().unwrap() >= 0.0);
+    assert!(floor["stalls_10us_per_s"].as_f64().unwrap() >= 0.0);
     assert!(env["config"].as_str().unwrap().contains("name = \"tp\""));
     assert!(env["kernel"].as_str().unwrap().starts_with("Linux"));
     s.assert_clean();

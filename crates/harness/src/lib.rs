@@ -588,6 +588,8 @@ pub fn calibrate(exe: &Path, cores: [usize; 2], interrupted: &AtomicBool) -> any
     Ok(Floor {
         cores,
         rtt_ns: get("floor_rtt_ns")?,
+        rtt_p50_ns: get("floor_rtt_p50_ns")?,
+        one_line_rtt_ns: get("floor_one_line_rtt_ns")?,
         clock_read_ns: get("clock_read_ns")?,
         memcpy_gb_s: get("memcpy_gb_s")?,
         stall_pct: get("stall_pct")?,
@@ -629,9 +631,11 @@ fn run_matrix(
         match calibrate(&exe, pair, &interrupted) {
             Ok(f) => {
                 eprintln!(
-                    "harness: floor on cores {}-{}: cache-line round trip {:.0} ns, clock read {:.1} ns, memcpy {:.1} GB/s; \
+                    "harness: floor on cores {}-{}: cache-line round trip {:.0} ns (a line each way; timed one at a time, p50 {:.0} ns; \
+                     one line both ways {:.0} ns), clock read {:.1} ns, memcpy {:.1} GB/s; \
                      stalls {:.2} % of the time, {:.0}/s over 10 µs, {:.1}/s over 1 ms",
-                    pair[0], pair[1], f.rtt_ns, f.clock_read_ns, f.memcpy_gb_s, f.stall_pct, f.stalls_10us_per_s, f.stalls_1ms_per_s
+                    pair[0], pair[1], f.rtt_ns, f.rtt_p50_ns, f.one_line_rtt_ns, f.clock_read_ns, f.memcpy_gb_s, f.stall_pct,
+                    f.stalls_10us_per_s, f.stalls_1ms_per_s
                 );
                 floors.insert(pair, f);
             }

@@ -560,9 +560,22 @@ fn stalls(span: Duration) -> Stalls {
     s
 }
 
-/// One cache line bounces between two pinned processes: ping writes an odd value, pong
-/// answers with the next even one. Ping reports the median of batch means as `floor_rtt_ns`,
-/// plus the clock's read cost and single-core memcpy bandwidth.
+/// Words of the calibration segment, each at the start of a 128-byte line pair of its own:
+/// ping writes the first, pong answers on the second (or, in the one-line phase, on the
+/// first).
+const PING_WORD: usize = 16;
+const PONG_WORD: usize = 32;
+/// A value with this bit asks pong to answer on ping's own line (the one-line phase).
+const ONE_LINE: u64 = 1 << 62;
+
+/// The floor between two pinned processes, as a pair of channels has it: ping writes an
+/// odd value on its own cache line, pong answers with the next even one on another line
+/// (each line written by one side only, as every pair of one-way channels is). Ping
+/// reports the median of batch means as `floor_rtt_ns` and, timed one round trip at a
+/// time with the clock the `latency` workload uses, the histogram and its p50 as
+/// `floor_rtt_p50_ns`; then, for reference, the same exchange on one line that both
+/// sides write (`floor_one_line_rtt_ns`: the line then migrates whole, which no pair of
+/// channels can do); plus the clock's read cost and single-core memcpy bandwidth.
 fn floor(
     seg: &Segment,
     ping: bool,
@@ -570,16 +583,22 @@ fn floor(
     same_core: bool,
 ) -> anyhow::Result<Measurement> {
     let yield_every = if same_core { 1 } else { 4096 };
-    // Word 16 starts a 128-byte-aligned line of its own, away from anything else.
-    let word = seg
-        .words()
-        .get(16)
-        .ok_or_else(|| anyhow!("calibration segment too small"))?;
+    let word = |i: usize| {
+        seg.words()
+            .get(i)
+            .ok_or_else(|| anyhow!("calibration segment too small"))
+    };
+    let (ping_word, pong_word) = (word(PING_WORD)?, word(PONG_WORD)?);
     let deadline = Instant::now() + Duration::from_secs(60);
     if !ping {
         let mut last = 0;
         loop {
-            let v = await_value(word, |v| v % 2 == 1 && v != last, deadline, yield_every)?;
+            let v = await_value(
+                ping_word,
+                |v| v % 2 == 1 && v != last,
+                deadline,
+                yield_every,
+            )?;
             if v == STOP {
                 // Keep this core as busy as a spinning role would while ping measures
                 // its stalls, so other threads must preempt one of the two.
@@ -589,35 +608,61 @@ fn floor(
                 return Ok(Measurement::default());
             }
             last = v;
+            let answer = if v & ONE_LINE != 0 {
+                ping_word
+            } else {
+                pong_word
+            };
             // SYNC: Release pairs with ping's Acquire load in `await_value`.
-            word.store(v + 1, Ordering::Release);
+            answer.store(v + 1, Ordering::Release);
         }
     }
-    let mut v = 0u64;
-    let mut round_trip = || -> anyhow::Result<()> {
+    let mut n = 0u64;
+    let mut round_trip = |one_line: bool| -> anyhow::Result<()> {
+        n += 1;
+        let (sent, answer) = if one_line {
+            ((2 * n + 1) | ONE_LINE, ping_word)
+        } else {
+            (2 * n + 1, pong_word)
+        };
         // SYNC: Release pairs with pong's Acquire load in `await_value`.
-        word.store(v + 1, Ordering::Release);
-        v = await_value(word, |x| x == v + 2, deadline, yield_every)?;
+        ping_word.store(sent, Ordering::Release);
+        await_value(answer, |x| x == sent + 1, deadline, yield_every)?;
         Ok(())
     };
     for _ in 0..iterations / 10 {
-        round_trip()?;
+        round_trip(false)?;
     }
     let batches = (iterations / FLOOR_BATCH).max(1);
-    let mut means = Vec::with_capacity(batches as usize);
-    let start = Instant::now();
-    for _ in 0..batches {
-        let t0 = Instant::now();
-        for _ in 0..FLOOR_BATCH {
-            round_trip()?;
+    let mut batch_medians = [0.0; 2];
+    let mut duration = Duration::ZERO;
+    for (one_line, median) in [false, true].into_iter().zip(&mut batch_medians) {
+        let mut means = Vec::with_capacity(batches as usize);
+        let start = Instant::now();
+        for _ in 0..batches {
+            let t0 = Instant::now();
+            for _ in 0..FLOOR_BATCH {
+                round_trip(one_line)?;
+            }
+            means.push(t0.elapsed().as_nanos() as f64 / FLOOR_BATCH as f64);
         }
-        means.push(t0.elapsed().as_nanos() as f64 / FLOOR_BATCH as f64);
+        if !one_line {
+            duration = start.elapsed();
+        }
+        means.sort_by(f64::total_cmp);
+        *median = means[means.len() / 2];
     }
-    let duration = start.elapsed();
+    // Each round trip timed on its own, as `latency` times them.
+    let mut hist = new_histogram();
+    for _ in 0..batches * FLOOR_BATCH {
+        let t0 = Instant::now();
+        round_trip(false)?;
+        hist.saturating_record(t0.elapsed().as_nanos() as u64);
+    }
     // SYNC: Release pairs with pong's Acquire load; STOP ends its loop.
-    word.store(STOP, Ordering::Release);
-    means.sort_by(f64::total_cmp);
-    let median = means[means.len() / 2];
+    ping_word.store(STOP, Ordering::Release);
+    let [median, one_line_median] = batch_medians;
+    let timed_p50 = hist.value_at_quantile(0.5) as f64;
 
     let clock_n = 1_000_000u32;
     let t0 = Instant::now();
@@ -644,10 +689,6 @@ fn floor(
         best = best.min(t.elapsed().as_secs_f64());
     }
     let memcpy_gb_s = len as f64 / best / 1e9;
-    let mut hist = new_histogram();
-    for m in &means {
-        hist.saturating_record(m.round() as u64);
-    }
     Ok(Measurement {
         histogram: Some(hist),
         count: batches * FLOOR_BATCH,
@@ -655,6 +696,8 @@ fn floor(
         duration,
         metrics: vec![
             ("floor_rtt_ns".into(), median),
+            ("floor_rtt_p50_ns".into(), timed_p50),
+            ("floor_one_line_rtt_ns".into(), one_line_median),
             ("clock_read_ns".into(), clock_ns),
             ("memcpy_gb_s".into(), memcpy_gb_s),
             ("stall_pct".into(), stall_pct),

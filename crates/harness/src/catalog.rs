@@ -31,6 +31,15 @@ impl WorkloadKind {
         WorkloadKind::Tasks,
     ];
 
+    /// Whether its rows are compared with the cache-line round trip (measured again
+    /// before each such run), not with memcpy bandwidth or a bound of their own.
+    pub fn compared_with_round_trip(self) -> bool {
+        matches!(
+            self,
+            WorkloadKind::Latency | WorkloadKind::Vectors | WorkloadKind::Pingpong
+        )
+    }
+
     /// Its name in configs and CSV.
     pub fn name(self) -> &'static str {
         match self {

@@ -530,56 +530,7 @@ fn run_dir() -> anyhow::Result<tempfile::TempDir> {
 /// Measures the floor between two cores: a cache-line ping-pong between two pinned
 /// processes over a shared segment, the clock's cost and memcpy bandwidth.
 pub fn calibrate(exe: &Path, cores: [usize; 2], interrupted: &AtomicBool) -> anyhow::Result<Floor> {
-    let dir = run_dir()?;
-    let shm_dir = Path::new("/dev/shm");
-    let base = if shm_dir.is_dir() {
-        shm_dir.to_path_buf()
-    } else {
-        dir.path().to_path_buf()
-    };
-    let seg_path = base.join(format!(
-        "ipcbench-floor-{}-{}",
-        std::process::id(),
-        cores[0] * 1000 + cores[1]
-    ));
-    let _segment = Segment::create(&seg_path, role::FLOOR_SEGMENT_BYTES)?;
-    let iterations = if cores[0] == cores[1] {
-        20_000
-    } else {
-        200_000
-    };
-    let plan = RunPlan {
-        run_id: format!("floor-{}-{}", cores[0], cores[1]),
-        roles: [("ping", true, cores[0]), ("pong", false, cores[1])]
-            .into_iter()
-            .map(|(name, ping, core)| RolePlan {
-                name: name.into(),
-                core: Some(core),
-                task: RoleTask::Floor {
-                    segment: seg_path.clone(),
-                    ping,
-                    iterations,
-                    same_core: cores[0] == cores[1],
-                },
-            })
-            .collect(),
-        setup_timeout: SETUP_TIMEOUT,
-        timeout: Duration::from_secs(90),
-        dir: dir.path().to_path_buf(),
-    };
-    let outcome = runner::execute(exe, &plan, interrupted);
-    if outcome.status != Status::Ok {
-        return Err(anyhow!(
-            "calibration on cores {cores:?}: {}",
-            outcome.status.text()
-        ));
-    }
-    let report = outcome
-        .reports
-        .first()
-        .cloned()
-        .flatten()
-        .ok_or_else(|| anyhow!("calibration: no report"))?;
+    let report = measure_floor(exe, cores, false, interrupted)?;
     let get = |k: &str| {
         report
             .metric(k)
@@ -596,6 +547,84 @@ pub fn calibrate(exe: &Path, cores: [usize; 2], interrupted: &AtomicBool) -> any
         stalls_10us_per_s: get("stalls_10us_per_s")?,
         stalls_1ms_per_s: get("stalls_1ms_per_s")?,
     })
+}
+
+/// The cache-line round trips of `floor` measured again (a few tens of milliseconds: no
+/// clock cost, stall loop or memcpy), for a run about to start: this host moves its
+/// virtual cores now and then, and every transfer between them can cost four times more
+/// for minutes at a time, so a floor from the start of the matrix may no longer be the
+/// one a row was measured beside.
+pub fn refresh_floor(exe: &Path, floor: &Floor, interrupted: &AtomicBool) -> anyhow::Result<Floor> {
+    let report = measure_floor(exe, floor.cores, true, interrupted)?;
+    let get = |k: &str| report.metric(k).ok_or_else(|| anyhow!("floor: no {k}"));
+    Ok(Floor {
+        rtt_ns: get("floor_rtt_ns")?,
+        rtt_p50_ns: get("floor_rtt_p50_ns")?,
+        one_line_rtt_ns: get("floor_one_line_rtt_ns")?,
+        ..*floor
+    })
+}
+
+/// Runs the ping and pong roles of the floor on `cores` and returns ping's report.
+fn measure_floor(
+    exe: &Path,
+    cores: [usize; 2],
+    quick: bool,
+    interrupted: &AtomicBool,
+) -> anyhow::Result<wire::RoleReport> {
+    let dir = run_dir()?;
+    let shm_dir = Path::new("/dev/shm");
+    let base = if shm_dir.is_dir() {
+        shm_dir.to_path_buf()
+    } else {
+        dir.path().to_path_buf()
+    };
+    let seg_path = base.join(format!(
+        "ipcbench-floor-{}-{}",
+        std::process::id(),
+        cores[0] * 1000 + cores[1]
+    ));
+    let _segment = Segment::create(&seg_path, role::FLOOR_SEGMENT_BYTES)?;
+    let same_core = cores[0] == cores[1];
+    let iterations = match (same_core, quick) {
+        (true, false) => 20_000,
+        (true, true) => 5_000,
+        (false, false) => 200_000,
+        (false, true) => 50_000,
+    };
+    let plan = RunPlan {
+        run_id: format!("floor-{}-{}", cores[0], cores[1]),
+        roles: [("ping", true, cores[0]), ("pong", false, cores[1])]
+            .into_iter()
+            .map(|(name, ping, core)| RolePlan {
+                name: name.into(),
+                core: Some(core),
+                task: RoleTask::Floor {
+                    segment: seg_path.clone(),
+                    ping,
+                    iterations,
+                    same_core,
+                    quick,
+                },
+            })
+            .collect(),
+        setup_timeout: SETUP_TIMEOUT,
+        timeout: Duration::from_secs(90),
+        dir: dir.path().to_path_buf(),
+    };
+    let outcome = runner::execute(exe, &plan, interrupted);
+    if outcome.status != Status::Ok {
+        return Err(anyhow!(
+            "calibration on cores {cores:?}: {}",
+            outcome.status.text()
+        ));
+    }
+    outcome
+        .reports
+        .first()
+        .cloned()
+        .flatten()
+        .ok_or_else(|| anyhow!("calibration: no report"))
 }
 
 fn interrupted_flag() -> Arc<AtomicBool> {
@@ -663,6 +692,30 @@ fn run_matrix(
             break;
         }
         bar.set_message(spec.run_id.clone());
+        let pair = [spec.cores[0], *spec.cores.get(1).unwrap_or(&spec.cores[0])];
+        let floor = match (floors.get(&pair), spec.workload.compared_with_round_trip()) {
+            (Some(f), true) => match refresh_floor(&exe, f, &interrupted) {
+                Ok(fresh) => {
+                    let moved = fresh.rtt_ns / f.rtt_ns;
+                    if !(1.0 / 1.5..=1.5).contains(&moved) {
+                        bar.println(format!(
+                            "harness: {}: the cache-line round trip is {:.0} ns now, {:.0} ns at the start \
+                             (the host moved the cores); this row is compared with the new one",
+                            spec.run_id, fresh.rtt_ns, f.rtt_ns
+                        ));
+                    }
+                    Some(fresh)
+                }
+                Err(e) => {
+                    bar.println(format!(
+                        "harness: {}: {e:#} (compared with the floor from the start)",
+                        spec.run_id
+                    ));
+                    Some(*f)
+                }
+            },
+            (f, _) => f.copied(),
+        };
         let dir = run_dir()?;
         let mut extra: Vec<(String, f64)> = Vec::new();
         let outcome = match plan_run(spec, dir.path(), &results) {
@@ -730,8 +783,7 @@ fn run_matrix(
             }
             break;
         }
-        let pair = [spec.cores[0], *spec.cores.get(1).unwrap_or(&spec.cores[0])];
-        let (figures, hist) = match report::figures(spec, &outcome, floors.get(&pair)) {
+        let (figures, hist) = match report::figures(spec, &outcome, floor.as_ref()) {
             Ok(x) => x,
             Err(e) => {
                 let status = Status::Failed(format!("bad report: {e:#}"));

@@ -138,6 +138,10 @@ pub enum RoleTask {
         iterations: u64,
         /// Both roles on one core: yield at every miss.
         same_core: bool,
+        /// Only the round trips (taken again before each run): no clock cost, stall
+        /// loop or memcpy.
+        #[serde(default)]
+        quick: bool,
     },
 }
 

@@ -126,6 +126,35 @@ pub fn fill_pattern(buf: &mut [u8], seed: u64) {
 
 /// `CLOCK_MONOTONIC` in ns: one clock for every process on the machine, so a timestamp
 /// taken by one role can be compared with another role's.
+/// Timestamps that cross processes and are cheap enough to take for every message: the
+/// CPU's time stamp counter where it is invariant (quanta checks; a read costs about 10 ns
+/// here, against 25 ns for `clock_gettime`), else `CLOCK_MONOTONIC`. Raw readings from two
+/// processes on one machine are comparable; only differences become nanoseconds.
+#[derive(Debug, Clone)]
+pub(crate) struct Ticks(quanta::Clock);
+
+impl Ticks {
+    pub(crate) fn new() -> Ticks {
+        Ticks(quanta::Clock::new())
+    }
+
+    /// A raw reading.
+    #[inline]
+    pub(crate) fn now(&self) -> u64 {
+        self.0.raw()
+    }
+
+    /// Nanoseconds from reading `from` to reading `to` (0 if `to` is not later).
+    #[inline]
+    pub(crate) fn ns(&self, from: u64, to: u64) -> u64 {
+        if to <= from {
+            0
+        } else {
+            self.0.delta_as_nanos(from, to)
+        }
+    }
+}
+
 pub(crate) fn monotonic_ns() -> u64 {
     nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
         .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)

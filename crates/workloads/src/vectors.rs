@@ -22,9 +22,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{
-    monotonic_ns, new_histogram, splitmix, wait_until, Measurement, Rx, Tx, WorkloadError,
-};
+use crate::{new_histogram, splitmix, wait_until, Measurement, Rx, Ticks, Tx, WorkloadError};
 
 /// Vectors drawn before the clock starts; vector *k* is entry `k % POOL`.
 pub const POOL: u64 = 1024;
@@ -350,8 +348,9 @@ pub fn producer<T: Tx, R: Rx>(
     let duration = Duration::from_secs_f64(p.duration_s.max(0.0));
     let interval = (p.rate > 0.0).then(|| 1.0 / p.rate);
     let (mut sent, mut dropped) = (0u64, 0u64);
+    let ticks = Ticks::new();
     let start = Instant::now();
-    let start_ns = monotonic_ns();
+    let start_tick = ticks.now();
     let mut seq = 0u64;
     loop {
         if let Some(iv) = interval {
@@ -365,10 +364,10 @@ pub fn producer<T: Tx, R: Rx>(
             }
         }
         // One clock read per vector: its send stamp, and (rate = 0) its time slot.
-        let now_ns = monotonic_ns();
+        let now = ticks.now();
         let at_s = match interval {
             Some(iv) => seq as f64 * iv,
-            None => now_ns.saturating_sub(start_ns) as f64 / 1e9,
+            None => ticks.ns(start_tick, now) as f64 / 1e9,
         };
         let last = match slots {
             Some(n) => seq + 1 == n,
@@ -377,7 +376,7 @@ pub fn producer<T: Tx, R: Rx>(
         let (payload, sum) = pool.vector(seq);
         let keep = last || noise.filter(at_s, seq, payload).is_some();
         if keep {
-            header(&mut frame, seq, now_ns, sum, info(p));
+            header(&mut frame, seq, now, sum, info(p));
             frame[HEADER..].copy_from_slice(payload);
             tx.send(&frame)?;
             sent += 1;
@@ -390,7 +389,7 @@ pub fn producer<T: Tx, R: Rx>(
         }
     }
     let elapsed = start.elapsed();
-    header(&mut frame, seq, monotonic_ns(), 0, info(p) | END);
+    header(&mut frame, seq, ticks.now(), 0, info(p) | END);
     tx.send(&frame[..HEADER])?;
     tx.flush()?;
     Ok(Measurement {
@@ -459,7 +458,11 @@ impl Rates {
         self.window[self.next] = (slots, dt);
         self.slots += slots;
         self.secs += dt;
-        self.next = (self.next + 1) % WINDOW;
+        self.next = if self.next + 1 == WINDOW {
+            0
+        } else {
+            self.next + 1
+        };
         self.len = (self.len + 1).min(WINDOW);
         if self.len == WINDOW && self.secs > 0.0 {
             // Welford, over the run.
@@ -559,9 +562,12 @@ impl Batch {
         if self.n == 0 {
             self.first = seq;
         }
-        for ((s, q), x) in self.sum.iter_mut().zip(self.sumsq.iter_mut()).zip(v) {
-            *s += x;
-            *q += x * x;
+        // Equal lengths up front, so the loop has no bounds checks and vectorises.
+        let n = v.len().min(self.sum.len()).min(self.sumsq.len());
+        let (sum, sumsq, v) = (&mut self.sum[..n], &mut self.sumsq[..n], &v[..n]);
+        for i in 0..n {
+            sum[i] += v[i];
+            sumsq[i] += v[i] * v[i];
         }
         self.n += 1;
         self.extrapolated += u32::from(extrapolated);
@@ -676,16 +682,19 @@ pub fn consumer<T: Tx, R: Rx, W: Write>(
     writeln!(out.batches).map_err(io)?;
     writeln!(out.timeline, "t_s,event,seq,received,rate_current_hz,rate_mean_hz,rate_std_hz,latency_p50_ns,latency_max_ns").map_err(io)?;
 
+    let ticks = Ticks::new();
     let display = Duration::from_secs_f64(p.display_interval_s);
     let (mut expected, mut received, mut detected, mut extrapolated) = (0u64, 0u64, 0u64, 0u64);
     let display_ns = display.as_nanos() as u64;
+    // Clock readings (`Ticks`) with the sequence number they were taken for.
     let mut first_arrival: Option<(u64, u64)> = None;
     let mut last_arrival: Option<(u64, u64)> = None;
-    let mut next_display: Option<u64> = None;
+    // Nanoseconds after the first arrival.
+    let mut next_display = display_ns;
     loop {
         let n = rx.recv(&mut buf)?;
         // One clock read per vector: its latency, the rate and the timeline.
-        let now = monotonic_ns();
+        let now = ticks.now();
         if n < HEADER {
             return Err(WorkloadError::Integrity(format!("a {n}-byte frame")));
         }
@@ -736,7 +745,7 @@ pub fn consumer<T: Tx, R: Rx, W: Write>(
             }
             let gap = seq - expected;
             detected += gap;
-            let t = first_arrival.map_or(0.0, |(t0, _)| now.saturating_sub(t0) as f64 / 1e9);
+            let t = first_arrival.map_or(0.0, |(t0, _)| ticks.ns(t0, now) as f64 / 1e9);
             writeln!(out.timeline, "{t:.6},drop,{expected},{received},,,,,").map_err(io)?;
             for s in expected..seq {
                 interpolate(&prev, expected - 1, &cur, seq, s, &mut fill);
@@ -750,12 +759,12 @@ pub fn consumer<T: Tx, R: Rx, W: Write>(
             }
         }
         received += 1;
-        let latency = now.saturating_sub(sent);
+        let latency = ticks.ns(sent, now);
         // Into the interval's histogram only; it is merged into the run's at each
         // timeline row (one record per vector, not two).
         interval_hist.saturating_record(latency);
         if let Some((t, s)) = last_arrival {
-            rates.push((seq - s) as f64, now.saturating_sub(t) as f64 / 1e9);
+            rates.push((seq - s) as f64, ticks.ns(t, now) as f64 / 1e9);
         }
         first_arrival.get_or_insert((now, seq));
         last_arrival = Some((now, seq));
@@ -767,10 +776,10 @@ pub fn consumer<T: Tx, R: Rx, W: Write>(
         }
         std::mem::swap(&mut prev, &mut cur);
         expected = seq + 1;
-        let due = *next_display.get_or_insert(now + display_ns);
-        if now >= due {
+        let since_first = first_arrival.map_or(0, |(t0, _)| ticks.ns(t0, now));
+        if since_first >= next_display {
             let (c, m, s) = rates.window();
-            let t = first_arrival.map_or(0.0, |(t0, _)| now.saturating_sub(t0) as f64 / 1e9);
+            let t = since_first as f64 / 1e9;
             writeln!(
                 out.timeline,
                 "{t:.6},rate,{seq},{received},{c:.3},{m:.3},{s:.3},{},{}",
@@ -780,7 +789,7 @@ pub fn consumer<T: Tx, R: Rx, W: Write>(
             .map_err(io)?;
             merge(&mut hist, &interval_hist)?;
             interval_hist.reset();
-            next_display = Some(due + display_ns);
+            next_display += display_ns;
         }
     }
     merge(&mut hist, &interval_hist)?;
@@ -791,7 +800,7 @@ pub fn consumer<T: Tx, R: Rx, W: Write>(
     out.timeline.flush().map_err(io)?;
     let (achieved, span) = match (first_arrival, last_arrival) {
         (Some((t0, s0)), Some((t1, s1))) if s1 > s0 && t1 > t0 => {
-            let span = Duration::from_nanos(t1 - t0);
+            let span = Duration::from_nanos(ticks.ns(t0, t1));
             ((s1 - s0) as f64 / span.as_secs_f64(), span)
         }
         _ => (0.0, Duration::ZERO),
@@ -954,7 +963,7 @@ mod tests {
                 let mut frame = vec![0u8; p.frame_bytes()];
                 for seq in 0..3 {
                     let (payload, sum) = pool.vector(seq);
-                    header(&mut frame, seq, monotonic_ns(), sum, info(&p));
+                    header(&mut frame, seq, Ticks::new().now(), sum, info(&p));
                     frame[HEADER..].copy_from_slice(payload);
                     if seq == 2 {
                         frame[HEADER + 17] ^= 0x40;

@@ -716,6 +716,9 @@ fn run_matrix(
             },
             (f, _) => f.copied(),
         };
+        if interrupted.load(Ordering::Relaxed) {
+            break;
+        }
         let dir = run_dir()?;
         let mut extra: Vec<(String, f64)> = Vec::new();
         let outcome = match plan_run(spec, dir.path(), &results) {

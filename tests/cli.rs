@@ -122,12 +122,18 @@ fn alive(pid: u32) -> bool {
         .unwrap_or(false)
 }
 
+/// Waits until `parent` has at least `n` children that stay for half a second: the
+/// ping and pong of the floor taken before a run come and go in tens of milliseconds.
 fn wait_for_roles(parent: u32, n: usize) -> Vec<u32> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let c = children(parent);
         if c.len() >= n {
-            return c;
+            std::thread::sleep(Duration::from_millis(500));
+            if children(parent) == c {
+                return c;
+            }
+            continue;
         }
         assert!(Instant::now() < deadline, "roles never started");
         std::thread::sleep(Duration::from_millis(20));

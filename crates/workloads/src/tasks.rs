@@ -277,6 +277,20 @@ pub struct GatewayCounts {
     pub failed: u64,
 }
 
+/// Why the gateway stopped early, told when it reports it: an interrupt that arrived
+/// while the workers took their pills wins over what was noticed first (on Ctrl-C every
+/// role gets SIGTERM, and the client's leaving can be seen before the gateway's own
+/// signal is).
+fn stopped_because<'a>(stopping: &'a Option<String>, interrupt: &AtomicBool) -> Option<&'a str> {
+    stopping.as_deref().map(|why| {
+        if interrupt.load(Ordering::Relaxed) {
+            "interrupted"
+        } else {
+            why
+        }
+    })
+}
+
 /// The gateway: pulls batches from the client over `client`, hands them to workers it
 /// starts through `workers` (which connect on `tasks`), and sends the poison pills.
 pub fn gateway<X: Transport>(
@@ -426,7 +440,7 @@ pub fn gateway<X: Transport>(
             break;
         }
         if Instant::now() >= deadline {
-            let what = if let Some(why) = &stopping {
+            let what = if let Some(why) = stopped_because(&stopping, interrupt) {
                 format!(
                     "{why}: poison pills sent to the {pilled} workers running; {} took theirs \
                      and left, {} still busy with a batch {} s later were killed",
@@ -452,7 +466,7 @@ pub fn gateway<X: Transport>(
             });
         }
     }
-    if let Some(why) = stopping {
+    if let Some(why) = stopped_because(&stopping, interrupt) {
         push.finish(Duration::ZERO);
         return Err(WorkloadError::Stopped(format!(
             "{why}: poison pills sent to the {pilled} workers running; all left"

@@ -124,8 +124,6 @@ pub fn fill_pattern(buf: &mut [u8], seed: u64) {
     }
 }
 
-/// `CLOCK_MONOTONIC` in ns: one clock for every process on the machine, so a timestamp
-/// taken by one role can be compared with another role's.
 /// Timestamps that cross processes and are cheap enough to take for every message: the
 /// CPU's time stamp counter where it is invariant (quanta checks; a read costs about 10 ns
 /// here, against 25 ns for `clock_gettime`), else `CLOCK_MONOTONIC`. Raw readings from two
@@ -144,6 +142,14 @@ impl Ticks {
         self.0.raw()
     }
 
+    /// The raw ticks that span at least `ns` nanoseconds (to compare readings with a
+    /// deadline without converting every reading).
+    pub(crate) fn ticks_for(&self, ns: u64) -> u64 {
+        const PROBE: u64 = 1 << 40;
+        let probe_ns = self.0.delta_as_nanos(0, PROBE).max(1);
+        (ns as u128 * PROBE as u128).div_ceil(probe_ns as u128) as u64
+    }
+
     /// Nanoseconds from reading `from` to reading `to` (0 if `to` is not later).
     #[inline]
     pub(crate) fn ns(&self, from: u64, to: u64) -> u64 {
@@ -155,6 +161,8 @@ impl Ticks {
     }
 }
 
+/// `CLOCK_MONOTONIC` in ns: one clock for every process on the machine, so a timestamp
+/// taken by one role can be compared with another role's.
 pub(crate) fn monotonic_ns() -> u64 {
     nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
         .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
@@ -230,5 +238,18 @@ mod tests {
         fill_pattern(&mut c, 2);
         assert_eq!(a, b);
         assert_ne!(a, c);
+    }
+
+    #[test]
+    fn ticks_for_spans_at_least_the_nanoseconds_asked() {
+        let t = Ticks::new();
+        for ns in [1, 1_000, 500_000_000, 3_600_000_000_000] {
+            let span = t.ticks_for(ns);
+            assert!(t.ns(1_000, 1_000 + span) >= ns, "{ns} ns: {span} ticks");
+            assert!(
+                t.ns(1_000, 1_000 + span) <= ns + ns / 1000 + 1,
+                "{ns} ns: {span} ticks"
+            );
+        }
     }
 }

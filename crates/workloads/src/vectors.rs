@@ -685,12 +685,13 @@ pub fn consumer<T: Tx, R: Rx, W: Write>(
     let ticks = Ticks::new();
     let display = Duration::from_secs_f64(p.display_interval_s);
     let (mut expected, mut received, mut detected, mut extrapolated) = (0u64, 0u64, 0u64, 0u64);
-    let display_ns = display.as_nanos() as u64;
+    let display_ticks = ticks.ticks_for(display.as_nanos() as u64);
     // Clock readings (`Ticks`) with the sequence number they were taken for.
     let mut first_arrival: Option<(u64, u64)> = None;
     let mut last_arrival: Option<(u64, u64)> = None;
-    // Nanoseconds after the first arrival.
-    let mut next_display = display_ns;
+    // The reading at which the next timeline row is due (a display interval after the
+    // first arrival, then every interval).
+    let mut next_display: Option<u64> = None;
     loop {
         let n = rx.recv(&mut buf)?;
         // One clock read per vector: its latency, the rate and the timeline.
@@ -776,10 +777,10 @@ pub fn consumer<T: Tx, R: Rx, W: Write>(
         }
         std::mem::swap(&mut prev, &mut cur);
         expected = seq + 1;
-        let since_first = first_arrival.map_or(0, |(t0, _)| ticks.ns(t0, now));
-        if since_first >= next_display {
+        let due = *next_display.get_or_insert(now.saturating_add(display_ticks));
+        if now >= due {
             let (c, m, s) = rates.window();
-            let t = since_first as f64 / 1e9;
+            let t = first_arrival.map_or(0.0, |(t0, _)| ticks.ns(t0, now) as f64 / 1e9);
             writeln!(
                 out.timeline,
                 "{t:.6},rate,{seq},{received},{c:.3},{m:.3},{s:.3},{},{}",
@@ -789,7 +790,7 @@ pub fn consumer<T: Tx, R: Rx, W: Write>(
             .map_err(io)?;
             merge(&mut hist, &interval_hist)?;
             interval_hist.reset();
-            next_display += display_ns;
+            next_display = Some(due.saturating_add(display_ticks));
         }
     }
     merge(&mut hist, &interval_hist)?;
@@ -961,9 +962,10 @@ mod tests {
             |tx, _rx| {
                 let pool = Pool::new(&p);
                 let mut frame = vec![0u8; p.frame_bytes()];
+                let ticks = Ticks::new();
                 for seq in 0..3 {
                     let (payload, sum) = pool.vector(seq);
-                    header(&mut frame, seq, Ticks::new().now(), sum, info(&p));
+                    header(&mut frame, seq, ticks.now(), sum, info(&p));
                     frame[HEADER..].copy_from_slice(payload);
                     if seq == 2 {
                         frame[HEADER + 17] ^= 0x40;

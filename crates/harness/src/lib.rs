@@ -531,16 +531,13 @@ fn run_dir() -> anyhow::Result<tempfile::TempDir> {
 /// processes over a shared segment, the clock's cost and memcpy bandwidth.
 pub fn calibrate(exe: &Path, cores: [usize; 2], interrupted: &AtomicBool) -> anyhow::Result<Floor> {
     let report = measure_floor(exe, cores, false, interrupted)?;
-    let get = |k: &str| {
-        report
-            .metric(k)
-            .ok_or_else(|| anyhow!("calibration: no {k}"))
-    };
+    let get = |k: &str| metric(&report, k);
+    let (rtt_ns, rtt_p50_ns, one_line_rtt_ns) = round_trips(&report)?;
     Ok(Floor {
         cores,
-        rtt_ns: get("floor_rtt_ns")?,
-        rtt_p50_ns: get("floor_rtt_p50_ns")?,
-        one_line_rtt_ns: get("floor_one_line_rtt_ns")?,
+        rtt_ns,
+        rtt_p50_ns,
+        one_line_rtt_ns,
         clock_read_ns: get("clock_read_ns")?,
         memcpy_gb_s: get("memcpy_gb_s")?,
         stall_pct: get("stall_pct")?,
@@ -556,13 +553,29 @@ pub fn calibrate(exe: &Path, cores: [usize; 2], interrupted: &AtomicBool) -> any
 /// one a row was measured beside.
 pub fn refresh_floor(exe: &Path, floor: &Floor, interrupted: &AtomicBool) -> anyhow::Result<Floor> {
     let report = measure_floor(exe, floor.cores, true, interrupted)?;
-    let get = |k: &str| report.metric(k).ok_or_else(|| anyhow!("floor: no {k}"));
+    let (rtt_ns, rtt_p50_ns, one_line_rtt_ns) = round_trips(&report)?;
     Ok(Floor {
-        rtt_ns: get("floor_rtt_ns")?,
-        rtt_p50_ns: get("floor_rtt_p50_ns")?,
-        one_line_rtt_ns: get("floor_one_line_rtt_ns")?,
+        rtt_ns,
+        rtt_p50_ns,
+        one_line_rtt_ns,
         ..*floor
     })
+}
+
+fn metric(report: &wire::RoleReport, k: &str) -> anyhow::Result<f64> {
+    report
+        .metric(k)
+        .ok_or_else(|| anyhow!("calibration: no {k}"))
+}
+
+/// The floor's round trips from ping's report: a line each way (batch means, and timed
+/// one at a time), and one line both ways.
+fn round_trips(report: &wire::RoleReport) -> anyhow::Result<(f64, f64, f64)> {
+    Ok((
+        metric(report, "floor_rtt_ns")?,
+        metric(report, "floor_rtt_p50_ns")?,
+        metric(report, "floor_one_line_rtt_ns")?,
+    ))
 }
 
 /// Runs the ping and pong roles of the floor on `cores` and returns ping's report.

@@ -269,13 +269,18 @@ fn buffer_pool_role(
 ) -> anyhow::Result<RoleReport> {
     use ipcbench_transport::pool::PoolRole;
     pool.register(worker.map_or(PoolRole::Acquirer, PoolRole::Worker))?;
+    // The acquirer draws its blocks before it says it is ready: setup, off the clock.
+    let source = worker
+        .is_none()
+        .then(|| buffer::Acquisition::new(params))
+        .transpose()?;
     emit_ready()?;
     emit(&RoleEvent::Connected)?;
     wait_for_go(stdin)?;
     let deadline = Instant::now() + bound;
-    let m = match worker {
-        None => buffer::acquirer(pool, params, deadline)?,
-        Some(_) => buffer::worker(pool, params, deadline)?,
+    let m = match &source {
+        Some(source) => buffer::acquirer(pool, source, deadline)?,
+        None => buffer::worker(pool, params, deadline)?,
     };
     RoleReport::from_measurement(&m)
 }
@@ -295,6 +300,8 @@ fn buffer_copy_role<T: Transport>(
     pool.register(worker.map_or(PoolRole::Acquirer, PoolRole::Worker))?;
     let m = match worker {
         None => {
+            // Drawn before ready, as in the pool role: setup, off the clock.
+            let source = buffer::Acquisition::new(params)?;
             let listeners = endpoints
                 .iter()
                 .map(T::listen)
@@ -310,7 +317,7 @@ fn buffer_copy_role<T: Transport>(
             }
             emit(&RoleEvent::Connected)?;
             wait_for_go(stdin)?;
-            buffer::copy_acquirer(&mut txs, params)?
+            buffer::copy_acquirer(&mut txs, &source)?
         }
         Some(w) => {
             let ep = endpoints

@@ -9,7 +9,7 @@
 //!
 //! Every chunk starts with a 16-byte header, its sequence number and the time it was
 //! marked ready (`CLOCK_MONOTONIC` ns), then its rows. "Acquisition" copies one of
-//! [`BLOCKS`] blocks drawn from the seed before the clock starts (as a frame grabber's DMA
+//! [`BLOCKS`] blocks drawn from the seed before the clock starts ([`Acquisition`]) (as a frame grabber's DMA
 //! would deliver bytes): generating fresh random data would cost more than the pool
 //! moves. The block for chunk `s` is `(s * 5 + 3) % BLOCKS`, so neighbours differ.
 //!
@@ -159,40 +159,58 @@ fn element(p: &BufferParams, b: u64, i: u64, out: &mut [u8]) {
     }
 }
 
-/// The blocks chunks are copied from (`exemplars` rows each).
-pub fn blocks(p: &BufferParams) -> Vec<Vec<u8>> {
-    let w = p.dtype.bytes();
-    (0..BLOCKS)
-        .map(|b| {
-            let mut v = vec![0u8; p.data_bytes()];
-            for (i, e) in v.chunks_exact_mut(w).enumerate() {
-                element(p, b, i as u64, e);
+/// The acquirer's source: the run's parameters and the [`BLOCKS`] blocks chunks are
+/// copied from, drawn from the seed. Build it before the run's clock starts (the roles do
+/// so before the harness says go): drawing the blocks is setup, not acquisition.
+#[derive(Debug)]
+pub struct Acquisition {
+    p: BufferParams,
+    blocks: Vec<Vec<u8>>,
+}
+
+impl Acquisition {
+    /// Checks `p` and draws the blocks (`exemplars` rows each).
+    pub fn new(p: &BufferParams) -> Result<Acquisition, WorkloadError> {
+        p.check()?;
+        let w = p.dtype.bytes();
+        let blocks = (0..BLOCKS)
+            .map(|b| {
+                let mut v = vec![0u8; p.data_bytes()];
+                for (i, e) in v.chunks_exact_mut(w).enumerate() {
+                    element(p, b, i as u64, e);
+                }
+                v
+            })
+            .collect();
+        Ok(Acquisition { p: *p, blocks })
+    }
+
+    /// The parameters it was drawn for.
+    pub fn params(&self) -> &BufferParams {
+        &self.p
+    }
+
+    /// Writes chunk `seq` into `chunk` (header, carried row, data); for `transitions` the
+    /// carried row is the last row of chunk `seq - 1`, taken from its block.
+    fn fill(&self, seq: u64, chunk: &mut [u8]) {
+        let data = &self.blocks[block_of(seq)];
+        chunk[..8].copy_from_slice(&seq.to_le_bytes());
+        let mut at = CHUNK_HEADER;
+        if self.p.kind == Kind::Transitions {
+            let rb = self.p.row_bytes();
+            if seq > 0 {
+                let prev = &self.blocks[block_of(seq - 1)];
+                chunk[at..at + rb].copy_from_slice(&prev[prev.len() - rb..]);
             }
-            v
-        })
-        .collect()
+            at += rb;
+        }
+        chunk[at..at + data.len()].copy_from_slice(data);
+    }
 }
 
 /// Which block chunk `seq` is copied from.
 pub fn block_of(seq: u64) -> usize {
     ((seq * 5 + 3) % BLOCKS) as usize
-}
-
-/// Writes chunk `seq` into `chunk` (header, carried row, data); for `transitions` the
-/// carried row is the last row of chunk `seq - 1`, taken from its block.
-fn acquire(p: &BufferParams, blocks: &[Vec<u8>], seq: u64, chunk: &mut [u8]) {
-    let data = &blocks[block_of(seq)];
-    chunk[..8].copy_from_slice(&seq.to_le_bytes());
-    let mut at = CHUNK_HEADER;
-    if p.kind == Kind::Transitions {
-        let rb = p.row_bytes();
-        if seq > 0 {
-            let prev = &blocks[block_of(seq - 1)];
-            chunk[at..at + rb].copy_from_slice(&prev[prev.len() - rb..]);
-        }
-        at += rb;
-    }
-    chunk[at..at + data.len()].copy_from_slice(data);
 }
 
 fn stamp_ready(chunk: &mut [u8]) {
@@ -328,19 +346,9 @@ fn sum_rows(dtype: Dtype, rows: &[u8], elems: usize, acc: &mut [u64]) {
             }
             flush(&mut lanes, acc);
         }
-        Dtype::U16 | Dtype::I16 | Dtype::U32 => {
-            let w = dtype.bytes();
-            for row in rows.chunks_exact(rb) {
-                for (a, c) in acc.iter_mut().zip(row.chunks_exact(w)) {
-                    let v = match dtype {
-                        Dtype::U16 => u64::from(u16::from_le_bytes([c[0], c[1]])),
-                        Dtype::I16 => i64::from(i16::from_le_bytes([c[0], c[1]])) as u64,
-                        _ => u64::from(u32::from_le_bytes([c[0], c[1], c[2], c[3]])),
-                    };
-                    *a = a.wrapping_add(v);
-                }
-            }
-        }
+        Dtype::U16 => sum_columns::<2>(rows, rb, acc, |c| u64::from(u16::from_le_bytes(c))),
+        Dtype::I16 => sum_columns::<2>(rows, rb, acc, |c| i64::from(i16::from_le_bytes(c)) as u64),
+        Dtype::U32 => sum_columns::<4>(rows, rb, acc, |c| u64::from(u32::from_le_bytes(c))),
         Dtype::F32 | Dtype::F64 => {
             let w = dtype.bytes();
             let mut sums: Vec<f64> = acc.iter().map(|b| f64::from_bits(*b)).collect();
@@ -360,6 +368,46 @@ fn sum_rows(dtype: Dtype, rows: &[u8], elems: usize, acc: &mut [u64]) {
     }
 }
 
+/// Per-column wrapping sums of `W`-byte integers. Four rows are added together before the
+/// accumulator is touched: with one row at a time the loads and stores of `acc` (one
+/// each per element) cost more than reading the chunk, and `sum` is meant to be cheap
+/// next to moving the bytes.
+fn sum_columns<const W: usize>(
+    rows: &[u8],
+    rb: usize,
+    acc: &mut [u64],
+    val: impl Fn([u8; W]) -> u64,
+) {
+    let v = |c: &[u8]| {
+        let mut b = [0u8; W];
+        b.copy_from_slice(c);
+        val(b)
+    };
+    let mut quads = rows.chunks_exact(4 * rb);
+    for q in &mut quads {
+        let (r01, r23) = q.split_at(2 * rb);
+        let (r0, r1) = r01.split_at(rb);
+        let (r2, r3) = r23.split_at(rb);
+        let cols = r0
+            .chunks_exact(W)
+            .zip(r1.chunks_exact(W))
+            .zip(r2.chunks_exact(W))
+            .zip(r3.chunks_exact(W));
+        for (a, (((c0, c1), c2), c3)) in acc.iter_mut().zip(cols) {
+            let s = v(c0)
+                .wrapping_add(v(c1))
+                .wrapping_add(v(c2))
+                .wrapping_add(v(c3));
+            *a = a.wrapping_add(s);
+        }
+    }
+    for row in quads.remainder().chunks_exact(rb) {
+        for (a, c) in acc.iter_mut().zip(row.chunks_exact(W)) {
+            *a = a.wrapping_add(v(c));
+        }
+    }
+}
+
 fn flush(lanes: &mut [u32], acc: &mut [u64]) {
     for (a, l) in acc.iter_mut().zip(lanes.iter_mut()) {
         *a = a.wrapping_add(u64::from(*l));
@@ -370,12 +418,11 @@ fn flush(lanes: &mut [u32], acc: &mut [u64]) {
 /// The result computed in one process from the same seed: what the merged result of any
 /// run must equal.
 pub fn reference(p: &BufferParams) -> Result<Vec<u64>, WorkloadError> {
-    p.check()?;
-    let blocks = blocks(p);
+    let source = Acquisition::new(p)?;
     let mut partial = Partial::new(p);
     let mut chunk = vec![0u8; p.chunk_bytes()];
     for seq in 0..p.chunks {
-        acquire(p, &blocks, seq, &mut chunk);
+        source.fill(seq, &mut chunk);
         process(p, rows_of(p, &chunk), seq > 0, &mut partial);
     }
     Ok(partial.words)
@@ -389,11 +436,10 @@ fn pool_err(e: PoolError) -> WorkloadError {
 /// then one end marker per worker. `free_wait_ns`: time spent waiting for a free chunk.
 pub fn acquirer(
     pool: &Pool,
-    p: &BufferParams,
+    source: &Acquisition,
     deadline: Instant,
 ) -> Result<Measurement, WorkloadError> {
-    p.check()?;
-    let blocks = blocks(p);
+    let p = source.params();
     let mut wait = Duration::ZERO;
     let start = Instant::now();
     for seq in 0..p.chunks {
@@ -401,7 +447,7 @@ pub fn acquirer(
         let mut c = pool.take_free(deadline).map_err(pool_err)?;
         wait += t.elapsed();
         let bytes = c.bytes_mut();
-        acquire(p, &blocks, seq, bytes);
+        source.fill(seq, bytes);
         stamp_ready(bytes);
         c.publish(seq).map_err(pool_err)?;
     }
@@ -477,8 +523,11 @@ fn worker_measurement(
 
 /// The acquirer in copy mode: fills a private chunk and sends its bytes to worker
 /// `seq % K` over that worker's transport; then an end frame to each.
-pub fn copy_acquirer<T: Tx>(txs: &mut [T], p: &BufferParams) -> Result<Measurement, WorkloadError> {
-    p.check()?;
+pub fn copy_acquirer<T: Tx>(
+    txs: &mut [T],
+    source: &Acquisition,
+) -> Result<Measurement, WorkloadError> {
+    let p = source.params();
     if txs.len() != p.workers as usize {
         return Err(WorkloadError::Param(format!(
             "{} transports for {} workers",
@@ -486,11 +535,11 @@ pub fn copy_acquirer<T: Tx>(txs: &mut [T], p: &BufferParams) -> Result<Measureme
             p.workers
         )));
     }
-    let blocks = blocks(p);
-    let mut chunk = vec![0u8; p.chunk_bytes()];
+    // Not zero: its pages are touched here, before the clock, not by the first chunk.
+    let mut chunk = vec![0xa5u8; p.chunk_bytes()];
     let start = Instant::now();
     for seq in 0..p.chunks {
-        acquire(p, &blocks, seq, &mut chunk);
+        source.fill(seq, &mut chunk);
         stamp_ready(&mut chunk);
         txs[(seq % u64::from(p.workers)) as usize].send(&chunk)?;
     }
@@ -514,7 +563,8 @@ pub fn copy_worker<R: Rx>(
     p.check()?;
     let mut partial = Partial::new(p);
     let mut hist = new_histogram();
-    let mut buf = vec![0u8; p.chunk_bytes()];
+    // Not zero: its pages are touched here, before the clock, not by the first chunk.
+    let mut buf = vec![0xa5u8; p.chunk_bytes()];
     let (mut wait, mut chunks) = (Duration::ZERO, 0u64);
     let start = Instant::now();
     loop {
@@ -595,7 +645,7 @@ mod tests {
                     })
                 })
                 .collect();
-            acquirer(&pool, p, deadline).unwrap();
+            acquirer(&pool, &Acquisition::new(p).unwrap(), deadline).unwrap();
             ws.into_iter().map(|w| w.join().unwrap()).sum()
         });
         (result_of(&pool), processed)
@@ -672,7 +722,7 @@ mod tests {
                 .into_iter()
                 .map(|l| Shm::accept(l, Duration::from_secs(5)).unwrap().0)
                 .collect();
-            copy_acquirer(&mut txs, &p).unwrap();
+            copy_acquirer(&mut txs, &Acquisition::new(&p).unwrap()).unwrap();
             let n: u64 = ws.into_iter().map(|w| w.join().unwrap()).sum();
             assert_eq!(n, p.chunks);
         });

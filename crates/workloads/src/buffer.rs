@@ -670,6 +670,31 @@ mod tests {
     }
 
     #[test]
+    fn column_sums_equal_a_plain_element_by_element_sum_for_any_row_count() {
+        for dtype in [Dtype::U8, Dtype::U16, Dtype::I16, Dtype::U32] {
+            let (elems, w) = (7usize, dtype.bytes());
+            for rows in 0..=9usize {
+                let bytes: Vec<u8> = (0..rows * elems * w)
+                    .map(|i| splitmix(9, i as u64) as u8)
+                    .collect();
+                let mut want = vec![3u64; elems];
+                for (i, c) in bytes.chunks_exact(w).enumerate() {
+                    let v = match dtype {
+                        Dtype::U8 => u64::from(c[0]),
+                        Dtype::U16 => u64::from(u16::from_le_bytes([c[0], c[1]])),
+                        Dtype::I16 => i64::from(i16::from_le_bytes([c[0], c[1]])) as u64,
+                        _ => u64::from(u32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+                    };
+                    want[i % elems] = want[i % elems].wrapping_add(v);
+                }
+                let mut got = vec![3u64; elems];
+                sum_rows(dtype, &bytes, elems, &mut got);
+                assert_eq!(got, want, "{dtype:?}, {rows} rows");
+            }
+        }
+    }
+
+    #[test]
     fn transitions_across_chunk_boundaries_are_counted() {
         let p = params(Kind::Transitions, Dtype::U32);
         let total: u64 = reference(&p).unwrap().iter().sum();

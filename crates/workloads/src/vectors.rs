@@ -425,74 +425,92 @@ pub struct Outputs<W: Write> {
 /// its population standard deviation is the run's `rate_std_hz`.
 #[derive(Debug)]
 struct Rates {
-    window: [(f64, f64); WINDOW],
+    /// (slots, ns) of the last `len` arrivals, a ring from `next`.
+    window: [(u64, u64); WINDOW],
     len: usize,
     next: usize,
-    slots: f64,
-    secs: f64,
+    /// Sums over the window, in integers: exact however long the run.
+    slots: u64,
+    ns: u64,
+    /// The window mean at each arrival once the window is full, as sums of its
+    /// difference from the first such mean (`shift`): shifted data keep
+    /// `E[d²] - E[d]²` accurate, and a push costs one division (Welford's update took a
+    /// second one on a dependency chain, and the consumer does this per vector).
     run_n: u64,
-    run_mean: f64,
-    run_m2: f64,
+    shift: f64,
+    run_sum: f64,
+    run_sumsq: f64,
 }
 
 impl Rates {
     fn new() -> Rates {
         Rates {
-            window: [(0.0, 0.0); WINDOW],
+            window: [(0, 0); WINDOW],
             len: 0,
             next: 0,
-            slots: 0.0,
-            secs: 0.0,
+            slots: 0,
+            ns: 0,
             run_n: 0,
-            run_mean: 0.0,
-            run_m2: 0.0,
+            shift: 0.0,
+            run_sum: 0.0,
+            run_sumsq: 0.0,
         }
     }
 
-    fn push(&mut self, slots: f64, dt: f64) {
+    /// An arrival that ends a gap of `slots` time slots, `ns` after the previous one.
+    fn push(&mut self, slots: u64, ns: u64) {
         if self.len == WINDOW {
             let (s, d) = self.window[self.next];
             self.slots -= s;
-            self.secs -= d;
+            self.ns -= d;
         }
-        self.window[self.next] = (slots, dt);
+        self.window[self.next] = (slots, ns);
         self.slots += slots;
-        self.secs += dt;
+        self.ns += ns;
         self.next = if self.next + 1 == WINDOW {
             0
         } else {
             self.next + 1
         };
         self.len = (self.len + 1).min(WINDOW);
-        if self.len == WINDOW && self.secs > 0.0 {
-            // Welford, over the run.
-            let r = self.slots / self.secs;
+        if self.len == WINDOW && self.ns > 0 {
+            let r = self.slots as f64 * 1e9 / self.ns as f64;
+            if self.run_n == 0 {
+                self.shift = r;
+            }
+            let d = r - self.shift;
             self.run_n += 1;
-            let d = r - self.run_mean;
-            self.run_mean += d / self.run_n as f64;
-            self.run_m2 += d * (r - self.run_mean);
+            self.run_sum += d;
+            self.run_sumsq += d * d;
         }
     }
 
     /// Current (last arrival), mean and population std over the window.
     fn window(&self) -> (f64, f64, f64) {
-        if self.len == 0 || self.secs <= 0.0 {
+        if self.len == 0 || self.ns == 0 {
             return (0.0, 0.0, 0.0);
         }
-        let rate = |(s, d): (f64, f64)| if d > 0.0 { s / d } else { 0.0 };
+        let rate = |(s, d): (u64, u64)| {
+            if d > 0 {
+                s as f64 * 1e9 / d as f64
+            } else {
+                0.0
+            }
+        };
         let w = &self.window[..self.len];
         let current = rate(self.window[(self.next + WINDOW - 1) % WINDOW]);
-        let mean = self.slots / self.secs;
+        let mean = rate((self.slots, self.ns));
         let var = w.iter().map(|&x| (rate(x) - mean).powi(2)).sum::<f64>() / self.len as f64;
         (current, mean, var.sqrt())
     }
 
     fn run_std(&self) -> f64 {
         if self.run_n == 0 {
-            0.0
-        } else {
-            (self.run_m2 / self.run_n as f64).sqrt()
+            return 0.0;
         }
+        let n = self.run_n as f64;
+        let m = self.run_sum / n;
+        (self.run_sumsq / n - m * m).max(0.0).sqrt()
     }
 }
 
@@ -518,32 +536,48 @@ fn push_fixed6(out: &mut Vec<u8>, x: f64) {
     }
     // Round half away from zero without a libm call: add 0.5 with x's sign, truncate.
     let v = (x * 1e6 + 0.5f64.copysign(x)) as i64;
-    if x.is_sign_negative() {
-        out.push(b'-');
-    }
     let v = v.unsigned_abs();
-    let (int, frac) = (v / 1_000_000, v % 1_000_000);
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
+    let (int, frac) = (v / 1_000_000, (v % 1_000_000) as usize);
+    // Built right to left in one buffer, two digits at a time, then appended at once:
+    // sign, at most 12 integer digits, the point, 6 decimals.
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    for pair in [frac % 100, frac / 100 % 100, frac / 10_000] {
+        i -= 2;
+        buf[i..i + 2].copy_from_slice(&DIGIT_PAIRS[2 * pair..2 * pair + 2]);
+    }
+    i -= 1;
+    buf[i] = b'.';
     let mut k = int;
-    loop {
+    while k >= 10 {
+        let pair = (k % 100) as usize;
+        k /= 100;
+        i -= 2;
+        buf[i..i + 2].copy_from_slice(&DIGIT_PAIRS[2 * pair..2 * pair + 2]);
+    }
+    // One digit left (a last pair came from a k of 10 or more: no leading zero).
+    if k > 0 || int == 0 {
         i -= 1;
-        digits[i] = b'0' + (k % 10) as u8;
-        k /= 10;
-        if k == 0 {
-            break;
-        }
+        buf[i] = b'0' + k as u8;
     }
-    out.extend_from_slice(&digits[i..]);
-    out.push(b'.');
-    let mut f = [b'0'; 6];
-    let mut k = frac;
-    for d in f.iter_mut().rev() {
-        *d = b'0' + (k % 10) as u8;
-        k /= 10;
+    if x.is_sign_negative() {
+        i -= 1;
+        buf[i] = b'-';
     }
-    out.extend_from_slice(&f);
+    out.extend_from_slice(&buf[i..]);
 }
+
+/// "00", "01", ... "99".
+const DIGIT_PAIRS: [u8; 200] = {
+    let mut t = [0u8; 200];
+    let mut i = 0;
+    while i < 100 {
+        t[2 * i] = b'0' + (i / 10) as u8;
+        t[2 * i + 1] = b'0' + (i % 10) as u8;
+        i += 1;
+    }
+    t
+};
 
 impl Batch {
     fn new(size: usize) -> Batch {
@@ -765,7 +799,7 @@ pub fn consumer<T: Tx, R: Rx, W: Write>(
         // timeline row (one record per vector, not two).
         interval_hist.saturating_record(latency);
         if let Some((t, s)) = last_arrival {
-            rates.push((seq - s) as f64, ticks.ns(t, now) as f64 / 1e9);
+            rates.push(seq - s, ticks.ns(t, now));
         }
         first_arrival.get_or_insert((now, seq));
         last_arrival = Some((now, seq));
@@ -915,6 +949,59 @@ mod tests {
     }
 
     #[test]
+    fn batch_means_and_stds_equal_a_direct_computation_with_the_filled_vectors() {
+        let p = VectorsParams {
+            size: 13,
+            count: 1_234,
+            ..params(NoiseSpec::DropInterval {
+                low_s: 0.004,
+                high_s: 0.006,
+            })
+        };
+        let (_, rx, batches, timeline) = run(&p);
+        rx.unwrap();
+        // The slots that were dropped (single drops), from the timeline.
+        let dropped: Vec<u64> = timeline
+            .lines()
+            .filter(|l| l.contains(",drop,"))
+            .map(|l| l.split(',').nth(2).unwrap().parse().unwrap())
+            .collect();
+        assert!(dropped.len() >= 5, "{} drops", dropped.len());
+        let pool = Pool::new(&p);
+        let vector = |s: u64| {
+            let mut v = vec![0.0; p.size as usize];
+            decode(&p, pool.vector(s).0, &mut v);
+            v
+        };
+        let rows: Vec<Vec<f64>> = (0..p.count)
+            .map(|s| {
+                if dropped.contains(&s) {
+                    let mut v = vec![0.0; p.size as usize];
+                    interpolate(&vector(s - 1), s - 1, &vector(s + 1), s + 1, s, &mut v);
+                    v
+                } else {
+                    vector(s)
+                }
+            })
+            .collect();
+        let lines: Vec<&str> = batches.lines().skip(1).collect();
+        assert_eq!(lines.len(), rows.chunks(BATCH).count());
+        for (line, chunk) in lines.iter().zip(rows.chunks(BATCH)) {
+            let f: Vec<f64> = line.split(',').map(|x| x.parse().unwrap()).collect();
+            let size = p.size as usize;
+            assert_eq!(f.len(), 8 + 2 * size);
+            assert_eq!(f[3] as usize, chunk.len());
+            let n = chunk.len() as f64;
+            for c in 0..size {
+                let mean = chunk.iter().map(|r| r[c]).sum::<f64>() / n;
+                let sd = (chunk.iter().map(|r| (r[c] - mean).powi(2)).sum::<f64>() / n).sqrt();
+                assert!((f[8 + c] - mean).abs() <= 1.5e-6, "{line}: mean {c}");
+                assert!((f[8 + size + c] - sd).abs() <= 1.5e-6, "{line}: std {c}");
+            }
+        }
+    }
+
+    #[test]
     fn bursts_drop_runs_of_vectors_and_f32_uniform_vectors_arrive_intact() {
         let p = VectorsParams {
             dtype: Dtype::F32,
@@ -980,6 +1067,42 @@ mod tests {
     }
 
     #[test]
+    fn rates_match_a_direct_computation_over_the_window_and_the_run() {
+        let mut rates = Rates::new();
+        let (mut arrivals, mut means) = (Vec::new(), Vec::new());
+        for i in 0..1000u64 {
+            // Gaps around 1 ms with jitter, now and then two slots (a drop).
+            let slots = 1 + u64::from(splitmix(3, i) % 50 == 0);
+            let ns = slots * 1_000_000 - 20_000 + splitmix(5, i) % 40_000;
+            rates.push(slots, ns);
+            arrivals.push((slots as f64, ns as f64 / 1e9));
+            if arrivals.len() >= WINDOW {
+                let w = &arrivals[arrivals.len() - WINDOW..];
+                let (s, t): (f64, f64) = w.iter().fold((0.0, 0.0), |a, x| (a.0 + x.0, a.1 + x.1));
+                means.push(s / t);
+            }
+        }
+        let w = &arrivals[arrivals.len() - WINDOW..];
+        let rate = |&(s, t): &(f64, f64)| s / t;
+        let mean = w.iter().map(|x| x.0).sum::<f64>() / w.iter().map(|x| x.1).sum::<f64>();
+        let std = (w.iter().map(|x| (rate(x) - mean).powi(2)).sum::<f64>() / WINDOW as f64).sqrt();
+        let (c, m, sd) = rates.window();
+        let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * b.abs().max(1.0);
+        assert!(close(c, rate(&arrivals[arrivals.len() - 1])), "current {c}");
+        assert!(close(m, mean), "mean {m} vs {mean}");
+        assert!(close(sd, std), "std {sd} vs {std}");
+        let run_mean = means.iter().sum::<f64>() / means.len() as f64;
+        let run_std =
+            (means.iter().map(|x| (x - run_mean).powi(2)).sum::<f64>() / means.len() as f64).sqrt();
+        assert!(run_std > 0.1, "the test's rates must vary: {run_std}");
+        assert!(
+            (rates.run_std() - run_std).abs() <= 1e-6 * run_std,
+            "run std {} vs {run_std}",
+            rates.run_std()
+        );
+    }
+
+    #[test]
     fn fixed6_formats_as_the_formatter_does() {
         for x in [
             0.0,
@@ -993,6 +1116,14 @@ mod tests {
             -1e-7,
             0.999_999_5,
             std::f64::consts::PI,
+            9.0,
+            10.0,
+            -99.999_999_7,
+            100.0,
+            305.25,
+            1000.0,
+            -12_345_678.901_234,
+            99_999_999_999.5,
             1e13,
             f64::NAN,
         ] {

@@ -684,6 +684,13 @@ fn run_matrix(
             Err(e) => eprintln!("harness: {e:#} (floor columns left empty)"),
         }
     }
+    if let Some(d) = damon() {
+        eprintln!(
+            "harness: note: the kernel's DAMON is monitoring memory here ({d}); its thread \
+             (kdamond) preempts the role on whichever core it runs, which can show in latency \
+             tails (results/README.md, \"Machine notes\")"
+        );
+    }
     env_json(&results.join("env.json"), config_text, &runs, &floors)?;
 
     let workloads: Vec<WorkloadKind> = runs.iter().map(|r| r.workload).collect();
@@ -919,6 +926,46 @@ fn first_line_of(path: &str, key: &str) -> Option<String> {
         .map(|(_, v)| v.trim().to_string())
 }
 
+/// The running DAMON monitors (the kernel's data-access monitor, which some hosts use
+/// for proactive reclaim), e.g. "paddr, sampling every 500 ms, scheme pageout"; `None`
+/// when none runs or the sysfs interface is absent.
+fn damon() -> Option<String> {
+    let root = Path::new("/sys/kernel/mm/damon/admin/kdamonds");
+    let read = |p: &Path| {
+        std::fs::read_to_string(p)
+            .ok()
+            .map(|s| s.trim().to_string())
+    };
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(root).ok()?.flatten() {
+        let k = entry.path();
+        if read(&k.join("state")).as_deref() != Some("on") {
+            continue;
+        }
+        let Ok(contexts) = std::fs::read_dir(k.join("contexts")) else {
+            continue;
+        };
+        for c in contexts.flatten().map(|e| e.path()).filter(|p| p.is_dir()) {
+            let ops = read(&c.join("operations")).unwrap_or_else(|| "?".into());
+            let sample_ms = read(&c.join("monitoring_attrs/intervals/sample_us"))
+                .and_then(|v| v.parse::<f64>().ok())
+                .map_or_else(|| "?".into(), |us| format!("{}", us / 1000.0));
+            let schemes: Vec<String> = std::fs::read_dir(c.join("schemes"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter_map(|e| read(&e.path().join("action")))
+                .collect();
+            let mut d = format!("{ops}, sampling every {sample_ms} ms");
+            if !schemes.is_empty() {
+                d += &format!(", scheme {}", schemes.join("+"));
+            }
+            found.push(d);
+        }
+    }
+    (!found.is_empty()).then(|| found.join("; "))
+}
+
 fn env_json(
     path: &Path,
     config_text: &str,
@@ -948,6 +995,7 @@ fn env_json(
         "kernel": uts.as_ref().map(|u| format!("{} {} {}", u.sysname().to_string_lossy(), u.release().to_string_lossy(), u.version().to_string_lossy())),
         "machine": uts.as_ref().map(|u| u.machine().to_string_lossy().into_owned()),
         "governor": std::fs::read_to_string("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor").map(|s| s.trim().to_string()).unwrap_or_else(|_| "unavailable".into()),
+        "damon": damon().unwrap_or_else(|| "off or unavailable".into()),
         "virtualisation": if hypervisor { virt.unwrap_or_else(|| "hypervisor present".into()) } else { "none detected".into() },
         "floors": floors.values().collect::<Vec<_>>(),
         "runs": runs.len(),

@@ -311,15 +311,9 @@ fn buffer_copy_role<T: Transport>(
                 endpoint: resolved.next(),
                 more: resolved.collect(),
             })?;
-            // Both halves stay alive for the run: a dropped receiving half lets go of its
-            // claim at once, and a worker still checking that the acquirer has claimed
-            // its sides would take that for the acquirer leaving during setup.
             let mut txs = Vec::with_capacity(listeners.len());
-            let mut _rxs = Vec::with_capacity(listeners.len());
             for l in listeners {
-                let (tx, rx) = T::accept(l, setup)?;
-                txs.push(tx);
-                _rxs.push(rx);
+                txs.push(T::accept(l, setup)?.0);
             }
             emit(&RoleEvent::Connected)?;
             wait_for_go(stdin)?;

@@ -649,17 +649,21 @@ fn attach(endpoint: &Endpoint, side_a: bool) -> Result<ShmListener, SetupError> 
     })
 }
 
-/// Whether the peer has claimed its sides of both rings.
+/// Whether the peer has claimed its sides of both rings. A side it has already let go
+/// of counts as claimed (it can only let go of what it held): a peer that keeps one
+/// half of the connection and drops the other has met us, and the dropped half reads as
+/// disconnected from here on. Only a peer that let go of both before we saw it is an
+/// error.
 fn peer_arrived(l: &ShmListener) -> Result<bool, SetupError> {
     match (
         l.tx.producer.consumer_token(),
         l.rx.consumer.producer_token(),
     ) {
-        (Some(a), Some(b)) => Ok(a != 0 && b != 0),
-        _ => Err(SetupError::Handshake {
+        (None, None) => Err(SetupError::Handshake {
             target: l.endpoint.to_string(),
             reason: "the peer let go before setup finished".into(),
         }),
+        (a, b) => Ok(a != Some(0) && b != Some(0)),
     }
 }
 
@@ -713,5 +717,40 @@ impl Transport for Shm {
 
     fn connect(endpoint: &Endpoint, timeout: Duration) -> Result<(ShmTx, ShmRx), SetupError> {
         meet(attach(endpoint, false)?, timeout)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    // Test code: a failed unwrap is a failed test, with its message.
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::{Rx, Tx};
+
+    #[test]
+    fn a_peer_that_drops_one_half_right_after_connecting_has_still_met_us() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = EndpointOptions {
+            shm_capacity: 1 << 12,
+            max_frame: 64,
+            ..Default::default()
+        };
+        let endpoint = Endpoint::prepare(TransportKind::Shm, dir.path(), &opts).unwrap();
+        let listener = Shm::listen(&endpoint).unwrap();
+        // The accepting side polls about every millisecond; the peer connects and drops
+        // its receiving half well within that.
+        let acceptor = std::thread::spawn(move || Shm::accept(listener, Duration::from_secs(5)));
+        std::thread::sleep(Duration::from_millis(20));
+        let (mut tx, rx) = Shm::connect(&endpoint, Duration::from_secs(5)).unwrap();
+        drop(rx);
+        tx.send(b"still here").unwrap();
+        let (atx, mut arx) = acceptor.join().unwrap().unwrap();
+        let mut buf = [0u8; 64];
+        let n = arx.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"still here");
+        // The half it dropped is gone for good (a send that finds room is still queued,
+        // as on any transport; one that waits for room says Disconnected).
+        assert_eq!(atx.producer.consumer_token(), None);
+        endpoint.cleanup();
     }
 }

@@ -68,6 +68,13 @@ pub struct RunSpec {
 }
 
 impl RunSpec {
+    /// The two cores its floor is measured between: its first two roles' (or the first
+    /// twice, for a run on one core).
+    pub fn core_pair(&self) -> [usize; 2] {
+        let first = self.cores.first().copied().unwrap_or(0);
+        [first, self.cores.get(1).copied().unwrap_or(first)]
+    }
+
     /// An integer parameter (0 if absent: validation guarantees the ones a workload needs).
     pub fn int(&self, key: &str) -> i64 {
         match self.values.get(key) {

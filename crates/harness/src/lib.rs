@@ -666,7 +666,7 @@ fn run_matrix(
 
     let mut floors: BTreeMap<[usize; 2], Floor> = BTreeMap::new();
     for r in &runs {
-        let pair = [r.cores[0], *r.cores.get(1).unwrap_or(&r.cores[0])];
+        let pair = r.core_pair();
         if floors.contains_key(&pair) || interrupted.load(Ordering::Relaxed) {
             continue;
         }
@@ -684,14 +684,21 @@ fn run_matrix(
             Err(e) => eprintln!("harness: {e:#} (floor columns left empty)"),
         }
     }
-    if let Some(d) = damon() {
+    let damon = damon();
+    if let Some(d) = &damon {
         eprintln!(
             "harness: note: the kernel's DAMON is monitoring memory here ({d}); its thread \
              (kdamond) preempts the role on whichever core it runs, which can show in latency \
              tails (results/README.md, \"Machine notes\")"
         );
     }
-    env_json(&results.join("env.json"), config_text, &runs, &floors)?;
+    env_json(
+        &results.join("env.json"),
+        config_text,
+        &runs,
+        &floors,
+        damon.as_deref(),
+    )?;
 
     let workloads: Vec<WorkloadKind> = runs.iter().map(|r| r.workload).collect();
     let mut summary = Summary::create(&results.join("summary.csv"), &workloads)?;
@@ -712,7 +719,7 @@ fn run_matrix(
             break;
         }
         bar.set_message(spec.run_id.clone());
-        let pair = [spec.cores[0], *spec.cores.get(1).unwrap_or(&spec.cores[0])];
+        let pair = spec.core_pair();
         let floor = match (floors.get(&pair), spec.workload.compared_with_round_trip()) {
             (Some(f), true) => match refresh_floor(&exe, f, &interrupted) {
                 Ok(fresh) => {
@@ -971,6 +978,7 @@ fn env_json(
     config_text: &str,
     runs: &[RunSpec],
     floors: &BTreeMap<[usize; 2], Floor>,
+    damon: Option<&str>,
 ) -> anyhow::Result<()> {
     let uts = nix::sys::utsname::uname().ok();
     let mut cores_used: Vec<usize> = runs.iter().flat_map(|r| r.cores.iter().copied()).collect();
@@ -995,7 +1003,7 @@ fn env_json(
         "kernel": uts.as_ref().map(|u| format!("{} {} {}", u.sysname().to_string_lossy(), u.release().to_string_lossy(), u.version().to_string_lossy())),
         "machine": uts.as_ref().map(|u| u.machine().to_string_lossy().into_owned()),
         "governor": std::fs::read_to_string("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor").map(|s| s.trim().to_string()).unwrap_or_else(|_| "unavailable".into()),
-        "damon": damon().unwrap_or_else(|| "off or unavailable".into()),
+        "damon": damon.unwrap_or("off or unavailable"),
         "virtualisation": if hypervisor { virt.unwrap_or_else(|| "hypervisor present".into()) } else { "none detected".into() },
         "floors": floors.values().collect::<Vec<_>>(),
         "runs": runs.len(),

@@ -135,17 +135,27 @@ pub fn params(spec: &RunSpec) -> TasksParams {
     }
 }
 
+/// The answers the client's lines get from the table (the lines it does not know get
+/// none), in order.
+fn answered<'a>(
+    lines: &'a [ClientLine],
+    table: &'a HashMap<(Ipv4Addr, Cmd), Answer>,
+) -> impl Iterator<Item = &'a Answer> {
+    lines.iter().filter_map(|l| table.get(&(l.ip, l.command)))
+}
+
 /// The makespan's bound for `spec`, `None` for the cpu kinds (their time is what is
 /// measured, not given).
-pub fn ideal_s(spec: &RunSpec, d: &Data) -> Option<f64> {
+fn ideal_s(
+    spec: &RunSpec,
+    lines: &[ClientLine],
+    table: &HashMap<(Ipv4Addr, Cmd), Answer>,
+) -> Option<f64> {
     let p = params(spec);
     if p.kind != TaskKind::Io {
         return None;
     }
-    let (lines, table) = d.parse().ok()?;
-    let waits: Vec<f64> = lines
-        .iter()
-        .filter_map(|l| table.get(&(l.ip, l.command)))
+    let waits: Vec<f64> = answered(lines, table)
         .map(|a| if p.wait_s > 0.0 { p.wait_s } else { a.wait_s })
         .collect();
     Some(tasks::ideal_s(
@@ -154,18 +164,6 @@ pub fn ideal_s(spec: &RunSpec, d: &Data) -> Option<f64> {
         p.max_workers as usize,
         p.threads,
     ))
-}
-
-/// The sum of responses the client must see: each of its lines the table knows.
-pub fn expected_sum(d: &Data) -> Option<i64> {
-    let (lines, table) = d.parse().ok()?;
-    Some(
-        lines
-            .iter()
-            .filter_map(|l| table.get(&(l.ip, l.command)))
-            .map(|a| a.response)
-            .sum(),
-    )
 }
 
 /// Worker slots: the most workers at once, and as many again for replacements (a worker
@@ -250,10 +248,10 @@ pub fn plan(spec: &RunSpec, dir: &Path) -> anyhow::Result<(RunPlan, Vec<Endpoint
 pub fn check(spec: &RunSpec, metrics: &[(String, f64)]) -> (Vec<(String, f64)>, Option<String>) {
     let get = |k: &str| metrics.iter().find(|(n, _)| n == k).map(|(_, v)| *v);
     let mut extra = Vec::new();
-    let d = data(spec).ok();
-    if let (Some(ideal), Some(makespan)) =
-        (d.as_ref().and_then(|d| ideal_s(spec, d)), get("makespan_s"))
-    {
+    // Read and parsed once (validation checked both already).
+    let parsed = data(spec).ok().and_then(|d| d.parse().ok());
+    let ideal = parsed.as_ref().and_then(|(l, t)| ideal_s(spec, l, t));
+    if let (Some(ideal), Some(makespan)) = (ideal, get("makespan_s")) {
         extra.push(("ideal_s".to_string(), ideal));
         if ideal > 0.0 {
             extra.push(("makespan_over_ideal".to_string(), makespan / ideal));
@@ -267,7 +265,11 @@ pub fn check(spec: &RunSpec, metrics: &[(String, f64)]) -> (Vec<(String, f64)>, 
             get("batches").unwrap_or(0.0)
         ));
     }
-    if let (Some(want), Some(got)) = (d.as_ref().and_then(expected_sum), get("response_sum")) {
+    // The sum of responses the client must see: each of its lines the table knows.
+    let want = parsed
+        .as_ref()
+        .map(|(l, t)| answered(l, t).map(|a| a.response).sum::<i64>());
+    if let (Some(want), Some(got)) = (want, get("response_sum")) {
         if want as f64 != got {
             why.push(format!("sum of responses {got}, expected {want}"));
         }

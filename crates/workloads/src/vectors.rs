@@ -442,6 +442,12 @@ struct Rates {
     run_sumsq: f64,
 }
 
+/// `slots` time slots in `ns` nanoseconds, per second (`ns` > 0).
+#[inline]
+fn per_s(slots: u64, ns: u64) -> f64 {
+    slots as f64 * 1e9 / ns as f64
+}
+
 impl Rates {
     fn new() -> Rates {
         Rates {
@@ -474,7 +480,7 @@ impl Rates {
         };
         self.len = (self.len + 1).min(WINDOW);
         if self.len == WINDOW && self.ns > 0 {
-            let r = self.slots as f64 * 1e9 / self.ns as f64;
+            let r = per_s(self.slots, self.ns);
             if self.run_n == 0 {
                 self.shift = r;
             }
@@ -490,13 +496,7 @@ impl Rates {
         if self.len == 0 || self.ns == 0 {
             return (0.0, 0.0, 0.0);
         }
-        let rate = |(s, d): (u64, u64)| {
-            if d > 0 {
-                s as f64 * 1e9 / d as f64
-            } else {
-                0.0
-            }
-        };
+        let rate = |(s, d): (u64, u64)| if d > 0 { per_s(s, d) } else { 0.0 };
         let w = &self.window[..self.len];
         let current = rate(self.window[(self.next + WINDOW - 1) % WINDOW]);
         let mean = rate((self.slots, self.ns));

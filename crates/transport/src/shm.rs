@@ -735,13 +735,21 @@ mod tests {
             max_frame: 64,
             ..Default::default()
         };
-        let endpoint = Endpoint::prepare(TransportKind::Shm, dir.path(), &opts).unwrap();
-        let listener = Shm::listen(&endpoint).unwrap();
+        // Removed however the test ends (the segment lives in /dev/shm).
+        struct Removed(Endpoint);
+        impl Drop for Removed {
+            fn drop(&mut self) {
+                self.0.cleanup();
+            }
+        }
+        let endpoint = Removed(Endpoint::prepare(TransportKind::Shm, dir.path(), &opts).unwrap());
+        let endpoint = &endpoint.0;
+        let listener = Shm::listen(endpoint).unwrap();
         // The accepting side polls about every millisecond; the peer connects and drops
         // its receiving half well within that.
         let acceptor = std::thread::spawn(move || Shm::accept(listener, Duration::from_secs(5)));
         std::thread::sleep(Duration::from_millis(20));
-        let (mut tx, rx) = Shm::connect(&endpoint, Duration::from_secs(5)).unwrap();
+        let (mut tx, rx) = Shm::connect(endpoint, Duration::from_secs(5)).unwrap();
         drop(rx);
         tx.send(b"still here").unwrap();
         let (atx, mut arx) = acceptor.join().unwrap().unwrap();
@@ -751,6 +759,5 @@ mod tests {
         // The half it dropped is gone for good (a send that finds room is still queued,
         // as on any transport; one that waits for room says Disconnected).
         assert_eq!(atx.producer.consumer_token(), None);
-        endpoint.cleanup();
     }
 }

@@ -262,8 +262,22 @@ fn small_matrix_writes_every_result_file() {
     let env: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("env.json")).unwrap()).unwrap();
     let floor = &env["floors"][0];
-    for key in ["rtt_ns", "rtt_p50_ns", "one_line_rtt_ns"] {
+    for key in ["rtt_ns", "rtt_p50_ns", "one_line_rtt_ns", "stream_ns"] {
         assert!(floor[key].as_f64().unwrap() > 0.0, "{key}: {floor}");
+    }
+    // A throughput row is compared with one copy of its message or one line handed
+    // between the cores (the stream, taken again just before it), whichever costs more.
+    let memcpy_gb_s = floor["memcpy_gb_s"].as_f64().unwrap();
+    for r in rows.iter().filter(|r| &r[1] == "throughput") {
+        let (msg_bytes, msgs_per_s, floor_ns, ratio): (f64, f64, f64, f64) = (
+            r[4].parse().unwrap(),
+            r[11].parse().unwrap(),
+            r[20].parse().unwrap(),
+            r[21].parse().unwrap(),
+        );
+        assert!(floor_ns >= msg_bytes / memcpy_gb_s * (1.0 - 1e-9), "{r:?}");
+        let per_msg = 1e9 / msgs_per_s;
+        assert!((ratio - per_msg / floor_ns).abs() < 1e-3 * ratio, "{r:?}");
     }
     // A latency row is compared with the floor taken again just before it, timed as the
     // row is (one round trip at a time): its ratio is its p50 over that.

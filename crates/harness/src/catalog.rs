@@ -31,12 +31,16 @@ impl WorkloadKind {
         WorkloadKind::Tasks,
     ];
 
-    /// Whether its rows are compared with the cache-line round trip (measured again
-    /// before each such run), not with memcpy bandwidth or a bound of their own.
-    pub fn compared_with_round_trip(self) -> bool {
+    /// Whether its rows are compared with transfers between the two cores (the cache-line
+    /// round trips, or for `throughput` the line stream beside memcpy), measured again
+    /// before each such run, rather than with memcpy bandwidth alone or a bound of their own.
+    pub fn compared_with_core_transfers(self) -> bool {
         matches!(
             self,
-            WorkloadKind::Latency | WorkloadKind::Vectors | WorkloadKind::Pingpong
+            WorkloadKind::Latency
+                | WorkloadKind::Vectors
+                | WorkloadKind::Pingpong
+                | WorkloadKind::Throughput
         )
     }
 

@@ -538,6 +538,7 @@ pub fn calibrate(exe: &Path, cores: [usize; 2], interrupted: &AtomicBool) -> any
         rtt_ns,
         rtt_p50_ns,
         one_line_rtt_ns,
+        stream_ns: report.metric("floor_stream_ns"),
         clock_read_ns: get("clock_read_ns")?,
         memcpy_gb_s: get("memcpy_gb_s")?,
         stall_pct: get("stall_pct")?,
@@ -546,8 +547,8 @@ pub fn calibrate(exe: &Path, cores: [usize; 2], interrupted: &AtomicBool) -> any
     })
 }
 
-/// The cache-line round trips of `floor` measured again (a few tens of milliseconds: no
-/// clock cost, stall loop or memcpy), for a run about to start: this host moves its
+/// The cache-line round trips and the line stream of `floor` measured again (a few tens
+/// of milliseconds: no clock cost, stall loop or memcpy), for a run about to start: this host moves its
 /// virtual cores now and then, and every transfer between them can cost four times more
 /// for minutes at a time, so a floor from the start of the matrix may no longer be the
 /// one a row was measured beside.
@@ -558,6 +559,7 @@ pub fn refresh_floor(exe: &Path, floor: &Floor, interrupted: &AtomicBool) -> any
         rtt_ns,
         rtt_p50_ns,
         one_line_rtt_ns,
+        stream_ns: report.metric("floor_stream_ns"),
         ..*floor
     })
 }
@@ -674,9 +676,9 @@ fn run_matrix(
             Ok(f) => {
                 eprintln!(
                     "harness: floor on cores {}-{}: cache-line round trip {:.0} ns (a line each way; timed one at a time, p50 {:.0} ns; \
-                     one line both ways {:.0} ns), clock read {:.1} ns, memcpy {:.1} GB/s; \
+                     one line both ways {:.0} ns), line stream {}, clock read {:.1} ns, memcpy {:.1} GB/s; \
                      stalls {:.2} % of the time, {:.0}/s over 10 µs, {:.1}/s over 1 ms",
-                    pair[0], pair[1], f.rtt_ns, f.rtt_p50_ns, f.one_line_rtt_ns, f.clock_read_ns, f.memcpy_gb_s, f.stall_pct,
+                    pair[0], pair[1], f.rtt_ns, f.rtt_p50_ns, f.one_line_rtt_ns, f.stream_text(), f.clock_read_ns, f.memcpy_gb_s, f.stall_pct,
                     f.stalls_10us_per_s, f.stalls_1ms_per_s
                 );
                 floors.insert(pair, f);
@@ -720,7 +722,10 @@ fn run_matrix(
         }
         bar.set_message(spec.run_id.clone());
         let pair = spec.core_pair();
-        let floor = match (floors.get(&pair), spec.workload.compared_with_round_trip()) {
+        let floor = match (
+            floors.get(&pair),
+            spec.workload.compared_with_core_transfers(),
+        ) {
             (Some(f), true) => match refresh_floor(&exe, f, &interrupted) {
                 Ok(fresh) => {
                     let moved = fresh.rtt_ns / f.rtt_ns;
@@ -730,6 +735,17 @@ fn run_matrix(
                              (the host moved the cores); this row is compared with the new one",
                             spec.run_id, fresh.rtt_ns, f.rtt_ns
                         ));
+                    }
+                    if let (Some(now), Some(then)) = (fresh.stream_ns, f.stream_ns) {
+                        if spec.workload == WorkloadKind::Throughput
+                            && !(1.0 / 1.5..=1.5).contains(&(now / then))
+                        {
+                            bar.println(format!(
+                                "harness: {}: the line stream takes {now:.1} ns per line now, {then:.1} ns at the start \
+                                 (the host moved the cores); this row is compared with the new one",
+                                spec.run_id
+                            ));
+                        }
                     }
                     Some(fresh)
                 }

@@ -498,8 +498,8 @@ fn bare_throughput(
 
 // ---- the hardware floor ---------------------------------------------------------------
 
-/// Size of the calibration segment: one page.
-pub const FLOOR_SEGMENT_BYTES: usize = 4096;
+/// Size of the calibration segment: a page of control lines, then the stream's slots.
+pub const FLOOR_SEGMENT_BYTES: usize = STREAM_SLOTS_AT * 8 + STREAM_SLOTS as usize * 64;
 /// Round trips timed together, so the clock's own cost is spread thin.
 const FLOOR_BATCH: u64 = 1000;
 const STOP: u64 = u64::MAX;
@@ -575,6 +575,89 @@ const PING_WORD: usize = 16;
 const PONG_WORD: usize = 32;
 /// A value with this bit asks pong to answer on ping's own line (the one-line phase).
 const ONE_LINE: u64 = 1 << 62;
+/// A value with this bit asks pong to read the stream (the stream phase).
+const STREAM: u64 = 1 << 61;
+/// The stream phase: ping writes 64-byte lines in turn into a ring of `STREAM_SLOTS`
+/// slots (in the segment's second page), each line's first word its number, stored
+/// last; pong reads them in order and says how far it has read on a line of its own
+/// (`STREAM_READ_WORD`) every `STREAM_RELEASE` lines. It is the least a stream of small
+/// messages between the two cores costs: one line handed over per message.
+const STREAM_READ_WORD: usize = 48;
+const STREAM_SLOTS_AT: usize = 512;
+const STREAM_SLOTS: u64 = 512;
+const STREAM_RELEASE: u64 = 64;
+/// Lines timed together, and how many such batches (their median mean is the figure).
+const STREAM_BATCH: u64 = 16_384;
+const STREAM_BATCHES: u64 = 5;
+const _: () = assert!(STREAM_BATCH % STREAM_RELEASE == 0 && STREAM_SLOTS % STREAM_RELEASE == 0);
+const _: () = assert!(STREAM_READ_WORD * 8 + 128 <= STREAM_SLOTS_AT * 8);
+
+/// The stream's slot for line `i` (numbered from 1): 8 words on a 64-byte line.
+fn stream_line(slots: &[AtomicU64], i: u64) -> anyhow::Result<&[AtomicU64]> {
+    let at = ((i - 1) % STREAM_SLOTS) as usize * 8;
+    slots
+        .get(at..at + 8)
+        .ok_or_else(|| anyhow!("calibration segment too small"))
+}
+
+/// Pong's side of the stream phase: reads every line, checks it, reports its progress.
+fn read_stream(
+    slots: &[AtomicU64],
+    read: &AtomicU64,
+    deadline: Instant,
+    yield_every: u32,
+) -> anyhow::Result<()> {
+    for i in 1..=STREAM_BATCH * STREAM_BATCHES {
+        let line = stream_line(slots, i)?;
+        await_value(&line[0], |v| v == i, deadline, yield_every)?;
+        // Relaxed: ordered after the Acquire load of the line's number in `await_value`.
+        if line[1..].iter().any(|w| w.load(Ordering::Relaxed) != i) {
+            bail!("the floor's stream line {i} arrived altered");
+        }
+        if i % STREAM_RELEASE == 0 {
+            // SYNC: Release pairs with ping's Acquire load in `write_stream`: the lines
+            // read so far are read before ping writes over them.
+            read.store(i, Ordering::Release);
+        }
+    }
+    Ok(())
+}
+
+/// Ping's side of the stream phase: the median over batches of the mean time per line.
+fn write_stream(
+    slots: &[AtomicU64],
+    read: &AtomicU64,
+    deadline: Instant,
+    yield_every: u32,
+) -> anyhow::Result<f64> {
+    let mut read_upto = 0u64;
+    let mut means = Vec::with_capacity(STREAM_BATCHES as usize);
+    for b in 0..STREAM_BATCHES {
+        let t0 = Instant::now();
+        let end = (b + 1) * STREAM_BATCH;
+        for i in b * STREAM_BATCH + 1..=end {
+            if i.saturating_sub(read_upto) > STREAM_SLOTS {
+                read_upto = await_value(
+                    read,
+                    |r| i.saturating_sub(r) <= STREAM_SLOTS,
+                    deadline,
+                    yield_every,
+                )?;
+            }
+            let line = stream_line(slots, i)?;
+            for w in &line[1..] {
+                w.store(i, Ordering::Relaxed);
+            }
+            // SYNC: Release pairs with pong's Acquire load in `await_value` (from
+            // `read_stream`): the line's other words are visible with its number.
+            line[0].store(i, Ordering::Release);
+        }
+        read_upto = await_value(read, |r| r >= end, deadline, yield_every)?;
+        means.push(t0.elapsed().as_nanos() as f64 / STREAM_BATCH as f64);
+    }
+    means.sort_by(f64::total_cmp);
+    Ok(means[means.len() / 2])
+}
 
 /// The floor between two pinned processes, as a pair of channels has it: ping writes an
 /// odd value on its own cache line, pong answers with the next even one on another line
@@ -583,7 +666,9 @@ const ONE_LINE: u64 = 1 << 62;
 /// time with the clock the `latency` workload uses, the histogram and its p50 as
 /// `floor_rtt_p50_ns`; then, for reference, the same exchange on one line that both
 /// sides write (`floor_one_line_rtt_ns`: the line then migrates whole, which no pair of
-/// channels can do); plus the clock's read cost and single-core memcpy bandwidth.
+/// channels can do); then, between two cores, a one-way stream of 64-byte lines
+/// (`floor_stream_ns`, ns per line); plus the clock's read cost and single-core memcpy
+/// bandwidth.
 fn floor(
     seg: &Segment,
     ping: bool,
@@ -598,6 +683,11 @@ fn floor(
             .ok_or_else(|| anyhow!("calibration segment too small"))
     };
     let (ping_word, pong_word) = (word(PING_WORD)?, word(PONG_WORD)?);
+    let stream_read = word(STREAM_READ_WORD)?;
+    let slots = seg
+        .words()
+        .get(STREAM_SLOTS_AT..)
+        .ok_or_else(|| anyhow!("calibration segment too small"))?;
     let deadline = Instant::now() + Duration::from_secs(60);
     if !ping {
         let mut last = 0;
@@ -617,6 +707,10 @@ fn floor(
                 return Ok(Measurement::default());
             }
             last = v;
+            if v & STREAM != 0 {
+                read_stream(slots, stream_read, deadline, yield_every)?;
+                continue;
+            }
             let answer = if v & ONE_LINE != 0 {
                 ping_word
             } else {
@@ -668,6 +762,15 @@ fn floor(
         round_trip(false)?;
         hist.saturating_record(t0.elapsed().as_nanos() as u64);
     }
+    // Two processes sharing a core would stream by context switches: not a floor of
+    // anything.
+    let stream_ns = if same_core {
+        None
+    } else {
+        // SYNC: Release pairs with pong's Acquire load in `await_value`.
+        ping_word.store(STREAM | 1, Ordering::Release);
+        Some(write_stream(slots, stream_read, deadline, yield_every)?)
+    };
     // SYNC: Release pairs with pong's Acquire load; STOP ends its loop.
     ping_word.store(STOP, Ordering::Release);
     let [median, one_line_median] = batch_medians;
@@ -683,6 +786,9 @@ fn floor(
             ("floor_one_line_rtt_ns".into(), one_line_median),
         ],
     };
+    if let Some(ns) = stream_ns {
+        m.metrics.push(("floor_stream_ns".into(), ns));
+    }
     if quick {
         return Ok(m);
     }

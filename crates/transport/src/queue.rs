@@ -128,7 +128,7 @@ impl Outbox {
                 return Err(OutboxError::Closed);
             }
             if st.frames.len() < self.hwm {
-                self.enqueue(st, frame);
+                self.enqueue(st, frame, false);
                 return Ok(());
             }
             let wait = match self.policy {
@@ -194,7 +194,7 @@ impl Outbox {
         if st.closed || st.frames.len() >= self.hwm {
             return false;
         }
-        self.enqueue(st, frame);
+        self.enqueue(st, frame, false);
         true
     }
 
@@ -205,16 +205,13 @@ impl Outbox {
         if st.closed {
             return Err(OutboxError::Closed);
         }
-        self.insert(st, frame, true);
+        self.enqueue(st, frame, true);
         Ok(())
     }
 
-    /// Appends a copy of `frame` (in a reused buffer) and wakes the drain.
-    fn enqueue(&self, st: MutexGuard<'_, State>, frame: &[u8]) {
-        self.insert(st, frame, false);
-    }
-
-    fn insert(&self, mut st: MutexGuard<'_, State>, frame: &[u8], first: bool) {
+    /// Queues a copy of `frame` (in a reused buffer), at the back or, `first`, at the
+    /// front, and wakes the drain.
+    fn enqueue(&self, mut st: MutexGuard<'_, State>, frame: &[u8], first: bool) {
         let mut buf = st.spare.pop().unwrap_or_default();
         buf.clear();
         buf.extend_from_slice(frame);

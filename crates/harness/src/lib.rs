@@ -728,8 +728,9 @@ fn run_matrix(
         ) {
             (Some(f), true) => match refresh_floor(&exe, f, &interrupted) {
                 Ok(fresh) => {
-                    let moved = fresh.rtt_ns / f.rtt_ns;
-                    if !(1.0 / 1.5..=1.5).contains(&moved) {
+                    // Worth a note: a figure that moved by more than 1.5x either way.
+                    let moved = |now: f64, then: f64| !(1.0 / 1.5..=1.5).contains(&(now / then));
+                    if moved(fresh.rtt_ns, f.rtt_ns) {
                         bar.println(format!(
                             "harness: {}: the cache-line round trip is {:.0} ns now, {:.0} ns at the start \
                              (the host moved the cores); this row is compared with the new one",
@@ -737,9 +738,7 @@ fn run_matrix(
                         ));
                     }
                     if let (Some(now), Some(then)) = (fresh.stream_ns, f.stream_ns) {
-                        if spec.workload == WorkloadKind::Throughput
-                            && !(1.0 / 1.5..=1.5).contains(&(now / then))
-                        {
+                        if spec.workload == WorkloadKind::Throughput && moved(now, then) {
                             bar.println(format!(
                                 "harness: {}: the line stream takes {now:.1} ns per line now, {then:.1} ns at the start \
                                  (the host moved the cores); this row is compared with the new one",

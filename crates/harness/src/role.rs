@@ -655,8 +655,13 @@ fn write_stream(
         read_upto = await_value(read, |r| r >= end, deadline, yield_every)?;
         means.push(t0.elapsed().as_nanos() as f64 / STREAM_BATCH as f64);
     }
+    Ok(median(means))
+}
+
+/// The median of batch means (the upper one of an even count; 0 for none).
+fn median(mut means: Vec<f64>) -> f64 {
     means.sort_by(f64::total_cmp);
-    Ok(means[means.len() / 2])
+    means.get(means.len() / 2).copied().unwrap_or(0.0)
 }
 
 /// The floor between two pinned processes, as a pair of channels has it: ping writes an
@@ -739,7 +744,7 @@ fn floor(
     let batches = (iterations / FLOOR_BATCH).max(1);
     let mut batch_medians = [0.0; 2];
     let mut duration = Duration::ZERO;
-    for (one_line, median) in [false, true].into_iter().zip(&mut batch_medians) {
+    for (one_line, batch_median) in [false, true].into_iter().zip(&mut batch_medians) {
         let mut means = Vec::with_capacity(batches as usize);
         let start = Instant::now();
         for _ in 0..batches {
@@ -752,8 +757,7 @@ fn floor(
         if !one_line {
             duration = start.elapsed();
         }
-        means.sort_by(f64::total_cmp);
-        *median = means[means.len() / 2];
+        *batch_median = median(means);
     }
     // Each round trip timed on its own, as `latency` times them.
     let mut hist = new_histogram();

@@ -9,8 +9,8 @@
 //!
 //! Every chunk starts with a 16-byte header, its sequence number and the time it was
 //! marked ready (`CLOCK_MONOTONIC` ns), then its rows. "Acquisition" copies one of
-//! [`BLOCKS`] blocks drawn from the seed before the clock starts ([`Acquisition`]) (as a frame grabber's DMA
-//! would deliver bytes): generating fresh random data would cost more than the pool
+//! [`BLOCKS`] blocks drawn from the seed before the clock starts (an [`Acquisition`]), as
+//! a frame grabber's DMA would deliver bytes: generating fresh random data would cost more than the pool
 //! moves. The block for chunk `s` is `(s * 5 + 3) % BLOCKS`, so neighbours differ.
 //!
 //! Kinds: `sum` (per-column sums, cheap: the pool's own speed) and `transitions` (u32
@@ -211,6 +211,12 @@ impl Acquisition {
 /// Which block chunk `seq` is copied from.
 pub fn block_of(seq: u64) -> usize {
     ((seq * 5 + 3) % BLOCKS) as usize
+}
+
+/// A private chunk buffer whose pages are touched now, before the clock, not by the
+/// first chunk (zeroed memory would be mapped lazily).
+fn touched(len: usize) -> Vec<u8> {
+    vec![0xa5u8; len]
 }
 
 fn stamp_ready(chunk: &mut [u8]) {
@@ -535,8 +541,7 @@ pub fn copy_acquirer<T: Tx>(
             p.workers
         )));
     }
-    // Not zero: its pages are touched here, before the clock, not by the first chunk.
-    let mut chunk = vec![0xa5u8; p.chunk_bytes()];
+    let mut chunk = touched(p.chunk_bytes());
     let start = Instant::now();
     for seq in 0..p.chunks {
         source.fill(seq, &mut chunk);
@@ -563,8 +568,7 @@ pub fn copy_worker<R: Rx>(
     p.check()?;
     let mut partial = Partial::new(p);
     let mut hist = new_histogram();
-    // Not zero: its pages are touched here, before the clock, not by the first chunk.
-    let mut buf = vec![0xa5u8; p.chunk_bytes()];
+    let mut buf = touched(p.chunk_bytes());
     let (mut wait, mut chunks) = (Duration::ZERO, 0u64);
     let start = Instant::now();
     loop {

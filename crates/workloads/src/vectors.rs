@@ -567,6 +567,12 @@ fn push_fixed6(out: &mut Vec<u8>, x: f64) {
     out.extend_from_slice(&buf[i..]);
 }
 
+/// Seconds from the first arrival (a reading and its sequence number) to reading `now`;
+/// 0 before any arrival.
+fn since_first(ticks: &Ticks, first: Option<(u64, u64)>, now: u64) -> f64 {
+    first.map_or(0.0, |(t0, _)| ticks.ns(t0, now) as f64 / 1e9)
+}
+
 /// "00", "01", ... "99".
 const DIGIT_PAIRS: [u8; 200] = {
     let mut t = [0u8; 200];
@@ -780,7 +786,7 @@ pub fn consumer<T: Tx, R: Rx, W: Write>(
             }
             let gap = seq - expected;
             detected += gap;
-            let t = first_arrival.map_or(0.0, |(t0, _)| ticks.ns(t0, now) as f64 / 1e9);
+            let t = since_first(&ticks, first_arrival, now);
             writeln!(out.timeline, "{t:.6},drop,{expected},{received},,,,,").map_err(io)?;
             for s in expected..seq {
                 interpolate(&prev, expected - 1, &cur, seq, s, &mut fill);
@@ -814,7 +820,7 @@ pub fn consumer<T: Tx, R: Rx, W: Write>(
         let due = *next_display.get_or_insert(now.saturating_add(display_ticks));
         if now >= due {
             let (c, m, s) = rates.window();
-            let t = first_arrival.map_or(0.0, |(t0, _)| ticks.ns(t0, now) as f64 / 1e9);
+            let t = since_first(&ticks, first_arrival, now);
             writeln!(
                 out.timeline,
                 "{t:.6},rate,{seq},{received},{c:.3},{m:.3},{s:.3},{},{}",

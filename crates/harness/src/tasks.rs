@@ -515,8 +515,7 @@ impl Workers for ForkServer {
                 Err(_) => break true,
             }
         };
-        while let Some(end) = self.partial.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = self.partial.drain(..=end).collect();
+        while let Some(line) = take_line(&mut self.partial) {
             let text = String::from_utf8_lossy(&line);
             let mut words = text.split_whitespace();
             let (Some(kind), Some(slot)) = (words.next(), words.next()) else {
@@ -544,6 +543,13 @@ impl Workers for ForkServer {
     fn kill(&mut self, slot: usize) {
         let _ = self.request(&format!("K {slot}"));
     }
+}
+
+/// The first complete line in `buf` (with its newline), taken out of it; `None` while
+/// the line is still being written.
+fn take_line(buf: &mut Vec<u8>) -> Option<Vec<u8>> {
+    let end = buf.iter().position(|&b| b == b'\n')?;
+    Some(buf.drain(..=end).collect())
 }
 
 /// The workers' server (see [`ForkServer`]); never returns.
@@ -596,8 +602,7 @@ fn serve(gateway: nix::unistd::Pid, requests: std::fs::File, events: std::fs::Fi
                 break;
             }
             buf.extend_from_slice(&chunk[..n]);
-            while let Some(end) = buf.iter().position(|&b| b == b'\n') {
-                let line: Vec<u8> = buf.drain(..=end).collect();
+            while let Some(line) = take_line(&mut buf) {
                 server.handle(me, &String::from_utf8_lossy(&line));
             }
         }

@@ -9,6 +9,7 @@ use ipcbench_workloads::buffer::{self, BufferParams, Dtype, Kind};
 
 use crate::config::RunSpec;
 use crate::runner::RunOutcome;
+use ipcbench_transport::TransportKind;
 
 /// The buffer parameters of a run.
 pub fn params(spec: &RunSpec) -> BufferParams {
@@ -32,6 +33,31 @@ pub fn params(spec: &RunSpec) -> BufferParams {
         },
         seed: spec.int("seed") as u64,
     }
+}
+
+/// By copy over `shm` (or a queue over it) a chunk travels as one ring record: `Err` with
+/// the reason when it does not fit the run's ring (checked when the config is read, so
+/// such a run is refused, not started).
+pub fn frame_fits(spec: &RunSpec) -> Result<(), String> {
+    let over_shm = spec.transport == TransportKind::Shm
+        || (spec.transport == TransportKind::Queue && spec.text("over") == "shm");
+    if spec.flag("zero_copy") || !over_shm {
+        return Ok(());
+    }
+    let p = params(spec);
+    let (chunk, cap) = (p.chunk_bytes(), spec.int("shm_capacity") as usize);
+    let most = ipcbench_transport::shm_max_frame(cap);
+    if chunk > most {
+        let mut fits = 64usize;
+        while ipcbench_transport::shm_max_frame(fits) < chunk {
+            fits *= 2;
+        }
+        return Err(format!(
+            "a chunk of {chunk} bytes ({} x {} elements and its header) does not fit an shm ring of {cap} bytes (at most {most}): shm_capacity = {fits} carries it",
+            p.exemplars, p.elems
+        ));
+    }
+    Ok(())
 }
 
 /// Chunks in the pool: `n_chunks`, or 2 per usable core.

@@ -804,6 +804,17 @@ pub fn parse(
         }
         let first = runs.len();
         expand(&name, workload, &axes, &mut runs);
+        if workload == WorkloadKind::Buffer {
+            let mut seen = std::collections::BTreeSet::new();
+            for r in &runs[first..] {
+                if let Err(msg) = crate::buffer::frame_fits(r) {
+                    if seen.insert(msg.clone()) {
+                        let line = axes.get("shm_capacity").map_or(exp_line, |(_, l)| *l);
+                        errs.push(line, Some("shm_capacity"), msg);
+                    }
+                }
+            }
+        }
         if workload == WorkloadKind::Tasks {
             // Every data file is read and every line checked now, not when the run starts.
             let mut seen = std::collections::BTreeSet::new();
@@ -1159,6 +1170,33 @@ mod tests {
             e,
             vec!["t.toml:6: key `wait`: unknown wait strategy `sleep` (known: spin, yield, block)"]
         );
+    }
+
+    #[test]
+    fn a_buffer_chunk_sent_by_copy_must_fit_the_shm_ring() {
+        let base = "[[experiment]]\nname = \"a\"\nworkload = \"buffer\"\ndtype = \"u32\"\nelems = 256\nexemplars = [256, 1024]\nzero_copy = false\n";
+        // 1 MiB chunks (and their header) need a 4 MiB ring; 256 KiB ones fit 1 MiB.
+        let e = errors(&format!(
+            "{base}transport = \"shm\"\nshm_capacity = 1048576\n"
+        ));
+        assert_eq!(
+            e,
+            vec!["t.toml:9: key `shm_capacity`: a chunk of 1048592 bytes (1024 x 256 elements and its header) does not fit an shm ring of 1048576 bytes (at most 524272): shm_capacity = 4194304 carries it"]
+        );
+        let fits = |t: &str| parse("t.toml", &format!("{base}{t}"), CORES).is_ok();
+        assert!(fits("transport = \"shm\"\nshm_capacity = 4194304\n"));
+        assert!(!fits(
+            "transport = \"queue\"\nover = \"shm\"\nshm_capacity = 1048576\n"
+        ));
+        // The pool moves indices and the kernel transports take any chunk.
+        let pool = base.replace("zero_copy = false", "zero_copy = true");
+        assert!(parse(
+            "t.toml",
+            &format!("{pool}transport = \"shm\"\nshm_capacity = 65536\n"),
+            CORES
+        )
+        .is_ok());
+        assert!(fits("transport = \"uds\"\n"));
     }
 
     #[test]

@@ -720,7 +720,9 @@ name = "tasks-kill"
 workload = "tasks"
 transport = "queue"
 over = ["uds", "shm"]
-wait_s = 0.05
+# A batch lasts 0.3 s, so the worker killed is still in it even when the gateway is
+# scheduled late on a loaded machine (with 0.05 s it once had finished: nothing to redo).
+wait_s = 0.3
 kill_worker_after = 5
 timeout_s = 60
 "#,

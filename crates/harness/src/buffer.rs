@@ -140,19 +140,19 @@ pub fn check(
         ("chunks".to_string(), p.chunks as f64),
         ("chunk_bytes".to_string(), p.data_bytes() as f64),
         ("workers".to_string(), f64::from(p.workers)),
-        (
-            "free_wait_ns".to_string(),
-            reports.first().map_or(0.0, |r| metric(r, "free_wait_ns")),
-        ),
-        (
-            "ready_wait_ns".to_string(),
-            reports
-                .iter()
-                .skip(1)
-                .map(|r| metric(r, "ready_wait_ns"))
-                .sum(),
-        ),
     ];
+    // The acquirer's (the first report's) own times.
+    for k in ["free_wait_ns", "fill_ns", "send_ns"] {
+        m.push((k.to_string(), reports.first().map_or(0.0, |r| metric(r, k))));
+    }
+    m.extend([(
+        "ready_wait_ns".to_string(),
+        reports
+            .iter()
+            .skip(1)
+            .map(|r| metric(r, "ready_wait_ns"))
+            .sum(),
+    )]);
     if secs > 0.0 {
         m.push(("gb_per_s".into(), bytes / secs / 1e9));
         m.push(("chunks_per_s".into(), p.chunks as f64 / secs));

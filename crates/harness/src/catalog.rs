@@ -138,6 +138,8 @@ impl WorkloadKind {
                 "gb_per_s",
                 "chunks_per_s",
                 "free_wait_ns",
+                "fill_ns",
+                "send_ns",
                 "ready_wait_ns",
             ],
             WorkloadKind::Tasks => &[

@@ -219,8 +219,11 @@ fn touched(len: usize) -> Vec<u8> {
     vec![0xa5u8; len]
 }
 
-fn stamp_ready(chunk: &mut [u8]) {
-    chunk[8..16].copy_from_slice(&monotonic_ns().to_le_bytes());
+/// Writes the chunk's ready time into its header and returns it.
+fn stamp_ready(chunk: &mut [u8]) -> u64 {
+    let now = monotonic_ns();
+    chunk[8..16].copy_from_slice(&now.to_le_bytes());
+    now
 }
 
 fn word(b: &[u8], i: usize) -> u64 {
@@ -438,36 +441,51 @@ fn pool_err(e: PoolError) -> WorkloadError {
     WorkloadError::Integrity(e.to_string())
 }
 
+/// Where the acquirer's time went, in ns: waiting for a free chunk (pool), filling chunks,
+/// handing them over (copy: the transport's send, its waits for room included).
+#[derive(Debug, Default)]
+struct AcquirerTimes {
+    free_wait: u64,
+    fill: u64,
+    send: u64,
+}
+
 /// The acquirer with the zero-copy pool: fills free chunks in place, marks them ready,
-/// then one end marker per worker. `free_wait_ns`: time spent waiting for a free chunk.
+/// then one end marker per worker. `free_wait_ns`: time spent waiting for a free chunk;
+/// `fill_ns`: time spent filling them (the chunk's ready stamp ends it).
 pub fn acquirer(
     pool: &Pool,
     source: &Acquisition,
     deadline: Instant,
 ) -> Result<Measurement, WorkloadError> {
     let p = source.params();
-    let mut wait = Duration::ZERO;
+    let mut times = AcquirerTimes::default();
     let start = Instant::now();
     for seq in 0..p.chunks {
-        let t = Instant::now();
+        let t = monotonic_ns();
         let mut c = pool.take_free(deadline).map_err(pool_err)?;
-        wait += t.elapsed();
+        let got = monotonic_ns();
+        times.free_wait += got.saturating_sub(t);
         let bytes = c.bytes_mut();
         source.fill(seq, bytes);
-        stamp_ready(bytes);
+        times.fill += stamp_ready(bytes).saturating_sub(got);
         c.publish(seq).map_err(pool_err)?;
     }
     pool.end().map_err(pool_err)?;
-    Ok(acquirer_measurement(p, start.elapsed(), wait))
+    Ok(acquirer_measurement(p, start.elapsed(), &times))
 }
 
-fn acquirer_measurement(p: &BufferParams, elapsed: Duration, wait: Duration) -> Measurement {
+fn acquirer_measurement(p: &BufferParams, elapsed: Duration, t: &AcquirerTimes) -> Measurement {
     Measurement {
         histogram: None,
         count: p.chunks,
         bytes: p.chunks * p.data_bytes() as u64,
         duration: elapsed,
-        metrics: vec![("free_wait_ns".into(), wait.as_nanos() as f64)],
+        metrics: vec![
+            ("free_wait_ns".into(), t.free_wait as f64),
+            ("fill_ns".into(), t.fill as f64),
+            ("send_ns".into(), t.send as f64),
+        ],
     }
 }
 
@@ -528,7 +546,9 @@ fn worker_measurement(
 }
 
 /// The acquirer in copy mode: fills a private chunk and sends its bytes to worker
-/// `seq % K` over that worker's transport; then an end frame to each.
+/// `seq % K` over that worker's transport; then an end frame to each. `fill_ns` and
+/// `send_ns`: its time filling and sending (`free_wait_ns` is 0: a full transport's wait
+/// is inside the send).
 pub fn copy_acquirer<T: Tx>(
     txs: &mut [T],
     source: &Acquisition,
@@ -542,11 +562,16 @@ pub fn copy_acquirer<T: Tx>(
         )));
     }
     let mut chunk = touched(p.chunk_bytes());
+    let mut times = AcquirerTimes::default();
     let start = Instant::now();
+    let mut t = monotonic_ns();
     for seq in 0..p.chunks {
         source.fill(seq, &mut chunk);
-        stamp_ready(&mut chunk);
+        let ready = stamp_ready(&mut chunk);
+        times.fill += ready.saturating_sub(t);
         txs[(seq % u64::from(p.workers)) as usize].send(&chunk)?;
+        t = monotonic_ns();
+        times.send += t.saturating_sub(ready);
     }
     let mut end = [0u8; CHUNK_HEADER];
     end[..8].copy_from_slice(&END.to_le_bytes());
@@ -554,7 +579,7 @@ pub fn copy_acquirer<T: Tx>(
         tx.send(&end)?;
         tx.flush()?;
     }
-    Ok(acquirer_measurement(p, start.elapsed(), Duration::ZERO))
+    Ok(acquirer_measurement(p, start.elapsed(), &times))
 }
 
 /// A worker in copy mode: receives chunks until the end frame, processes each, merges
@@ -623,6 +648,23 @@ mod tests {
         }
     }
 
+    /// The acquirer's own times add up within its run: `fill_ns` counted, `send_ns` only
+    /// by copy, `free_wait_ns` only with the pool.
+    fn check_acquirer_times(m: &Measurement, zero_copy: bool) {
+        let t = |k: &str| m.metric(k).unwrap();
+        assert!(t("fill_ns") > 0.0, "{:?}", m.metrics);
+        assert_eq!(t("send_ns") > 0.0, !zero_copy, "{:?}", m.metrics);
+        if !zero_copy {
+            assert_eq!(t("free_wait_ns"), 0.0);
+        }
+        let busy = t("fill_ns") + t("send_ns") + t("free_wait_ns");
+        assert!(
+            busy <= m.duration.as_nanos() as f64,
+            "{busy} ns in a {:?} run",
+            m.duration
+        );
+    }
+
     fn run_zero_copy(p: &BufferParams) -> (Vec<u64>, u64) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("pool");
@@ -649,7 +691,8 @@ mod tests {
                     })
                 })
                 .collect();
-            acquirer(&pool, &Acquisition::new(p).unwrap(), deadline).unwrap();
+            let m = acquirer(&pool, &Acquisition::new(p).unwrap(), deadline).unwrap();
+            check_acquirer_times(&m, true);
             ws.into_iter().map(|w| w.join().unwrap()).sum()
         });
         (result_of(&pool), processed)
@@ -751,7 +794,8 @@ mod tests {
                 .into_iter()
                 .map(|l| Shm::accept(l, Duration::from_secs(5)).unwrap().0)
                 .collect();
-            copy_acquirer(&mut txs, &Acquisition::new(&p).unwrap()).unwrap();
+            let m = copy_acquirer(&mut txs, &Acquisition::new(&p).unwrap()).unwrap();
+            check_acquirer_times(&m, false);
             let n: u64 = ws.into_iter().map(|w| w.join().unwrap()).sum();
             assert_eq!(n, p.chunks);
         });

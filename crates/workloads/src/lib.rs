@@ -65,6 +65,13 @@ pub struct Measurement {
     pub metrics: Vec<(String, f64)>,
 }
 
+impl Measurement {
+    /// The workload-specific figure named `key`, if this role reported it.
+    pub fn metric(&self, key: &str) -> Option<f64> {
+        self.metrics.iter().find(|(k, _)| k == key).map(|(_, v)| *v)
+    }
+}
+
 /// Why a role failed.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkloadError {

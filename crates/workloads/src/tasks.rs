@@ -708,7 +708,7 @@ mod tests {
     }
 
     fn metric(m: &Measurement, k: &str) -> f64 {
-        m.metrics.iter().find(|(n, _)| n == k).unwrap().1
+        m.metric(k).unwrap()
     }
 
     #[test]

@@ -909,11 +909,7 @@ mod tests {
     }
 
     fn metric(m: &Measurement, k: &str) -> f64 {
-        m.metrics
-            .iter()
-            .find(|(n, _)| n == k)
-            .map(|(_, v)| *v)
-            .unwrap()
+        m.metric(k).unwrap()
     }
 
     #[test]

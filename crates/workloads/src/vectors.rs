@@ -351,8 +351,27 @@ pub fn producer<T: Tx, R: Rx>(
     let ticks = Ticks::new();
     let start = Instant::now();
     let start_tick = ticks.now();
+    // The latest send stamp: with `rate = 0` the time slot of the next vector.
+    let mut stamp = start_tick;
     let mut seq = 0u64;
     loop {
+        let at_s = match interval {
+            Some(iv) => seq as f64 * iv,
+            None => ticks.ns(start_tick, stamp) as f64 / 1e9,
+        };
+        let last = match slots {
+            Some(n) => seq + 1 == n,
+            None => at_s >= duration.as_secs_f64(),
+        };
+        // The frame is decided and built before its time comes; its send stamp is the
+        // last thing written, just before the transport takes it, so the latency is the
+        // transport's, not the producer's own assembly (one clock read per vector).
+        let (payload, sum) = pool.vector(seq);
+        let keep = last || noise.filter(at_s, seq, payload).is_some();
+        if keep {
+            header(&mut frame, seq, 0, sum, info(p));
+            frame[HEADER..].copy_from_slice(payload);
+        }
         if let Some(iv) = interval {
             let due = start + Duration::from_secs_f64(seq as f64 * iv);
             if p.spin_pacing {
@@ -363,21 +382,9 @@ pub fn producer<T: Tx, R: Rx>(
                 wait_until(due);
             }
         }
-        // One clock read per vector: its send stamp, and (rate = 0) its time slot.
-        let now = ticks.now();
-        let at_s = match interval {
-            Some(iv) => seq as f64 * iv,
-            None => ticks.ns(start_tick, now) as f64 / 1e9,
-        };
-        let last = match slots {
-            Some(n) => seq + 1 == n,
-            None => at_s >= duration.as_secs_f64(),
-        };
-        let (payload, sum) = pool.vector(seq);
-        let keep = last || noise.filter(at_s, seq, payload).is_some();
         if keep {
-            header(&mut frame, seq, now, sum, info(p));
-            frame[HEADER..].copy_from_slice(payload);
+            stamp = ticks.now();
+            frame[8..16].copy_from_slice(&stamp.to_le_bytes());
             tx.send(&frame)?;
             sent += 1;
         } else {

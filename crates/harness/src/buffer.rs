@@ -5,11 +5,11 @@ use std::path::Path;
 
 use anyhow::Context;
 use ipcbench_transport::pool::{Pool, PoolShape};
+use ipcbench_transport::TransportKind;
 use ipcbench_workloads::buffer::{self, BufferParams, Dtype, Kind};
 
 use crate::config::RunSpec;
 use crate::runner::RunOutcome;
-use ipcbench_transport::TransportKind;
 
 /// The buffer parameters of a run.
 pub fn params(spec: &RunSpec) -> BufferParams {
@@ -145,14 +145,14 @@ pub fn check(
     for k in ["free_wait_ns", "fill_ns", "send_ns"] {
         m.push((k.to_string(), reports.first().map_or(0.0, |r| metric(r, k))));
     }
-    m.extend([(
+    m.push((
         "ready_wait_ns".to_string(),
         reports
             .iter()
             .skip(1)
             .map(|r| metric(r, "ready_wait_ns"))
             .sum(),
-    )]);
+    ));
     if secs > 0.0 {
         m.push(("gb_per_s".into(), bytes / secs / 1e9));
         m.push(("chunks_per_s".into(), p.chunks as f64 / secs));

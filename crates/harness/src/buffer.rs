@@ -5,7 +5,6 @@ use std::path::Path;
 
 use anyhow::Context;
 use ipcbench_transport::pool::{Pool, PoolShape};
-use ipcbench_transport::TransportKind;
 use ipcbench_workloads::buffer::{self, BufferParams, Dtype, Kind};
 
 use crate::config::RunSpec;
@@ -39,9 +38,7 @@ pub fn params(spec: &RunSpec) -> BufferParams {
 /// the reason when it does not fit the run's ring (checked when the config is read, so
 /// such a run is refused, not started).
 pub fn frame_fits(spec: &RunSpec) -> Result<(), String> {
-    let over_shm = spec.transport == TransportKind::Shm
-        || (spec.transport == TransportKind::Queue && spec.text("over") == "shm");
-    if spec.flag("zero_copy") || !over_shm {
+    if spec.flag("zero_copy") || !spec.over_shm() {
         return Ok(());
     }
     let p = params(spec);

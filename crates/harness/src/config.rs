@@ -118,6 +118,13 @@ impl RunSpec {
         }
     }
 
+    /// Whether the run's frames travel through shm rings: `shm` itself, or the queue over
+    /// it.
+    pub fn over_shm(&self) -> bool {
+        self.transport == TransportKind::Shm
+            || (self.transport == TransportKind::Queue && self.text("over") == "shm")
+    }
+
     /// The queue's full policy (`policy = "block"` waits as long as the run may last;
     /// `"retry"` waits `retry_interval_s`, at most `retries` times).
     pub fn queue_policy(&self) -> ipcbench_transport::queue::FullPolicy {

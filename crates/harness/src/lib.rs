@@ -366,9 +366,7 @@ fn plan_run(spec: &RunSpec, dir: &Path, results: &Path) -> anyhow::Result<Prepar
         opts.hwm = spec.int("hwm") as u32;
         opts.policy = spec.queue_policy();
     }
-    let shm_based = spec.transport == TransportKind::Shm
-        || (spec.transport == TransportKind::Queue && opts.over == TransportKind::Shm);
-    if shm_based {
+    if spec.over_shm() {
         let capacity = spec.int("shm_capacity") as usize;
         opts.shm_capacity = capacity as u32;
         opts.max_frame = opts

@@ -102,20 +102,6 @@ const W_PRODUCER_WAITING: usize = 6;
 const W_HEAD: usize = LINE / 8;
 const W_TAIL: usize = 2 * LINE / 8;
 const HEADER: usize = 8;
-/// Bytes that [`Consumer::try_pop`] asks the CPU to fetch after a record, while the
-/// producer is ahead: a 400-byte record's worth, ...
-#[cfg_attr(
-    not(all(target_arch = "x86_64", not(loom), not(miri))),
-    allow(dead_code)
-)]
-const PREFETCH: usize = 512;
-/// ... [`AHEAD`] bytes past its end (four or five such records ahead: a line from the
-/// other core takes longer to arrive than one record takes to process).
-#[cfg_attr(
-    not(all(target_arch = "x86_64", not(loom), not(miri))),
-    allow(dead_code)
-)]
-const AHEAD: usize = 2048;
 const WRAP: u32 = u32::MAX;
 /// A claim word: 0 free, a token while held, CLOSED once its holder let go.
 const CLOSED: u64 = u64::MAX;
@@ -846,7 +832,7 @@ impl<R: Region> Consumer<R> {
     }
 
     /// While the producer is ahead (the last look did not find the ring empty), asks the
-    /// CPU to start fetching up to [`PREFETCH`] bytes from [`AHEAD`] bytes past `end`
+    /// CPU to start fetching up to `PREFETCH` bytes from `AHEAD` bytes past `end`
     /// (where the next record starts), so that the lines of the records after the next
     /// one cross from the producer's core while this one still works on the record just
     /// popped. Only bytes the producer has written are fetched: a line it is still to
@@ -860,13 +846,19 @@ impl<R: Region> Consumer<R> {
         #[cfg(all(target_arch = "x86_64", not(loom), not(miri)))]
         if let Some(base) = self.shared.region.raw() {
             use core::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+            /// Bytes asked for: a 400-byte record's worth, ...
+            const PREFETCH: u64 = 512;
+            /// ... this far past the record's end (four or five such records ahead: a
+            /// line from the other core takes longer to arrive than one record takes to
+            /// process).
+            const AHEAD: u64 = 2048;
             if self.known_tail <= end {
                 // SYNC: Relaxed: a hint, no read of the data depends on it (the records
                 // themselves are still found through their headers' Acquire loads).
                 self.known_tail = self.shared.region.word(W_TAIL).load(Ordering::Relaxed);
             }
-            let from = end + AHEAD as u64;
-            let to = self.known_tail.min(from + PREFETCH as u64);
+            let from = end + AHEAD;
+            let to = self.known_tail.min(from + PREFETCH);
             let mut at = from;
             while at < to {
                 let idx = (at & self.shared.mask) as usize;

@@ -13,9 +13,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
+use ipcbench::transport::dispatch::{dispatch, dispatch_bare, WithStream, WithTransport};
 use ipcbench::transport::{
     baseline, Endpoint, EndpointOptions, Pipe, Queue, RecvError, Rx, Shm, StreamRx, StreamTx, Tcp,
-    Transport, TransportKind, Tx, Uds,
+    Transport, Tx, Uds,
 };
 
 const PEER: &str = "IPCBENCH_BENCH_PEER";
@@ -97,22 +98,26 @@ fn run_peer(mode: &str) -> Result<(), String> {
     let endpoint: Endpoint =
         serde_json::from_str(&std::env::var(ENDPOINT).map_err(|e| e.to_string())?)
             .map_err(|e| e.to_string())?;
-    match (endpoint.kind(), mode == "bare-echo") {
-        (TransportKind::Pipe, false) => peer::<Pipe>(mode, &endpoint),
-        (TransportKind::Uds, false) => peer::<Uds>(mode, &endpoint),
-        (TransportKind::Tcp, false) => peer::<Tcp>(mode, &endpoint),
-        (TransportKind::Shm, false) => peer::<Shm>(mode, &endpoint),
-        (TransportKind::Pipe, true) => bare_peer::<Pipe>(&endpoint),
-        (TransportKind::Uds, true) => bare_peer::<Uds>(&endpoint),
-        (TransportKind::Tcp, true) => bare_peer::<Tcp>(&endpoint),
-        (TransportKind::Queue, false) => match endpoint.base_kind() {
-            TransportKind::Uds => peer::<Queue<Uds>>(mode, &endpoint),
-            other => Err(format!("no queue bench over {other}")),
-        },
-        (kind @ (TransportKind::Shm | TransportKind::Queue), true) => {
-            Err(format!("{kind} has no bare baseline"))
+    struct Framed<'a>(&'a str, &'a Endpoint);
+    impl WithTransport for Framed<'_> {
+        type Output = Result<(), String>;
+        fn call<T: Transport>(self) -> Self::Output {
+            peer::<T>(self.0, self.1)
         }
     }
+    struct Bare<'a>(&'a Endpoint);
+    impl WithStream for Bare<'_> {
+        type Output = Result<(), String>;
+        fn call<T: Transport<Tx = StreamTx, Rx = StreamRx>>(self) -> Self::Output {
+            bare_peer::<T>(self.0)
+        }
+    }
+    let run = if mode == "bare-echo" {
+        dispatch_bare(endpoint.kind(), Bare(&endpoint))
+    } else {
+        dispatch(&endpoint, Framed(mode, &endpoint))
+    };
+    run.map_err(|e| e.to_string())?
 }
 
 // ---- the measuring side -----------------------------------------------------------------

@@ -35,6 +35,7 @@
 use std::time::Duration;
 
 pub mod baseline;
+pub mod dispatch;
 mod endpoint;
 mod error;
 pub mod pool;

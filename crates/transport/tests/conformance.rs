@@ -12,10 +12,11 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use ipcbench_transport::dispatch::{dispatch, WithTransport};
 use ipcbench_transport::{
-    Corruption, Endpoint, EndpointOptions, LoanRx, LoanTx, Pipe, Queue, QueueTx, RecvError,
-    RecvTimeoutError, Rx, SendError, Shm, Tcp, Transport, TransportKind, TryRecvError,
-    TrySendError, Tx, TxLoan, Uds, WaitStrategy,
+    Corruption, Endpoint, EndpointOptions, LoanRx, LoanTx, QueueTx, RecvError, RecvTimeoutError,
+    Rx, SendError, Shm, Transport, TransportKind, TryRecvError, TrySendError, Tx, TxLoan,
+    WaitStrategy,
 };
 
 const ENV_CASE: &str = "IPCBENCH_CONFORMANCE_CASE";
@@ -517,20 +518,16 @@ impl Drop for Watchdog {
     }
 }
 
-fn run_peer<T: Transport>(case: &str, endpoint: &Endpoint, dir: &Path)
-where
-    T::Tx: Garbage,
-    T::Rx: StreamBuffered,
-{
+fn run_peer<T: Transport>(case: &str, endpoint: &Endpoint, dir: &Path) {
     let (mut tx, mut rx) = T::connect(endpoint, SETUP).unwrap();
     if case == "order_kept" {
         // The other side sends at once; the handshake must not have read any of it.
         std::thread::sleep(Duration::from_millis(100));
-        if let Some(n) = rx.stream_buffered() {
+        if let Some(n) = stream_buffered(&rx) {
             assert_eq!(n, 0, "setup left data in the receive buffer");
         }
     }
-    let garbage = tx.garbage_writer(endpoint);
+    let garbage = garbage_writer(&tx, endpoint);
     peer_case(case, &mut tx, &mut rx, dir, &*garbage);
 }
 
@@ -575,6 +572,35 @@ impl<T: Tx + Garbage + Send + 'static> Garbage for QueueTx<T> {
     }
 }
 
+/// The garbage writer of a sending half, found by its concrete type (the peer is generic
+/// over `Transport` alone, as the one dispatch calls it).
+fn garbage_writer(tx: &dyn std::any::Any, endpoint: &Endpoint) -> Box<dyn Fn()> {
+    use ipcbench_transport::{ShmTx, StreamTx};
+    if let Some(t) = tx.downcast_ref::<StreamTx>() {
+        t.garbage_writer(endpoint)
+    } else if let Some(t) = tx.downcast_ref::<ShmTx>() {
+        t.garbage_writer(endpoint)
+    } else if let Some(t) = tx.downcast_ref::<QueueTx<StreamTx>>() {
+        t.garbage_writer(endpoint)
+    } else if let Some(t) = tx.downcast_ref::<QueueTx<ShmTx>>() {
+        t.garbage_writer(endpoint)
+    } else {
+        panic!("no garbage writer for this transport's sending half")
+    }
+}
+
+/// How much a receiving half has read ahead of its caller, found by its concrete type.
+fn stream_buffered(rx: &dyn std::any::Any) -> Option<usize> {
+    use ipcbench_transport::{ShmRx, StreamRx};
+    if let Some(r) = rx.downcast_ref::<StreamRx>() {
+        r.stream_buffered()
+    } else if let Some(r) = rx.downcast_ref::<ShmRx>() {
+        r.stream_buffered()
+    } else {
+        panic!("no read-ahead report for this transport's receiving half")
+    }
+}
+
 /// Stream transports tell how much they have read ahead of the caller.
 trait StreamBuffered {
     fn stream_buffered(&self) -> Option<usize>;
@@ -602,22 +628,19 @@ fn peer_entry() {
     };
     let endpoint: Endpoint = serde_json::from_str(&endpoint).unwrap();
     let dir = PathBuf::from(dir);
-    match endpoint.kind() {
-        TransportKind::Pipe => run_peer::<Pipe>(&case, &endpoint, &dir),
-        TransportKind::Uds => run_peer::<Uds>(&case, &endpoint, &dir),
-        TransportKind::Tcp => run_peer::<Tcp>(&case, &endpoint, &dir),
-        TransportKind::Shm if case.starts_with("loan") => {
-            let (mut tx, mut rx) = Shm::connect(&endpoint, SETUP).unwrap();
-            peer_loan_case(&case, &mut tx, &mut rx);
-        }
-        TransportKind::Shm => run_peer::<Shm>(&case, &endpoint, &dir),
-        TransportKind::Queue => match endpoint.base_kind() {
-            TransportKind::Uds => run_peer::<Queue<Uds>>(&case, &endpoint, &dir),
-            TransportKind::Tcp => run_peer::<Queue<Tcp>>(&case, &endpoint, &dir),
-            TransportKind::Shm => run_peer::<Queue<Shm>>(&case, &endpoint, &dir),
-            other => panic!("no conformance peer for queue over {other}"),
-        },
+    if endpoint.kind() == TransportKind::Shm && case.starts_with("loan") {
+        let (mut tx, mut rx) = Shm::connect(&endpoint, SETUP).unwrap();
+        peer_loan_case(&case, &mut tx, &mut rx);
+        return;
     }
+    struct Peer<'a>(&'a str, &'a Endpoint, &'a std::path::Path);
+    impl WithTransport for Peer<'_> {
+        type Output = ();
+        fn call<T: Transport>(self) {
+            run_peer::<T>(self.0, self.1, self.2)
+        }
+    }
+    dispatch(&endpoint, Peer(&case, &endpoint, &dir)).unwrap();
 }
 
 macro_rules! conformance {

@@ -1,0 +1,163 @@
+//! The one place a configured transport becomes a type: code generic over [`Transport`]
+//! is written once, as a visitor, and [`dispatch`] calls it with the concrete type an
+//! [`Endpoint`] names (iceoryx2's `perform_benchmark<T: Service>`, crossbeam-channel's
+//! flavor match). Roles, benches and the conformance suite all go through here, so adding
+//! a transport is its module, one line in [`dispatch`] (and in [`dispatch_bare`] if it
+//! has a bare baseline) and its conformance run.
+//!
+//! ```
+//! use ipcbench_transport::dispatch::{dispatch, WithTransport};
+//! use ipcbench_transport::{Endpoint, EndpointOptions, Transport, TransportKind};
+//!
+//! struct KindOf;
+//! impl WithTransport for KindOf {
+//!     type Output = TransportKind;
+//!     fn call<T: Transport>(self) -> TransportKind {
+//!         T::KIND
+//!     }
+//! }
+//! let dir = tempfile::tempdir().unwrap();
+//! let ep = Endpoint::prepare(TransportKind::Uds, dir.path(), &EndpointOptions::default()).unwrap();
+//! assert_eq!(dispatch(&ep, KindOf).unwrap(), TransportKind::Uds);
+//! ```
+
+use crate::{Endpoint, Pipe, Queue, Shm, StreamRx, StreamTx, Tcp, Transport, TransportKind, Uds};
+
+/// Code generic over a transport, run by [`dispatch`] with the concrete type.
+pub trait WithTransport {
+    /// What the code returns.
+    type Output;
+    /// Runs the code with `T` the endpoint's transport.
+    fn call<T: Transport>(self) -> Self::Output;
+}
+
+/// Code generic over a stream transport whose halves are the plain socket or FIFO
+/// (`StreamTx`/`StreamRx`): the bare baselines, run by [`dispatch_bare`].
+pub trait WithStream {
+    /// What the code returns.
+    type Output;
+    /// Runs the code with `T` the endpoint's transport.
+    fn call<T: Transport<Tx = StreamTx, Rx = StreamRx>>(self) -> Self::Output;
+}
+
+/// A transport with no implementation for what was asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum DispatchError {
+    /// The queue over a transport it cannot run over.
+    #[error("queue does not run over {0}")]
+    QueueOver(TransportKind),
+    /// A bare baseline was asked of a transport that has none.
+    #[error("{0} has no bare baseline (pipe, uds and tcp have)")]
+    NoBareBaseline(TransportKind),
+}
+
+/// Runs `code` with the transport type `endpoint` names (for a `queue` endpoint: the
+/// queue over its transport).
+pub fn dispatch<V: WithTransport>(
+    endpoint: &Endpoint,
+    code: V,
+) -> Result<V::Output, DispatchError> {
+    dispatch_kind(endpoint.kind(), endpoint.base_kind(), code)
+}
+
+/// [`dispatch`] by kinds: `kind`, and for `queue` the kind it runs `over`.
+pub fn dispatch_kind<V: WithTransport>(
+    kind: TransportKind,
+    over: TransportKind,
+    code: V,
+) -> Result<V::Output, DispatchError> {
+    Ok(match (kind, over) {
+        (TransportKind::Pipe, _) => code.call::<Pipe>(),
+        (TransportKind::Uds, _) => code.call::<Uds>(),
+        (TransportKind::Tcp, _) => code.call::<Tcp>(),
+        (TransportKind::Shm, _) => code.call::<Shm>(),
+        (TransportKind::Queue, TransportKind::Uds) => code.call::<Queue<Uds>>(),
+        (TransportKind::Queue, TransportKind::Tcp) => code.call::<Queue<Tcp>>(),
+        (TransportKind::Queue, TransportKind::Shm) => code.call::<Queue<Shm>>(),
+        (TransportKind::Queue, other) => return Err(DispatchError::QueueOver(other)),
+    })
+}
+
+/// Runs `code` with the stream transport of kind `kind`: the transports that have a bare
+/// baseline (the same system calls with no framing of ours). The one list of them.
+pub fn dispatch_bare<V: WithStream>(
+    kind: TransportKind,
+    code: V,
+) -> Result<V::Output, DispatchError> {
+    Ok(match kind {
+        TransportKind::Pipe => code.call::<Pipe>(),
+        TransportKind::Uds => code.call::<Uds>(),
+        TransportKind::Tcp => code.call::<Tcp>(),
+        other @ (TransportKind::Shm | TransportKind::Queue) => {
+            return Err(DispatchError::NoBareBaseline(other))
+        }
+    })
+}
+
+/// Whether `kind` has a bare baseline: answered by [`dispatch_bare`] itself.
+pub fn has_bare_baseline(kind: TransportKind) -> bool {
+    struct Probe;
+    impl WithStream for Probe {
+        type Output = ();
+        fn call<T: Transport<Tx = StreamTx, Rx = StreamRx>>(self) {}
+    }
+    dispatch_bare(kind, Probe).is_ok()
+}
+
+/// Whether a `queue` runs over `kind`: answered by [`dispatch_kind`] itself.
+pub fn queue_runs_over(kind: TransportKind) -> bool {
+    struct Probe;
+    impl WithTransport for Probe {
+        type Output = ();
+        fn call<T: Transport>(self) {}
+    }
+    dispatch_kind(TransportKind::Queue, kind, Probe).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_dispatches_to_itself() {
+        struct KindOf;
+        impl WithTransport for KindOf {
+            type Output = TransportKind;
+            fn call<T: Transport>(self) -> TransportKind {
+                T::KIND
+            }
+        }
+        for kind in TransportKind::ALL {
+            let over = if kind == TransportKind::Queue {
+                TransportKind::Uds
+            } else {
+                kind
+            };
+            assert_eq!(dispatch_kind(kind, over, KindOf), Ok(kind));
+        }
+        assert_eq!(
+            dispatch_kind(TransportKind::Queue, TransportKind::Pipe, KindOf),
+            Err(DispatchError::QueueOver(TransportKind::Pipe))
+        );
+    }
+
+    #[test]
+    fn bare_baselines_are_the_stream_transports() {
+        let bare: Vec<TransportKind> = TransportKind::ALL
+            .into_iter()
+            .filter(|k| has_bare_baseline(*k))
+            .collect();
+        assert_eq!(
+            bare,
+            [TransportKind::Pipe, TransportKind::Uds, TransportKind::Tcp]
+        );
+        let over: Vec<TransportKind> = TransportKind::ALL
+            .into_iter()
+            .filter(|k| queue_runs_over(*k))
+            .collect();
+        assert_eq!(
+            over,
+            [TransportKind::Uds, TransportKind::Tcp, TransportKind::Shm]
+        );
+    }
+}

@@ -81,8 +81,10 @@ mod tests {
         let runs = crate::config::parse("default", DEFAULT_CONFIG, &[0, 1]).unwrap();
         assert!(runs
             .iter()
-            .any(|r| r.transport == ipcbench_transport::TransportKind::Shm));
+            .any(|r| r.common.transport == ipcbench_transport::TransportKind::Shm));
         let runs = crate::config::parse("calibrate", &calibrate_config([0, 1]), &[0, 1]).unwrap();
-        assert!(runs.iter().all(|r| r.flag("bare")));
+        assert!(runs
+            .iter()
+            .all(|r| r.labels["bare"] == crate::params::Value::Bool(true)));
     }
 }

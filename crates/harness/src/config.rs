@@ -2,187 +2,34 @@
 //! tables. A list-valued key is a sweep, so one file expands into a matrix of runs
 //! (experiment × transport × cores × msg_bytes × other swept keys × repetition).
 //!
-//! Every problem is reported with file, line and key, all of them at once, before
-//! anything runs or is written. A key in `[defaults]` that some other workload uses is
-//! ignored by experiments it does not apply to; a key no workload knows is an error.
+//! This is the only place a parameter is looked up by its key: each key is checked
+//! against its [`ParamDef`] (type, bounds), the matrix is expanded and capped, and each
+//! point becomes typed ([`Common`] and the workload's [`Point`]) and is checked whole
+//! (every value that can occur, every combination a workload cannot run, every frame
+//! against its ring, every paced run against its timeout). Every problem is reported with
+//! file, line and key, all of them at once, before anything runs or is written. A key in
+//! `[defaults]` that some other workload uses is ignored by experiments it does not apply
+//! to; a key no workload knows is an error.
+//!
+//! [`Point`]: crate::spec::Point
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::time::Duration;
 
 use ipcbench_transport::TransportKind;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::catalog::{self, ParamDef, ParamType, WorkloadKind, COMMON};
+use crate::params::{self, candidates, Value};
+use crate::spec::{Common, Machine, Problem, Roles, RunSpec, Workload, COMMON};
+use crate::workload;
 
-/// A parameter value after type checking.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Value {
-    /// An integer.
-    Int(i64),
-    /// A number.
-    Float(f64),
-    /// A flag.
-    Bool(bool),
-    /// A string (also transport and workload names).
-    Str(String),
-    /// Core ids, one per role.
-    Cores(Vec<usize>),
-}
-
-impl fmt::Display for Value {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Value::Int(i) => write!(f, "{i}"),
-            Value::Float(x) => write!(f, "{x}"),
-            Value::Bool(b) => write!(f, "{b}"),
-            Value::Str(s) => f.write_str(s),
-            Value::Cores(c) => {
-                let s: Vec<String> = c.iter().map(|c| c.to_string()).collect();
-                f.write_str(&s.join(";"))
-            }
-        }
-    }
-}
-
-/// One run of the matrix.
-#[derive(Debug, Clone)]
-pub struct RunSpec {
-    /// Unique within the invocation; names the histogram file.
-    pub run_id: String,
-    /// The experiment's `name`.
-    pub experiment: String,
-    /// The workload.
-    pub workload: WorkloadKind,
-    /// The transport.
-    pub transport: TransportKind,
-    /// One core per role.
-    pub cores: Vec<usize>,
-    /// Repetition number, from 0.
-    pub rep: u32,
-    /// Bound on the whole run.
-    pub timeout: Duration,
-    /// Every key of the experiment with its value for this run.
-    pub values: BTreeMap<String, Value>,
-}
-
-impl RunSpec {
-    /// The two cores its floor is measured between: its first two roles' (or the first
-    /// twice, for a run on one core).
-    pub fn core_pair(&self) -> [usize; 2] {
-        let first = self.cores.first().copied().unwrap_or(0);
-        [first, self.cores.get(1).copied().unwrap_or(first)]
-    }
-
-    /// An integer parameter (0 if absent: validation guarantees the ones a workload needs).
-    pub fn int(&self, key: &str) -> i64 {
-        match self.values.get(key) {
-            Some(Value::Int(i)) => *i,
-            Some(Value::Float(x)) => *x as i64,
-            _ => 0,
-        }
-    }
-
-    /// A numeric parameter.
-    pub fn float(&self, key: &str) -> f64 {
-        match self.values.get(key) {
-            Some(Value::Int(i)) => *i as f64,
-            Some(Value::Float(x)) => *x,
-            _ => 0.0,
-        }
-    }
-
-    /// The core of each role, in role order: `cores` itself, except for `buffer` (the
-    /// acquirer and its workers) and `tasks` (client, gateway, then the most workers it
-    /// may start), whose roles take the listed cores in turn.
-    pub fn role_cores(&self) -> Vec<usize> {
-        if !self.workload.spreads_cores() || self.cores.is_empty() {
-            return self.cores.clone();
-        }
-        let roles = match self.workload {
-            WorkloadKind::Tasks => 2 + self.int("max_workers").max(1) as usize,
-            _ => 1 + self.int("workers").max(1) as usize,
-        };
-        (0..roles)
-            .map(|i| self.cores[i % self.cores.len()])
-            .collect()
-    }
-
-    /// The transport as the CSV names it: `queue-uds` for the queue over uds, the kind's
-    /// name otherwise.
-    pub fn transport_label(&self) -> String {
-        match self.transport {
-            TransportKind::Queue => format!("queue-{}", self.text("over")),
-            t => t.name().to_string(),
-        }
-    }
-
-    /// Whether the run's frames travel through shm rings: `shm` itself, or the queue over
-    /// it.
-    pub fn over_shm(&self) -> bool {
-        self.transport == TransportKind::Shm
-            || (self.transport == TransportKind::Queue && self.text("over") == "shm")
-    }
-
-    /// The queue's full policy (`policy = "block"` waits as long as the run may last;
-    /// `"retry"` waits `retry_interval_s`, at most `retries` times).
-    pub fn queue_policy(&self) -> ipcbench_transport::queue::FullPolicy {
-        use ipcbench_transport::queue::FullPolicy;
-        match self.text("policy") {
-            "block" => FullPolicy::Block {
-                timeout: self.timeout,
-            },
-            _ => FullPolicy::Retry {
-                interval: Duration::from_secs_f64(self.float("retry_interval_s")),
-                retries: self.int("retries") as u32,
-            },
-        }
-    }
-
-    /// A string value ("" if absent).
-    pub fn text(&self, key: &str) -> &str {
-        match self.values.get(key) {
-            Some(Value::Str(s)) => s,
-            _ => "",
-        }
-    }
-
-    /// A flag.
-    pub fn flag(&self, key: &str) -> bool {
-        matches!(self.values.get(key), Some(Value::Bool(true)))
-    }
-
-    /// `msg_bytes`, if the workload has it.
-    pub fn msg_bytes(&self) -> Option<usize> {
-        self.values
-            .get("msg_bytes")
-            .map(|_| self.int("msg_bytes") as usize)
-    }
-
-    /// The workload's own parameters other than `msg_bytes`, as `k=v;k=v` for the CSV.
-    pub fn params_string(&self) -> String {
-        let mut parts = Vec::new();
-        for def in self.workload.params() {
-            if def.key != "msg_bytes" {
-                if let Some(v) = self.values.get(def.key) {
-                    parts.push(format!("{}={v}", def.key));
-                }
-            }
-        }
-        parts.join(";")
-    }
-
-    /// Whether the run matches `key=value` (string comparison of the value).
-    pub fn matches(&self, key: &str, value: &str) -> bool {
-        match key {
-            "rep" => self.rep.to_string() == value,
-            "run_id" => self.run_id == value,
-            "experiment" | "name" => self.experiment == value,
-            _ => self.values.get(key).is_some_and(|v| v.to_string() == value),
-        }
-    }
-}
+/// The most runs one config may expand into.
+pub const MAX_RUNS: u64 = 10_000;
+/// The longest run id (it names files in the results directory).
+pub const MAX_RUN_ID: usize = 160;
+/// The largest config file read.
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
 
 /// A problem in a config, with where it is.
 #[derive(Debug, Clone, PartialEq)]
@@ -240,7 +87,9 @@ impl Errors<'_> {
             key: key.map(str::to_string),
             message: message.into(),
         };
-        if !self.list.contains(&e) {
+        // At most 100 problems: a config that repeats one mistake in every point gets one
+        // line for it (duplicates are dropped), and a hostile one cannot fill the screen.
+        if !self.list.contains(&e) && self.list.len() < 100 {
             self.list.push(e);
         }
     }
@@ -254,151 +103,12 @@ fn line_of(text: &str, offset: usize) -> usize {
         + 1
 }
 
-fn type_name(v: &toml::Value) -> &'static str {
-    match v {
-        toml::Value::String(_) => "a string",
-        toml::Value::Integer(_) => "an integer",
-        toml::Value::Float(_) => "a float",
-        toml::Value::Boolean(_) => "a boolean",
-        toml::Value::Datetime(_) => "a datetime",
-        toml::Value::Array(_) => "a list",
-        toml::Value::Table(_) => "a table",
-    }
-}
-
-/// Checks one scalar against a parameter type.
-fn check_scalar(def: &ParamDef, v: &toml::Value) -> Result<Value, String> {
-    let wrong = || format!("expected {}, found {}", def.ty.describe(), type_name(v));
-    match (def.ty, v) {
-        (ParamType::Int { min, max }, toml::Value::Integer(i)) => {
-            if *i < min || *i > max {
-                Err(format!(
-                    "{i} is out of range: expected {}",
-                    def.ty.describe()
-                ))
-            } else {
-                Ok(Value::Int(*i))
-            }
-        }
-        (ParamType::Float { min }, toml::Value::Integer(i)) if (*i as f64) >= min => {
-            Ok(Value::Float(*i as f64))
-        }
-        (ParamType::Float { min }, toml::Value::Float(x)) if x.is_finite() && *x >= min => {
-            Ok(Value::Float(*x))
-        }
-        (ParamType::Float { .. }, toml::Value::Integer(_) | toml::Value::Float(_)) => Err(format!(
-            "{v} is out of range: expected {}",
-            def.ty.describe()
-        )),
-        (ParamType::Bool, toml::Value::Boolean(b)) => Ok(Value::Bool(*b)),
-        (ParamType::Wait, toml::Value::String(s)) => match s.as_str() {
-            "spin" | "yield" | "block" => Ok(Value::Str(s.clone())),
-            other => Err(format!(
-                "unknown wait strategy `{other}` (known: spin, yield, block)"
-            )),
-        },
-        (ParamType::Choice(choices), toml::Value::String(s)) => {
-            if choices.contains(&s.as_str()) {
-                Ok(Value::Str(s.clone()))
-            } else {
-                Err(format!(
-                    "unknown {} `{s}` (known: {})",
-                    def.key,
-                    choices.join(", ")
-                ))
-            }
-        }
-        (ParamType::Str, toml::Value::String(s)) => {
-            if s.is_empty()
-                || !s
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-            {
-                Err(format!(
-                    "`{s}` must be non-empty and use only letters, digits, '-', '_' and '.'"
-                ))
-            } else {
-                Ok(Value::Str(s.clone()))
-            }
-        }
-        (ParamType::Path, toml::Value::String(s)) => {
-            if s.chars().any(char::is_control) {
-                Err("a path without control characters".into())
-            } else {
-                Ok(Value::Str(s.clone()))
-            }
-        }
-        (ParamType::Transport, toml::Value::String(s)) => {
-            s.parse::<TransportKind>().map(|_| Value::Str(s.clone()))
-        }
-        (ParamType::Workload, toml::Value::String(s)) => match WorkloadKind::from_name(s) {
-            Some(_) => Ok(Value::Str(s.clone())),
-            None => {
-                let names: Vec<_> = WorkloadKind::ALL.iter().map(|w| w.name()).collect();
-                Err(format!(
-                    "unknown workload `{s}` (known: {})",
-                    names.join(", ")
-                ))
-            }
-        },
-        (ParamType::Cores, toml::Value::Array(items)) => {
-            let mut cores = Vec::new();
-            for item in items {
-                match item {
-                    toml::Value::Integer(i) if *i >= 0 => cores.push(*i as usize),
-                    other => {
-                        return Err(format!(
-                            "core ids are integers >= 0, found {}",
-                            type_name(other)
-                        ))
-                    }
-                }
-            }
-            if cores.is_empty() {
-                return Err("an empty list of cores".into());
-            }
-            Ok(Value::Cores(cores))
-        }
-        _ => Err(wrong()),
-    }
-}
-
-/// A value, or a list of values to sweep.
-fn candidates(def: &ParamDef, v: &toml::Value) -> Result<Vec<Value>, String> {
-    match (def.ty, v) {
-        // `cores` is a list by nature; a list of lists is a sweep of placements.
-        (ParamType::Cores, toml::Value::Array(items))
-            if items.iter().all(|i| matches!(i, toml::Value::Array(_))) =>
-        {
-            if items.is_empty() {
-                return Err("an empty sweep".into());
-            }
-            items.iter().map(|i| check_scalar(def, i)).collect()
-        }
-        (ParamType::Cores, _) => Ok(vec![check_scalar(def, v)?]),
-        (_, toml::Value::Array(items)) => {
-            if matches!(def.ty, ParamType::Workload) || def.key == "name" {
-                return Err(format!("`{}` takes one value, not a list", def.key));
-            }
-            if items.is_empty() {
-                return Err("an empty sweep".into());
-            }
-            let vals: Vec<Value> = items
-                .iter()
-                .map(|i| check_scalar(def, i))
-                .collect::<Result<_, _>>()?;
-            Ok(vals)
-        }
-        _ => Ok(vec![check_scalar(def, v)?]),
-    }
-}
-
-fn default_value(def: &ParamDef) -> Option<Vec<Value>> {
-    let text = def.default?;
-    let v: toml::Value = toml::from_str::<toml::Table>(&format!("v = {text}"))
-        .ok()?
-        .remove("v")?;
-    candidates(def, &v).ok()
+/// Whether any workload (or the common keys) knows `key`.
+pub fn known_anywhere(key: &str) -> bool {
+    COMMON.iter().any(|d| d.key == key)
+        || workload::REGISTRY
+            .iter()
+            .any(|w| w.params().iter().any(|d| d.key == key))
 }
 
 /// The order in which swept keys vary (earlier keys vary slowest).
@@ -420,6 +130,9 @@ pub fn parse(
     let mut errs = Errors {
         file,
         list: Vec::new(),
+    };
+    let machine = Machine {
+        usable_cores: usable_cores.to_vec(),
     };
     let raw: RawConfig = match toml::from_str(text) {
         Ok(r) => r,
@@ -450,7 +163,7 @@ pub fn parse(
         })
         .collect();
     for (key, e) in &defaults {
-        if !catalog::known_anywhere(key) {
+        if !known_anywhere(key) {
             errs.push(e.line, Some(key), "unknown key (see `harness list`)");
         }
         if key == "name" || key == "workload" {
@@ -462,8 +175,10 @@ pub fn parse(
         }
     }
 
-    let mut runs = Vec::new();
+    // Each experiment's checked axes, before anything is expanded.
+    let mut experiments = Vec::new();
     let mut names = BTreeSet::new();
+    let mut total: u64 = 0;
     for exp in raw.experiment {
         let exp_line = line_of(text, exp.span().start);
         let mut merged: BTreeMap<String, Entry> = BTreeMap::new();
@@ -488,69 +203,80 @@ pub fn parse(
                 },
             );
         }
-        let workload = match merged.get("workload") {
-            None => {
-                errs.push(
-                    exp_line,
-                    Some("workload"),
-                    "missing required key in [[experiment]]",
-                );
-                continue;
-            }
-            Some(e) => match candidates(&COMMON[1], &e.value) {
-                Ok(v) => match v.first() {
-                    Some(Value::Str(s)) => WorkloadKind::from_name(s),
-                    _ => None,
-                },
-                Err(m) => {
-                    errs.push(e.line, Some("workload"), m);
-                    None
-                }
-            },
+        let Some(workload) = experiment_workload(&merged, exp_line, &mut errs) else {
+            continue;
         };
-        let Some(workload) = workload else { continue };
-
+        let defs = || COMMON.iter().chain(workload.params());
         let mut axes: BTreeMap<String, (Vec<Value>, usize)> = BTreeMap::new();
+        // Whether the experiment can still be checked point by point: a bad value is
+        // reported and stands in for by its default, so the checks across keys still
+        // run; without a default (or a name) there is nothing to check.
+        let mut checkable = true;
         for (key, entry) in &merged {
-            match catalog::param(workload, key) {
+            match defs().find(|d| d.key == key) {
                 Some(def) => match candidates(def, &entry.value) {
                     Ok(vals) => {
                         axes.insert(key.clone(), (vals, entry.line));
                     }
-                    Err(m) => errs.push(entry.line, Some(key), m),
+                    Err(m) => {
+                        errs.push(entry.line, Some(key), m);
+                        match def.default_value() {
+                            Some(vals) => {
+                                axes.insert(key.clone(), (vals, entry.line));
+                            }
+                            None => checkable = false,
+                        }
+                    }
                 },
                 None if entry.from_defaults => {}
                 None => {
-                    let mut known: Vec<&str> = COMMON
-                        .iter()
-                        .chain(workload.params())
-                        .map(|d| d.key)
-                        .collect();
+                    let mut known: Vec<&str> = defs().map(|d| d.key).collect();
                     known.sort_unstable();
                     errs.push(
                         entry.line,
                         Some(key),
                         format!(
-                            "unknown key for workload `{workload}` (known: {})",
+                            "unknown key for workload `{}` (known: {})",
+                            workload.name(),
                             known.join(", ")
                         ),
                     );
                 }
             }
         }
-        for def in COMMON.iter().chain(workload.params()) {
+        for def in defs() {
             if axes.contains_key(def.key) || merged.contains_key(def.key) {
                 continue;
             }
-            match default_value(def) {
+            match def.default_value() {
                 Some(vals) => {
                     axes.insert(def.key.to_string(), (vals, exp_line));
                 }
-                None => errs.push(
-                    exp_line,
-                    Some(def.key),
-                    format!("missing required key for workload `{workload}`"),
-                ),
+                None => {
+                    errs.push(
+                        exp_line,
+                        Some(def.key),
+                        format!("missing required key for workload `{}`", workload.name()),
+                    );
+                    checkable = false;
+                }
+            }
+        }
+        // Cores are checked here too, so a config with other problems still hears of them.
+        if let Some((placements, line)) = axes.get("cores") {
+            for c in placements {
+                let Value::Cores(c) = c else { continue };
+                for id in c {
+                    if !usable_cores.contains(id) {
+                        errs.push(
+                            *line,
+                            Some("cores"),
+                            format!(
+                                "core {id} is not usable on this machine (usable: {usable_cores:?})"
+                            ),
+                        );
+                    }
+                }
             }
         }
         let Some(name) = axes
@@ -568,271 +294,61 @@ pub fn parse(
                 format!("experiment name `{name}` is used twice"),
             );
         }
-
-        // Checks that involve more than one key, on each value that can occur.
-        let roles = workload.roles();
-        if let Some((cores, line)) = axes.get("cores") {
-            for c in cores {
-                let Value::Cores(c) = c else { continue };
-                // `buffer` and `tasks` have a coordinator and any number of workers:
-                // their cores are spread over the roles in turn (role i on cores[i % len]).
-                if c.len() != roles.len() && !workload.spreads_cores() {
-                    errs.push(*line, Some("cores"), format!(
-                        "{} cores given, workload `{workload}` has {} roles ({}): one core per role",
-                        c.len(), roles.len(), roles.join(", ")));
-                }
-                for id in c {
-                    if !usable_cores.contains(id) {
-                        errs.push(
-                            *line,
-                            Some("cores"),
-                            format!(
-                                "core {id} is not usable on this machine (usable: {:?})",
-                                usable_cores
-                            ),
-                        );
-                    }
-                }
-            }
-        }
-        if let (Some((msgs, line)), Some((frames, _))) =
-            (axes.get("msg_bytes"), axes.get("max_frame"))
-        {
-            for m in msgs {
-                for f in frames {
-                    if let (Value::Int(m), Value::Int(f)) = (m, f) {
-                        if m > f {
-                            errs.push(*line, Some("msg_bytes"), format!(
-                                "a {m}-byte message is larger than the transport's maximum frame ({f} bytes; raise max_frame)"));
-                        }
-                    }
-                }
-            }
-        }
-        if let (Some((bare, line)), Some((transports, _))) =
-            (axes.get("bare"), axes.get("transport"))
-        {
-            if bare.contains(&Value::Bool(true)) && transports.iter().any(|t| !bare_capable(t)) {
-                errs.push(
-                    *line,
-                    Some("bare"),
-                    "the bare baseline exists for pipe, uds and tcp only",
-                );
-            }
-        }
-        if workload == WorkloadKind::Vectors {
-            let nums = |k: &str| -> (Vec<f64>, usize) {
-                axes.get(k).map_or((vec![], 0), |(v, line)| {
-                    (
-                        v.iter()
-                            .filter_map(|x| match x {
-                                Value::Int(i) => Some(*i as f64),
-                                Value::Float(f) => Some(*f),
-                                _ => None,
-                            })
-                            .collect(),
-                        *line,
-                    )
-                })
-            };
-            let noisy = axes
-                .get("noise")
-                .is_some_and(|(v, _)| v.iter().any(|n| !matches!(n, Value::Str(s) if s == "none")));
-            let ((lows, low_line), (highs, high_line)) = (nums("low_s"), nums("high_s"));
-            if noisy {
-                if lows.iter().any(|l| *l <= 0.0) {
-                    errs.push(low_line, Some("low_s"), "must be > 0 (the first vector is never dropped: it has no neighbour before it)");
-                }
-                if lows.iter().any(|l| highs.iter().any(|h| h <= l)) {
-                    errs.push(high_line, Some("high_s"), "must be larger than low_s");
-                }
-            }
-            let ((counts, _), (durations, d_line)) = (nums("count"), nums("duration_s"));
-            if counts.contains(&0.0) && durations.contains(&0.0) {
-                errs.push(
-                    d_line,
-                    Some("duration_s"),
-                    "with count = 0 the run lasts duration_s, which must be > 0",
-                );
-            }
-        }
-        if let (WorkloadKind::Pingpong, Some((sizes, size_line))) = (workload, axes.get("size")) {
-            let ints = |k: &str| -> Vec<i64> {
-                axes.get(k).map_or(vec![0], |(v, _)| {
-                    v.iter()
-                        .filter_map(|x| match x {
-                            Value::Int(i) => Some(*i),
-                            _ => None,
-                        })
-                        .collect()
-                })
-            };
-            let mut too_large = None;
-            for size in sizes.iter().filter_map(|v| match v {
-                Value::Int(i) => Some(*i),
-                _ => None,
-            }) {
-                let side = |v: i64| if v == 0 { size } else { v };
-                for w in ints("width") {
-                    for h in ints("height") {
-                        if side(w) * side(h) > 1 << 24 && too_large.is_none() {
-                            // The error goes to the key that set the too-large side.
-                            let key = if w != 0 {
-                                "width"
-                            } else if h != 0 {
-                                "height"
-                            } else {
-                                "size"
-                            };
-                            too_large = Some((side(w), side(h), key));
-                        }
-                    }
-                }
-            }
-            if let Some((w, h, key)) = too_large {
-                let line = axes.get(key).map_or(*size_line, |(_, l)| *l);
-                errs.push(
-                    line,
-                    Some(key),
-                    format!(
-                        "a {w}x{h} image has {} pixels, more than the 2^24 colours (each pixel needs one of its own)",
-                        w * h
-                    ),
-                );
-            }
-        }
-        if workload == WorkloadKind::Buffer {
-            // Copy mode over shm spins in the transport: one role per core at most.
-            let copies = axes
-                .get("zero_copy")
-                .is_some_and(|(v, _)| v.contains(&Value::Bool(false)));
-            let shm = axes
-                .get("transport")
-                .is_some_and(|(v, _)| v.contains(&Value::Str("shm".into())));
-            let spin = axes
-                .get("wait")
-                .is_some_and(|(v, _)| v.contains(&Value::Str("spin".into())));
-            let most_workers = axes.get("workers").map_or(1, |(v, _)| {
-                v.iter()
-                    .filter_map(|x| match x {
-                        Value::Int(i) => Some(*i),
-                        _ => None,
-                    })
-                    .max()
-                    .unwrap_or(1)
-            });
-            if copies && shm && spin && most_workers as usize + 1 > usable_cores.len() {
-                let line = axes.get("wait").map_or(0, |(_, l)| *l);
-                errs.push(line, Some("wait"), format!(
-                    "buffer by copy over shm with {} roles on {} cores: spinning roles starve each other; set wait = \"block\" (or \"yield\")",
-                    most_workers + 1, usable_cores.len()));
-            }
-        }
-        let is_shm = |t: &Value| matches!(t, Value::Str(s) if s == "shm");
-        if let (Some((zc, line)), Some((transports, _))) =
-            (axes.get("zero_copy"), axes.get("transport"))
-        {
-            if zc.contains(&Value::Bool(true)) && !transports.iter().all(is_shm) {
-                let why = if workload == WorkloadKind::Buffer {
-                    "zero_copy = true (buffer's default: the shared chunk pool) needs transport = \"shm\"; \
-                     set zero_copy = false to send the chunks by copy over this transport"
-                } else {
-                    "zero_copy = true needs transport = \"shm\" (the only transport that lends its memory)"
-                };
-                errs.push(*line, Some("zero_copy"), why);
-            }
-            if zc.contains(&Value::Bool(true))
-                && axes
-                    .get("bare")
-                    .is_some_and(|(b, _)| b.contains(&Value::Bool(true)))
-            {
-                errs.push(
-                    *line,
-                    Some("zero_copy"),
-                    "zero_copy and bare cannot both be true",
-                );
-            }
-        }
-        let shm_runs = axes
-            .get("transport")
-            .is_some_and(|(t, _)| t.iter().any(is_shm));
-        if shm_runs {
-            if let Some((caps, cap_line)) = axes.get("shm_capacity") {
-                for cap in caps {
-                    let Value::Int(cap) = cap else { continue };
-                    let cap = *cap as usize;
-                    if !cap.is_power_of_two() {
-                        errs.push(
-                            *cap_line,
-                            Some("shm_capacity"),
-                            format!("{cap} is not a power of two"),
-                        );
-                        continue;
-                    }
-                    if let Some((msgs, msg_line)) = axes.get("msg_bytes") {
-                        for m in msgs {
-                            if let Value::Int(m) = m {
-                                if *m as usize > ipcbench_transport::shm_max_frame(cap) {
-                                    errs.push(*msg_line, Some("msg_bytes"), format!(
-                                        "a {m}-byte message does not fit an shm ring of {cap} bytes (at most {}; raise shm_capacity)",
-                                        ipcbench_transport::shm_max_frame(cap)));
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-            let spins = axes
-                .get("wait")
-                .is_some_and(|(w, _)| w.contains(&Value::Str("spin".into())));
-            if let (true, Some((cores, line))) = (spins, axes.get("cores")) {
-                for c in cores {
-                    let Value::Cores(c) = c else { continue };
-                    for (i, core) in c.iter().enumerate() {
-                        if c[..i].contains(core) {
-                            errs.push(*line, Some("cores"), format!(
-                                "wait = \"spin\" with cores {c:?} puts more than one spinning role on core {core}, \
-                                 and spinning roles starve each other: give each role its own core or use wait = \"yield\""));
-                            break;
-                        }
-                    }
-                }
-            }
-        }
-        if workload == WorkloadKind::Tasks {
-            if let Some((ts, line)) = axes.get("transport") {
-                if ts.iter().any(|t| t.to_string() != "queue") {
-                    errs.push(*line, Some("transport"), "tasks runs over queue sockets: set transport = \"queue\" and over = \"uds\", \"tcp\" or \"shm\"");
-                }
-            }
-        }
-        if !errs.list.is_empty() {
+        // The matrix is counted before it is made: a sweep of millions is refused, not
+        // expanded until memory runs out.
+        let runs = axes
+            .values()
+            .fold(1u64, |n, (v, _)| n.saturating_mul(v.len() as u64));
+        let reps = match axes.get("repetitions").and_then(|(v, _)| v.first()) {
+            Some(Value::Int(r)) => *r as u64,
+            _ => 1,
+        };
+        let runs = runs.saturating_mul(reps);
+        total = total.saturating_add(runs);
+        if runs > MAX_RUNS {
+            errs.push(
+                exp_line,
+                None,
+                format!(
+                    "experiment `{name}` expands into {runs} runs: at most {MAX_RUNS} per config (sweep fewer values)"
+                ),
+            );
             continue;
         }
-        let first = runs.len();
-        expand(&name, workload, &axes, &mut runs);
-        if workload == WorkloadKind::Buffer {
-            let mut seen = std::collections::BTreeSet::new();
-            for r in &runs[first..] {
-                if let Err(msg) = crate::buffer::frame_fits(r) {
-                    if seen.insert(msg.clone()) {
-                        let line = axes.get("shm_capacity").map_or(exp_line, |(_, l)| *l);
-                        errs.push(line, Some("shm_capacity"), msg);
-                    }
-                }
-            }
+        if checkable {
+            experiments.push((name, workload, axes, exp_line));
         }
-        if workload == WorkloadKind::Tasks {
-            // Every data file is read and every line checked now, not when the run starts.
-            let mut seen = std::collections::BTreeSet::new();
-            for r in &runs[first..] {
-                if let Err((msg, key)) = crate::tasks::data(r) {
-                    if seen.insert(msg.clone()) {
-                        let line = axes.get(key).map_or(exp_line, |(_, l)| *l);
-                        errs.push(line, Some(key), msg);
-                    }
+    }
+    if total > MAX_RUNS {
+        errs.push(
+            0,
+            None,
+            format!("the experiments expand into {total} runs: at most {MAX_RUNS} per config"),
+        );
+        return Err(errs.list);
+    }
+
+    let mut runs = Vec::new();
+    for (name, workload, axes, exp_line) in experiments {
+        let line_of_key = |key: &str| axes.get(key).map_or(exp_line, |(_, l)| *l);
+        for run in expand(&name, workload, &axes) {
+            let run = match run {
+                Ok(mut r) => {
+                    r.run_id = format!("{:03}-{}-r{}", runs.len(), r.run_id, r.rep);
+                    r
                 }
+                Err(m) => {
+                    // A workload's table and struct disagree: a bug, reported like a problem.
+                    errs.push(exp_line, None, format!("internal: {m}"));
+                    continue;
+                }
+            };
+            let mut problems = check_common(&run, &machine);
+            problems.extend(run.point.validate(&run.common, &machine));
+            for p in problems {
+                errs.push(line_of_key(p.key), Some(p.key), p.message);
             }
+            runs.push(run);
         }
     }
     if errs.list.is_empty() {
@@ -842,8 +358,164 @@ pub fn parse(
     }
 }
 
-fn bare_capable(t: &Value) -> bool {
-    matches!(t, Value::Str(s) if matches!(s.parse::<TransportKind>(), Ok(TransportKind::Pipe | TransportKind::Uds | TransportKind::Tcp)))
+/// The experiment's workload, from the registry; `None` (with the problem reported) when
+/// it is missing or unknown.
+fn experiment_workload(
+    merged: &BTreeMap<String, Entry>,
+    exp_line: usize,
+    errs: &mut Errors<'_>,
+) -> Option<&'static dyn Workload> {
+    let Some(e) = merged.get("workload") else {
+        errs.push(
+            exp_line,
+            Some("workload"),
+            "missing required key in [[experiment]]",
+        );
+        return None;
+    };
+    let def = COMMON.iter().find(|d| d.key == "workload")?;
+    match candidates(def, &e.value) {
+        Ok(v) => {
+            let name = v.first().map(|v| v.to_string()).unwrap_or_default();
+            let found = workload::find(&name);
+            if found.is_none() {
+                errs.push(
+                    e.line,
+                    Some("workload"),
+                    format!(
+                        "unknown workload `{}` (known: {})",
+                        params::shorten(&name),
+                        workload::names().join(", ")
+                    ),
+                );
+            }
+            found
+        }
+        Err(m) => {
+            let m = if matches!(&e.value, toml::Value::String(_)) {
+                format!("unknown workload (known: {})", workload::names().join(", "))
+            } else {
+                m
+            };
+            errs.push(e.line, Some("workload"), m);
+            None
+        }
+    }
+}
+
+/// The checks every point gets, whatever its workload: its cores, its frames against the
+/// transport's maximum and the shm ring, spinning roles on shared cores, a run that
+/// cannot finish inside its timeout, a run id too long for a file name.
+fn check_common(run: &RunSpec, machine: &Machine) -> Vec<Problem> {
+    let (c, point) = (&run.common, &run.point);
+    let mut out = Vec::new();
+    if let Roles::Fixed(roles) = point.roles() {
+        if c.cores.len() != roles.len() {
+            out.push(Problem::new(
+                "cores",
+                format!(
+                    "{} cores given, workload `{}` has {} roles ({}): one core per role",
+                    c.cores.len(),
+                    run.workload.name(),
+                    roles.len(),
+                    roles.join(", ")
+                ),
+            ));
+        }
+    }
+    for id in &c.cores {
+        if !machine.usable_cores.contains(id) {
+            out.push(Problem::new(
+                "cores",
+                format!(
+                    "core {id} is not usable on this machine (usable: {:?})",
+                    machine.usable_cores
+                ),
+            ));
+        }
+    }
+    if c.over_shm() && !c.shm_capacity.is_power_of_two() {
+        out.push(Problem::new(
+            "shm_capacity",
+            format!("{} is not a power of two", c.shm_capacity),
+        ));
+    }
+    if let Some(f) = point.largest_frame(c) {
+        if !f.raises_max_frame && f.bytes > u64::from(c.max_frame) {
+            out.push(Problem::new(
+                f.key,
+                format!(
+                    "{} is larger than the transport's maximum frame ({} bytes; raise max_frame)",
+                    f.what, c.max_frame
+                ),
+            ));
+        }
+        let cap = c.shm_capacity as usize;
+        let most = ipcbench_transport::shm_max_frame(cap) as u64;
+        if c.over_shm() && cap.is_power_of_two() && f.bytes > most {
+            let mut fits = 64usize;
+            while (ipcbench_transport::shm_max_frame(fits) as u64) < f.bytes && fits < 1 << 40 {
+                fits *= 2;
+            }
+            out.push(Problem::new(
+                f.key,
+                format!(
+                    "{} does not fit an shm ring of {cap} bytes (at most {most}): shm_capacity = {fits} carries it",
+                    f.what
+                ),
+            ));
+        }
+    }
+    if point.spins(c) {
+        match point.roles() {
+            Roles::Fixed(_) => {
+                for (i, core) in c.cores.iter().enumerate() {
+                    if c.cores[..i].contains(core) {
+                        out.push(Problem::new("cores", format!(
+                            "wait = \"spin\" with cores {:?} puts more than one spinning role on core {core}, \
+                             and spinning roles starve each other: give each role its own core or use wait = \"yield\"",
+                            c.cores)));
+                        break;
+                    }
+                }
+            }
+            Roles::Spread { count } => {
+                let distinct: BTreeSet<&usize> = c.cores.iter().collect();
+                if count > distinct.len() {
+                    let how = if point.largest_frame(c).is_some() {
+                        " by copy"
+                    } else {
+                        ""
+                    };
+                    out.push(Problem::new("wait", format!(
+                        "{}{how} over {} with {count} roles on {} cores: spinning roles starve each other; set wait = \"block\" (or \"yield\")",
+                        run.workload.name(), c.transport_label(), distinct.len())));
+                }
+            }
+        }
+    }
+    if let Some(least) = point.least_s(c) {
+        if !least.is_finite() || least > c.timeout_s {
+            out.push(Problem::new(
+                "timeout_s",
+                format!(
+                    "the run needs at least {least:.3} s (its pace, count or duration), more than timeout_s = {}: raise timeout_s or shorten the run",
+                    c.timeout_s
+                ),
+            ));
+        }
+    }
+    if run.run_id.len() > MAX_RUN_ID {
+        out.push(Problem::new(
+            "name",
+            format!(
+                "run id `{}` has {} bytes: at most {MAX_RUN_ID} (it names result files; shorten the name or the swept values)",
+                params::shorten(&run.run_id),
+                run.run_id.len()
+            ),
+        ));
+    }
+    out
 }
 
 fn sanitize(s: &str) -> String {
@@ -858,21 +530,18 @@ fn sanitize(s: &str) -> String {
         .collect()
 }
 
+/// The runs of one experiment, its sweeps expanded; `Err` for a point whose values its
+/// workload's struct does not take (a bug in that workload's table).
 fn expand(
     name: &str,
-    workload: WorkloadKind,
+    workload: &'static dyn Workload,
     axes: &BTreeMap<String, (Vec<Value>, usize)>,
-    runs: &mut Vec<RunSpec>,
-) {
+) -> Vec<Result<RunSpec, String>> {
     let mut keys: Vec<&String> = axes
         .keys()
         .filter(|k| k.as_str() != "repetitions")
         .collect();
     keys.sort_by_key(|k| sweep_rank(k));
-    let reps = match axes.get("repetitions").and_then(|(v, _)| v.first()) {
-        Some(Value::Int(r)) => *r as u32,
-        _ => 1,
-    };
     let mut combos: Vec<BTreeMap<String, Value>> = vec![BTreeMap::new()];
     for key in &keys {
         let (vals, _) = &axes[*key];
@@ -886,28 +555,43 @@ fn expand(
         }
         combos = next;
     }
-    let mut seen = std::collections::BTreeSet::new();
+    let mut out = Vec::new();
+    let mut seen = BTreeSet::new();
+    let reps = axes.get("repetitions").and_then(|(v, _)| v.first());
     for mut values in combos {
-        // The wait strategy is shm's (also under a queue); the kernel transports block in
-        // the kernel, and a wait sweep must not run them twice. The queue's keys are the
-        // queue's. `tasks` polls its queue sockets with a backoff of its own: its shm
-        // halves are set to block whatever `wait` says.
-        let transport = values.get("transport").map(|v| v.to_string());
-        let queue = transport.as_deref() == Some("queue");
-        let over_shm = queue && values.get("over").map(|v| v.to_string()).as_deref() == Some("shm");
-        if transport.as_deref() != Some("shm") && !over_shm {
-            values.insert("wait".into(), Value::Str("kernel".into()));
-            values.remove("shm_capacity");
-            values.remove("spin_us");
-        } else if workload == WorkloadKind::Tasks {
-            values.insert("wait".into(), Value::Str("block".into()));
+        if let Some(r) = reps {
+            values.insert("repetitions".into(), r.clone());
         }
+        let typed = params::deserialize::<Common>(COMMON, &values).and_then(|common| {
+            let point = workload.point(&values)?;
+            Ok((common, point))
+        });
+        let (common, point) = match typed {
+            Ok(t) => t,
+            Err(m) => {
+                out.push(Err(m));
+                continue;
+            }
+        };
+        // The labels: the wait strategy is shm's (also under a queue); the kernel
+        // transports block in the kernel, and a wait sweep must not run them twice. The
+        // queue's keys are the queue's.
+        let mut labels = values;
+        labels.remove("repetitions");
+        if !common.over_shm() {
+            labels.insert("wait".into(), Value::Str("kernel".into()));
+            labels.remove("shm_capacity");
+            labels.remove("spin_us");
+        } else if let Some(w) = point.wait_label() {
+            labels.insert("wait".into(), Value::Str(w.into()));
+        }
+        let queue = common.transport == TransportKind::Queue;
         if !queue {
             for k in ["over", "hwm", "policy", "retry_interval_s", "retries"] {
-                values.remove(k);
+                labels.remove(k);
             }
         }
-        if !seen.insert(format!("{values:?}")) {
+        if !seen.insert(format!("{labels:?}")) {
             continue;
         }
         // Run ids name every key that this experiment sweeps, plus the transport.
@@ -915,42 +599,41 @@ fn expand(
         for key in &keys {
             if key.as_str() == "transport" || (axes[*key].0.len() > 1 && key.as_str() != "over") {
                 // A key this run does not have (a queue key on another transport).
-                let Some(v) = values.get(*key) else { continue };
+                let Some(v) = labels.get(*key) else { continue };
                 id.push(match key.as_str() {
-                    "transport" if queue => format!("queue-{}", values["over"]),
-                    "transport" => v.to_string(),
+                    "transport" => common.transport_label(),
                     "msg_bytes" => format!("{v}B"),
                     "cores" => format!("c{}", sanitize(&v.to_string())),
                     k => format!("{k}{}", sanitize(&v.to_string())),
                 });
             }
         }
-        let transport = match values.get("transport") {
-            Some(Value::Str(s)) => s.parse().unwrap_or(TransportKind::Pipe),
-            _ => TransportKind::Pipe,
-        };
-        let cores = match values.get("cores") {
-            Some(Value::Cores(c)) => c.clone(),
-            _ => vec![0, 1],
-        };
-        let timeout = match values.get("timeout_s") {
-            Some(Value::Float(x)) => Duration::from_secs_f64(*x),
-            _ => Duration::from_secs(120),
-        };
+        let id = id.join("-");
+        let reps = common.repetitions;
+        let mut first = Some(point);
         for rep in 0..reps {
-            let n = runs.len();
-            runs.push(RunSpec {
-                run_id: format!("{n:03}-{}-r{rep}", id.join("-")),
-                experiment: name.to_string(),
-                workload,
-                transport,
-                cores: cores.clone(),
+            // Each repetition its own typed point (a point may hold what it read).
+            let point = match first.take() {
+                Some(p) => p,
+                None => match workload.point(&labels) {
+                    Ok(p) => p,
+                    Err(m) => {
+                        out.push(Err(m));
+                        continue;
+                    }
+                },
+            };
+            out.push(Ok(RunSpec {
+                run_id: id.clone(),
                 rep,
-                timeout,
-                values: values.clone(),
-            });
+                common: common.clone(),
+                workload,
+                point,
+                labels: labels.clone(),
+            }));
         }
     }
+    out
 }
 
 #[cfg(test)]
@@ -971,7 +654,7 @@ mod tests {
     fn sweeps_expand_into_a_matrix_with_defaults_applied() {
         let runs = parse(
             "t.toml",
-            "[defaults]\ncount = 50\nrate = 5\n\n[[experiment]]\nname = \"lat\"\nworkload = \"latency\"\n\
+            "[defaults]\ncount = 50\nrate = 50\n\n[[experiment]]\nname = \"lat\"\nworkload = \"latency\"\n\
              transport = [\"pipe\", \"uds\"]\nmsg_bytes = [64, 1024]\nrepetitions = 2\n\n\
              [[experiment]]\nname = \"tp\"\nworkload = \"throughput\"\ntransport = \"tcp\"\nmsg_bytes = 64\n",
             CORES,
@@ -980,19 +663,23 @@ mod tests {
         assert_eq!(runs.len(), 2 * 2 * 2 + 1);
         assert_eq!(runs[0].run_id, "000-lat-pipe-64B-r0");
         assert_eq!(runs[1].run_id, "001-lat-pipe-64B-r1");
-        assert_eq!(runs[2].msg_bytes(), Some(1024));
-        assert_eq!(runs[4].transport, TransportKind::Uds);
-        assert_eq!(runs[0].int("count"), 50);
-        assert_eq!(runs[0].float("rate"), 5.0);
-        assert_eq!(runs[0].int("warmup"), 1000, "catalog default");
+        assert_eq!(runs[2].point.msg_bytes(), Some(1024));
+        assert_eq!(runs[4].common.transport, TransportKind::Uds);
+        assert_eq!(runs[0].labels["count"], Value::Int(50));
+        assert_eq!(runs[0].labels["rate"], Value::Float(50.0));
+        assert_eq!(
+            runs[0].labels["warmup"],
+            Value::Int(1000),
+            "the table's default"
+        );
         // `rate` is a latency key: the throughput experiment ignores it from [defaults].
-        assert!(!runs[8].values.contains_key("rate"));
+        assert!(!runs[8].labels.contains_key("rate"));
         assert_eq!(runs[8].params_string(), "count=50;warmup=1000;bare=false");
         assert_eq!(
             runs[0].params_string(),
-            "count=50;warmup=1000;rate=5;bare=false;zero_copy=false"
+            "count=50;warmup=1000;rate=50;bare=false;zero_copy=false"
         );
-        assert_eq!(runs[8].cores, vec![0, 1]);
+        assert_eq!(runs[8].common.cores, vec![0, 1]);
     }
 
     #[test]
@@ -1016,7 +703,8 @@ mod tests {
             ids,
             ["000-z-shm-zero_copyfalse-r0", "001-z-shm-zero_copytrue-r0"]
         );
-        assert!(runs[1].flag("zero_copy") && !runs[0].flag("zero_copy"));
+        assert_eq!(runs[1].labels["zero_copy"], Value::Bool(true));
+        assert_eq!(runs[0].labels["zero_copy"], Value::Bool(false));
     }
 
     #[test]
@@ -1054,7 +742,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(runs.len(), 2);
-        assert_eq!(runs[1].cores, vec![0, 0]);
+        assert_eq!(runs[1].common.cores, vec![0, 0]);
         assert_eq!(runs[1].run_id, "001-a-uds-c0-0-r0");
     }
 
@@ -1139,7 +827,7 @@ mod tests {
         .unwrap();
         let waits: Vec<String> = runs
             .iter()
-            .map(|r| format!("{}/{}", r.transport, r.values["wait"]))
+            .map(|r| format!("{}/{}", r.common.transport, r.wait_label()))
             .collect();
         assert_eq!(
             waits,

@@ -11,9 +11,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use hdrhistogram::Histogram;
 
-use crate::catalog::WorkloadKind;
-use crate::config::RunSpec;
+use crate::floor::Floor;
 use crate::runner::{RunOutcome, Status};
+use crate::spec::{Column, RunSpec};
 
 /// The fixed columns of `summary.csv`, in order. A column never changes meaning.
 pub const FIXED_COLUMNS: &[&str] = &[
@@ -40,46 +40,6 @@ pub const FIXED_COLUMNS: &[&str] = &[
     "floor_ns",
     "ratio_to_floor",
 ];
-
-/// The hardware floor on one pair of cores (see `harness calibrate`).
-#[derive(Debug, Clone, Copy, serde::Serialize)]
-pub struct Floor {
-    /// Cores measured.
-    pub cores: [usize; 2],
-    /// Cache-line ping-pong round trip, one line written by each side (as a pair of
-    /// channels has it), median of batch means, ns.
-    pub rtt_ns: f64,
-    /// The same round trip timed one at a time with the clock `latency` uses: the p50, ns.
-    /// The floor of `latency` rows, which are timed that way.
-    pub rtt_p50_ns: f64,
-    /// For reference: the round trip on one line both sides write (it migrates whole,
-    /// which no pair of one-way channels can do), median of batch means, ns.
-    pub one_line_rtt_ns: f64,
-    /// A one-way stream of 64-byte lines between the two cores, one line handed over per
-    /// message (each flagged by a word stored last): ns per line, median of batch means.
-    /// None on one core (the two processes would take turns, not stream).
-    pub stream_ns: Option<f64>,
-    /// Cost of one clock read, ns.
-    pub clock_read_ns: f64,
-    /// Single-core memcpy bandwidth, GB/s (10^9 bytes copied per second).
-    pub memcpy_gb_s: f64,
-    /// Share of time (%) a clock-reading loop on the measuring core lost in gaps over 1 µs.
-    pub stall_pct: f64,
-    /// Gaps over 10 µs per second in that loop.
-    pub stalls_10us_per_s: f64,
-    /// Gaps over 1 ms per second in that loop (another thread ran a scheduler slice).
-    pub stalls_1ms_per_s: f64,
-}
-
-impl Floor {
-    /// The line stream for people: "12.3 ns per line", or why there is none.
-    pub fn stream_text(&self) -> String {
-        match self.stream_ns {
-            Some(ns) => format!("{ns:.1} ns per line"),
-            None => "not measured on one core".into(),
-        }
-    }
-}
 
 /// UTC time as `YYYYMMDDTHHMMSSZ`.
 pub fn utc_stamp(t: SystemTime) -> String {
@@ -201,49 +161,11 @@ pub fn figures(
             h.stdev(),
         ]);
     }
-    if let Some(floor) = floor {
-        match spec.workload {
-            WorkloadKind::Latency => {
-                // Timed per round trip like the row, so the clock's cost is on both sides.
-                f.floor_ns = Some(floor.rtt_p50_ns);
-                f.ratio = f.latency.map(|l| l[0] / floor.rtt_p50_ns);
-            }
-            WorkloadKind::Buffer => {
-                // One copy of a chunk's data at single-core memcpy speed.
-                let per_chunk = crate::buffer::params(spec).data_bytes() as f64 / floor.memcpy_gb_s;
-                f.floor_ns = Some(per_chunk);
-                if report.count > 0 && per_chunk > 0.0 {
-                    f.ratio = Some(report.duration_ns as f64 / report.count as f64 / per_chunk);
-                }
-            }
-            WorkloadKind::Vectors => {
-                // One way: half the cache-line round trip.
-                f.floor_ns = Some(floor.rtt_ns / 2.0);
-                f.ratio = f.latency.map(|l| l[0] / (floor.rtt_ns / 2.0));
-            }
-            WorkloadKind::Pingpong => {
-                // A turn's lower bound: one one-way handoff (half the cache-line round
-                // trip) plus the pick measured alone.
-                let pick = report.metric("pick_ns").unwrap_or(0.0);
-                let bound = floor.rtt_ns / 2.0 + pick;
-                f.floor_ns = Some(bound);
-                if report.count > 0 && bound > 0.0 {
-                    f.ratio = Some(report.duration_ns as f64 / report.count as f64 / bound);
-                }
-            }
-            // The bound on the makespan is the workload's own (`ideal_s`), not the machine's.
-            WorkloadKind::Tasks => {}
-            WorkloadKind::Throughput => {
-                // A message costs at least one copy at single-core memcpy speed (GB/s =
-                // bytes/ns) and, between two cores, one line handed over.
-                let copy = spec.msg_bytes().unwrap_or(0) as f64 / floor.memcpy_gb_s;
-                let per_msg = copy.max(floor.stream_ns.unwrap_or(0.0));
-                f.floor_ns = Some(per_msg);
-                if report.count > 0 && per_msg > 0.0 {
-                    f.ratio = Some(report.duration_ns as f64 / report.count as f64 / per_msg);
-                }
-            }
-        }
+    if let Some((floor_ns, ratio)) =
+        floor.and_then(|fl| spec.point.floor(fl, report, f.latency.map(|l| l[0])))
+    {
+        f.floor_ns = Some(floor_ns);
+        f.ratio = ratio;
     }
     // Every role's figures; the first role's win where two name the same one.
     f.metrics = report.metrics.clone();
@@ -269,14 +191,16 @@ pub struct Summary {
 }
 
 impl Summary {
-    /// Creates the file with the fixed columns and the workloads' own.
-    pub fn create(path: &Path, workloads: &[WorkloadKind]) -> anyhow::Result<Summary> {
+    /// Creates the file with the fixed columns and the columns the runs' workloads
+    /// declare, in the order they first appear.
+    pub fn create<'a>(
+        path: &Path,
+        columns: impl IntoIterator<Item = &'a Column>,
+    ) -> anyhow::Result<Summary> {
         let mut metric_columns: Vec<String> = Vec::new();
-        for w in workloads {
-            for c in w.metric_columns() {
-                if !metric_columns.iter().any(|m| m == c) {
-                    metric_columns.push((*c).to_string());
-                }
+        for c in columns {
+            if !metric_columns.iter().any(|m| m == c.name) {
+                metric_columns.push(c.name.to_string());
             }
         }
         let file =
@@ -301,12 +225,12 @@ impl Summary {
         let mut rec = vec![
             spec.run_id.clone(),
             spec.workload.name().to_string(),
-            spec.transport_label(),
-            spec.values
-                .get("wait")
-                .map(|w| w.to_string())
-                .unwrap_or_else(|| "kernel".into()),
-            spec.msg_bytes().map(|m| m.to_string()).unwrap_or_default(),
+            spec.common.transport_label(),
+            spec.wait_label(),
+            spec.point
+                .msg_bytes()
+                .map(|m| m.to_string())
+                .unwrap_or_default(),
             spec.params_string(),
             spec.role_cores()
                 .iter()

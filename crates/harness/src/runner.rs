@@ -18,7 +18,7 @@ use anyhow::Context;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 
-use crate::wire::{RoleEvent, RoleJob, RoleReport, RoleTask, GO};
+use crate::wire::{RoleEvent, RoleJob, RoleReport, GO};
 
 /// One role of a run.
 #[derive(Debug, Clone)]
@@ -27,8 +27,50 @@ pub struct RolePlan {
     pub name: String,
     /// Core to pin to.
     pub core: Option<usize>,
-    /// Its work; the first role's resolved endpoint replaces the others' endpoint.
-    pub task: RoleTask,
+    /// Whose code runs it (a workload's name, or the floor's).
+    pub workload: &'static str,
+    /// Its work, as that code reads it; the roles after the first also get what the first
+    /// resolved ([`RoleJob::resolved`]).
+    pub task: serde_json::Value,
+}
+
+impl RolePlan {
+    /// A role running `workload`'s code on `task`.
+    pub fn new(
+        name: impl Into<String>,
+        core: Option<usize>,
+        workload: &'static str,
+        task: &impl serde::Serialize,
+    ) -> anyhow::Result<RolePlan> {
+        let name = name.into();
+        let task = serde_json::to_value(task)
+            .with_context(|| format!("encoding the task of role {name}"))?;
+        Ok(RolePlan {
+            name,
+            core,
+            workload,
+            task,
+        })
+    }
+}
+
+/// A private directory for one run's FIFOs, sockets and role logs (mode 0700), removed
+/// when dropped.
+pub fn run_dir() -> anyhow::Result<tempfile::TempDir> {
+    tempfile::Builder::new()
+        .prefix("ipcbench-run-")
+        .tempdir()
+        .context("creating a private run directory")
+}
+
+/// Where a run's shared segments go: /dev/shm, or `dir` on a machine without it.
+pub fn shm_dir(dir: &Path) -> PathBuf {
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir() {
+        shm.to_path_buf()
+    } else {
+        dir.to_path_buf()
+    }
 }
 
 /// One run: its roles (the first one listens) and its bounds.
@@ -390,16 +432,18 @@ fn run_phases(
 ) -> Result<(), Stop> {
     let setup_deadline = Instant::now() + plan.setup_timeout;
     let parent_pid = std::process::id() as i32;
-    let job = |i: usize, task: RoleTask| RoleJob {
+    let job = |i: usize, resolved: Vec<ipcbench_transport::Endpoint>| RoleJob {
         run_id: plan.run_id.clone(),
         role: plan.roles[i].name.clone(),
         core: plan.roles[i].core,
         parent_pid,
         setup_timeout_ms: plan.setup_timeout.as_millis() as u64,
-        task,
+        workload: plan.roles[i].workload.to_string(),
+        task: plan.roles[i].task.clone(),
+        resolved,
     };
-    let spawn_or_fail = |procs: &mut Vec<Proc>, i: usize, task: RoleTask| -> Result<(), Stop> {
-        match spawn(i, exe, &job(i, task), &plan.dir, tx.clone()) {
+    let spawn_or_fail = |procs: &mut Vec<Proc>, i: usize, resolved| -> Result<(), Stop> {
+        match spawn(i, exe, &job(i, resolved), &plan.dir, tx.clone()) {
             Ok(p) => {
                 procs.push(p);
                 Ok(())
@@ -411,18 +455,16 @@ fn run_phases(
             }
         }
     };
-    let Some(first) = plan.roles.first() else {
+    if plan.roles.is_empty() {
         return Ok(());
-    };
-    spawn_or_fail(procs, 0, first.task.clone())?;
+    }
+    spawn_or_fail(procs, 0, vec![])?;
     pump(procs, rx, setup_deadline, interrupted, |p| {
         p[0].ready.is_some()
     })?;
     let resolved = procs[0].ready.clone().unwrap_or_default();
-    for (i, role) in plan.roles.iter().enumerate().skip(1) {
-        let mut task = role.task.clone();
-        task.set_resolved(&resolved);
-        spawn_or_fail(procs, i, task)?;
+    for i in 1..plan.roles.len() {
+        spawn_or_fail(procs, i, resolved.clone())?;
     }
     pump(procs, rx, setup_deadline, interrupted, |p| {
         p.iter().all(|p| p.connected)

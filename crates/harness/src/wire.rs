@@ -1,18 +1,16 @@
 //! What the parent and a role process say to each other: JSON lines. The parent writes
 //! the [`RoleJob`] as the first line of the role's stdin and later `go`; the role writes
-//! [`RoleEvent`]s on its stdout.
+//! [`RoleEvent`]s on its stdout. Below the messages, the role's side of the steps
+//! ([`emit`], [`connected`], [`wait_for_go`], [`finish`]), which every workload's roles
+//! use.
 
-use std::path::PathBuf;
+use std::io::{BufRead, Write};
+use std::time::Duration;
 
-use anyhow::{anyhow, Context};
+use anyhow::{anyhow, bail, Context};
 use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
 use hdrhistogram::Histogram;
-use ipcbench_transport::Endpoint;
-use ipcbench_workloads::buffer::BufferParams;
-use ipcbench_workloads::latency::LatencyParams;
-use ipcbench_workloads::pingpong::PingpongParams;
-use ipcbench_workloads::throughput::ThroughputParams;
-use ipcbench_workloads::vectors::VectorsParams;
+use ipcbench_transport::{Endpoint, Transport};
 use ipcbench_workloads::Measurement;
 use serde::{Deserialize, Serialize};
 
@@ -32,177 +30,35 @@ pub struct RoleJob {
     pub parent_pid: i32,
     /// Bound on connecting and on waiting for `go`.
     pub setup_timeout_ms: u64,
-    /// The work.
-    pub task: RoleTask,
+    /// Whose code runs the role: a workload's name, or [`crate::floor::FLOOR`].
+    pub workload: String,
+    /// The work, as that workload wrote it.
+    pub task: serde_json::Value,
+    /// What the first (listening) role resolved, for the others: its endpoint, then the
+    /// further ones it listens on, in order. Empty for the first role.
+    #[serde(default)]
+    pub resolved: Vec<Endpoint>,
 }
 
-/// The work of one role.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "task", rename_all = "snake_case")]
-pub enum RoleTask {
-    /// `latency`: the client measures, the server echoes.
-    Latency {
-        /// Where to meet the peer.
-        endpoint: Endpoint,
-        /// Listen (side A) or connect (side B).
-        listen: bool,
-        /// Client (measures) or server (echoes).
-        client: bool,
-        /// Workload parameters.
-        params: LatencyParams,
-        /// Bare baseline instead of the framed transport.
-        bare: bool,
-    },
-    /// `throughput`: the sender streams, the receiver checks.
-    Throughput {
-        /// Where to meet the peer.
-        endpoint: Endpoint,
-        /// Listen (side A) or connect (side B).
-        listen: bool,
-        /// Sender or receiver.
-        sender: bool,
-        /// Workload parameters.
-        params: ThroughputParams,
-        /// Bare baseline instead of the framed transport.
-        bare: bool,
-    },
-    /// `pingpong`: one agent painting the canvas in turn with its peer.
-    Pingpong {
-        /// Where to meet the peer.
-        endpoint: Endpoint,
-        /// Listen (side A) or connect (side B).
-        listen: bool,
-        /// Ping (paints the even iterations, measures) or pong.
-        ping: bool,
-        /// The canvas segment the parent created.
-        canvas: PathBuf,
-        /// Image size and seed.
-        params: PingpongParams,
-    },
-    /// `vectors`: the producer streams, the consumer checks and analyses.
-    Vectors {
-        /// Where to meet the peer.
-        endpoint: Endpoint,
-        /// Listen (side A) or connect (side B).
-        listen: bool,
-        /// Producer or consumer.
-        producer: bool,
-        /// Vector shape, rate, noise.
-        params: VectorsParams,
-        /// Where the consumer writes `<run_id>.batches.csv` and `<run_id>.timeline.csv`.
-        out_dir: PathBuf,
-    },
-    /// `buffer`: the acquirer or one worker, over the zero-copy pool or by copy.
-    Buffer {
-        /// Copy mode: the endpoints, one per worker (the acquirer listens on all; worker
-        /// `w` gets the resolved endpoint `w`); empty for the zero-copy pool.
-        endpoints: Vec<Endpoint>,
-        /// `None` for the acquirer, `Some(w)` for worker `w`.
-        worker: Option<u32>,
-        /// The pool segment the parent created (the chunks, or only the result in copy
-        /// mode).
-        pool: PathBuf,
-        /// Data shape, kind, chunk count.
-        params: BufferParams,
-        /// Bound on every wait, from the start barrier.
-        timeout_ms: u64,
-    },
-    /// `tasks`: the client, the gateway, or a worker the gateway started.
-    Tasks {
-        /// Which role.
-        role: TasksRole,
-        /// The client-gateway link (the client listens on it).
-        link: Endpoint,
-        /// Result slots, one per worker (the client listens on them; a worker gets its
-        /// own only).
-        results: Vec<Endpoint>,
-        /// Task slots, one per worker (the gateway listens on them; a worker gets its
-        /// own only).
-        tasks: Vec<Endpoint>,
-        /// Cores the workers take in turn (the gateway's list).
-        worker_cores: Vec<usize>,
-        /// The client's lines (client) or the table (gateway), as file text.
-        data: String,
-        /// The data's file name, for messages.
-        data_name: String,
-        /// Batching, workers, kind, queue policy, faults.
-        params: ipcbench_workloads::tasks::TasksParams,
-    },
-    /// The hardware floor: a cache-line ping-pong over a shared segment.
-    Floor {
-        /// The segment the parent created.
-        segment: PathBuf,
-        /// Ping (measures) or pong.
-        ping: bool,
-        /// Round trips measured.
-        iterations: u64,
-        /// Both roles on one core: yield at every miss.
-        same_core: bool,
-        /// Only the round trips (taken again before each run): no clock cost, stall
-        /// loop or memcpy.
-        #[serde(default)]
-        quick: bool,
-    },
-}
-
-/// Which `tasks` role a process plays.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TasksRole {
-    /// Pushes batches, pulls results.
-    Client,
-    /// Looks lines up, starts workers, hands out batches.
-    Gateway,
-    /// Runs batches; started by the gateway on slot `slot`.
-    Worker {
-        /// Its slot (and worker id).
-        slot: u32,
-    },
-}
-
-impl RoleTask {
-    /// Points a connecting role at what the listening role resolved (`resolved[0]`, or
-    /// for a buffer worker `w`, `resolved[w]`).
-    pub fn set_resolved(&mut self, resolved: &[Endpoint]) {
-        if let RoleTask::Buffer {
-            endpoints,
-            worker: Some(w),
-            ..
-        } = self
-        {
-            if let Some(ep) = resolved.get(*w as usize) {
-                *endpoints = vec![ep.clone()];
-            }
-            return;
-        }
-        if let RoleTask::Tasks {
-            role: TasksRole::Gateway,
-            link,
-            results,
-            ..
-        } = self
-        {
-            // The client listened on the link and on every result slot.
-            if let Some((first, rest)) = resolved.split_first() {
-                *link = first.clone();
-                *results = rest.to_vec();
-            }
-            return;
-        }
-        if let (Some(slot), Some(ep)) = (self.endpoint_mut(), resolved.first()) {
-            *slot = ep.clone();
-        }
+impl RoleJob {
+    /// The task as its workload's type.
+    pub fn task<T: serde::de::DeserializeOwned>(&self) -> anyhow::Result<T> {
+        serde_json::from_value(self.task.clone()).with_context(|| {
+            format!(
+                "decoding the task of {} for role {}",
+                self.workload, self.role
+            )
+        })
     }
 
-    /// The endpoint, for tasks that use one transport.
-    pub fn endpoint_mut(&mut self) -> Option<&mut Endpoint> {
-        match self {
-            RoleTask::Latency { endpoint, .. }
-            | RoleTask::Throughput { endpoint, .. }
-            | RoleTask::Pingpong { endpoint, .. }
-            | RoleTask::Vectors { endpoint, .. } => Some(endpoint),
-            RoleTask::Floor { .. } | RoleTask::Buffer { .. } | RoleTask::Tasks { .. } => None,
-        }
+    /// The endpoint a connecting role uses: what the first role resolved, or `own`.
+    pub fn peer_endpoint<'a>(&'a self, own: &'a Endpoint) -> &'a Endpoint {
+        self.resolved.first().unwrap_or(own)
+    }
+
+    /// Setup's bound.
+    pub fn setup_timeout(&self) -> Duration {
+        Duration::from_millis(self.setup_timeout_ms)
     }
 }
 
@@ -293,6 +149,106 @@ impl RoleReport {
             .find(|(k, _)| k == name)
             .map(|(_, v)| *v)
     }
+}
+
+// ---- the role's side ----------------------------------------------------------------
+
+/// Writes one event line to the harness (or, for a forked worker, to /dev/null).
+pub fn emit(event: &RoleEvent) -> anyhow::Result<()> {
+    let line = serde_json::to_string(event)?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}")
+        .and_then(|_| out.flush())
+        .context("writing to the harness")
+}
+
+/// Reports `ready` for a role that listens on nothing (it connects, or needs no transport).
+pub fn emit_ready() -> anyhow::Result<()> {
+    emit(&RoleEvent::Ready {
+        endpoint: None,
+        more: vec![],
+    })
+}
+
+/// Blocks until the harness says `go` (the start barrier).
+pub fn wait_for_go(stdin: &mut dyn BufRead) -> anyhow::Result<()> {
+    let mut line = String::new();
+    stdin.read_line(&mut line).context("waiting for go")?;
+    if line.trim() != GO {
+        bail!("expected `{GO}` from the harness, got {:?}", line.trim());
+    }
+    Ok(())
+}
+
+/// Checks that the parent is the one the job names and pins this process: the first
+/// step of every role.
+pub fn take_up(job: &RoleJob) -> anyhow::Result<()> {
+    if nix::unistd::getppid().as_raw() != job.parent_pid {
+        bail!("the harness (pid {}) is gone", job.parent_pid);
+    }
+    if let Some(core) = job.core {
+        if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
+            bail!("cannot pin role {} to core {core}", job.role);
+        }
+    }
+    Ok(())
+}
+
+/// Reports how a role ended; the exit code (0 done, 1 failed, 3 could not report).
+pub fn finish(result: anyhow::Result<RoleReport>) -> u8 {
+    match result {
+        Ok(report) => match emit(&RoleEvent::Done(report)) {
+            Ok(()) => 0,
+            Err(_) => 3,
+        },
+        Err(e) => {
+            let message = format!("{e:#}");
+            eprintln!("role failed: {message}");
+            let _ = emit(&RoleEvent::Failed { message });
+            1
+        }
+    }
+}
+
+/// Listens on `endpoint` (reporting what it resolved) or connects to it, and reports
+/// `connected`.
+pub fn connect<T: Transport>(
+    endpoint: &Endpoint,
+    listen: bool,
+    setup: Duration,
+) -> anyhow::Result<(T::Tx, T::Rx)> {
+    let halves = if listen {
+        let listener = T::listen(endpoint)?;
+        emit(&RoleEvent::Ready {
+            endpoint: Some(T::resolved(&listener)),
+            more: vec![],
+        })?;
+        T::accept(listener, setup)?
+    } else {
+        emit_ready()?;
+        T::connect(endpoint, setup)?
+    };
+    emit(&RoleEvent::Connected)?;
+    Ok(halves)
+}
+
+/// A two-role workload's role: the first role listens on `endpoint`, the other connects
+/// to what it resolved; both wait for the start barrier, then run `work` on the halves.
+pub fn connected<T: Transport>(
+    job: &RoleJob,
+    endpoint: &Endpoint,
+    listen: bool,
+    stdin: &mut dyn BufRead,
+    work: impl FnOnce(&mut T::Tx, &mut T::Rx) -> anyhow::Result<Measurement>,
+) -> anyhow::Result<RoleReport> {
+    let endpoint = if listen {
+        endpoint
+    } else {
+        job.peer_endpoint(endpoint)
+    };
+    let (mut tx, mut rx) = connect::<T>(endpoint, listen, job.setup_timeout())?;
+    wait_for_go(stdin)?;
+    RoleReport::from_measurement(&work(&mut tx, &mut rx)?)
 }
 
 #[cfg(test)]

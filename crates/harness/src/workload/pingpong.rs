@@ -11,11 +11,339 @@ use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, bail, Context};
-use ipcbench_transport::segment::Segment;
-use ipcbench_workloads::pingpong::{self, Canvas, PingpongParams, Pixel};
+use std::collections::BTreeMap;
+use std::io::BufRead;
 
-use crate::config::RunSpec;
+use anyhow::{anyhow, bail, Context};
+use ipcbench_transport::dispatch::{self, WithTransport};
+use ipcbench_transport::segment::Segment;
+use ipcbench_transport::{Endpoint, Transport};
+use ipcbench_workloads::pingpong::{self, Canvas, PingpongParams, Pixel};
+use ipcbench_workloads::Measurement;
+use serde::{Deserialize, Serialize};
+
+use super::latency::two_roles;
+use crate::floor::Floor;
+use crate::params::{self, p, ParamDef, ParamType, Value, SEED};
+use crate::runner::RunOutcome;
+use crate::spec::{
+    After, Column, Common, FloorUse, Frame, Machine, Point, Prepared, Problem, Roles, RunSpec,
+    Workload,
+};
+use crate::wire::{connected, RoleJob, RoleReport};
+
+/// The registry's entry.
+#[derive(Debug)]
+pub struct Pingpong;
+
+const NAME: &str = "pingpong";
+const ROLES: &[&str] = &["ping", "pong"];
+
+const SIDE: ParamType = ParamType::Int {
+    min: 0,
+    max: 1 << 24,
+};
+
+const PARAMS: &[ParamDef] = &[
+    p(
+        "size",
+        ParamType::Int {
+            min: 1,
+            max: 1 << 24,
+        },
+        None,
+        "image side: a size x size image (at most 2^24 pixels: one colour each)",
+    ),
+    p(
+        "width",
+        SIDE,
+        Some("0"),
+        "image width, if not size (0 = size)",
+    ),
+    p(
+        "height",
+        SIDE,
+        Some("0"),
+        "image height, if not size (0 = size)",
+    ),
+    p(
+        "seed",
+        SEED,
+        Some("1"),
+        "seed of the picks: a run is reproducible from it",
+    ),
+    p(
+        "artefacts",
+        ParamType::Bool,
+        Some("true"),
+        "write the [pos, colour] log and the final PNG into the results",
+    ),
+];
+
+const COLUMNS: &[Column] = &[
+    Column {
+        name: "width",
+        doc: "image width",
+    },
+    Column {
+        name: "height",
+        doc: "image height",
+    },
+    Column {
+        name: "pixels",
+        doc: "width x height",
+    },
+    Column {
+        name: "ns_per_pixel",
+        doc: "duration over pixels",
+    },
+    Column {
+        name: "pick_ns",
+        doc: "the pick measured alone",
+    },
+    Column {
+        name: "speedup_vs_original",
+        doc: "the original's time over ours",
+    },
+];
+
+/// `pingpong`'s parameters, typed (keys and docs: [`PARAMS`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Params {
+    size: u32,
+    width: u32,
+    height: u32,
+    seed: u64,
+    artefacts: bool,
+}
+
+impl Params {
+    /// Image size and seed, as the agents take them.
+    fn image(&self) -> PingpongParams {
+        let side = |v: u32| if v == 0 { self.size } else { v };
+        PingpongParams {
+            width: side(self.width),
+            height: side(self.height),
+            seed: self.seed,
+        }
+    }
+}
+
+/// What a pingpong agent is to do.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Task {
+    endpoint: Endpoint,
+    /// Ping (paints the even iterations, measures) or pong.
+    ping: bool,
+    /// The canvas segment the parent created.
+    canvas: PathBuf,
+    params: PingpongParams,
+}
+
+impl Workload for Pingpong {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+    fn describe(&self) -> &'static str {
+        "two agents paint a WxH image one pixel per turn (unused position, unused colour), handing the turn over the transport; every pixel checked"
+    }
+    fn roles_text(&self) -> &'static str {
+        "one core each, in order: ping, pong"
+    }
+    fn params(&self) -> &'static [ParamDef] {
+        PARAMS
+    }
+    fn columns(&self) -> &'static [Column] {
+        COLUMNS
+    }
+    fn point(&self, values: &BTreeMap<String, Value>) -> Result<Box<dyn Point>, String> {
+        Ok(Box::new(params::deserialize::<Params>(PARAMS, values)?))
+    }
+    fn role(&self, job: &RoleJob, stdin: &mut dyn BufRead) -> anyhow::Result<RoleReport> {
+        let task: Task = job.task()?;
+        let n = task.params.pixels()?;
+        let seg = Segment::open_with(&task.canvas, pingpong::canvas_bytes(n), true)?;
+        let canvas = Canvas::attach(seg.words32(), &task.params)?;
+        dispatch::dispatch(
+            &task.endpoint,
+            Role {
+                job,
+                task: &task,
+                canvas: &canvas,
+                stdin,
+            },
+        )?
+    }
+}
+
+struct Role<'a> {
+    job: &'a RoleJob,
+    task: &'a Task,
+    canvas: &'a Canvas<'a>,
+    stdin: &'a mut dyn BufRead,
+}
+
+impl WithTransport for Role<'_> {
+    type Output = anyhow::Result<RoleReport>;
+    fn call<T: Transport>(self) -> Self::Output {
+        let (t, canvas) = (self.task, self.canvas);
+        connected::<T>(self.job, &t.endpoint, t.ping, self.stdin, |tx, rx| {
+            agent(tx, rx, canvas, &t.params, t.ping)
+        })
+    }
+}
+
+/// One pingpong agent; ping also measures the pick alone afterwards (on a private
+/// canvas of the same size, at most 2^20 pixels), for the floor comparison.
+fn agent(
+    tx: &mut impl ipcbench_transport::Tx,
+    rx: &mut impl ipcbench_transport::Rx,
+    canvas: &Canvas<'_>,
+    params: &PingpongParams,
+    ping: bool,
+) -> anyhow::Result<Measurement> {
+    let mut m = pingpong::agent(tx, rx, canvas, params, ping)?;
+    if ping {
+        let pick = pingpong::pick_cost(params, 1 << 20)?;
+        m.metrics.push(("pick_ns".into(), pick));
+    }
+    Ok(m)
+}
+
+impl Point for Params {
+    fn roles(&self) -> Roles {
+        Roles::Fixed(ROLES)
+    }
+    fn largest_frame(&self, _: &Common) -> Option<Frame> {
+        Some(Frame {
+            bytes: pingpong::MSG_BYTES as u64,
+            key: "size",
+            what: format!("a turn of {} bytes", pingpong::MSG_BYTES),
+            raises_max_frame: false,
+        })
+    }
+    fn validate(&self, _: &Common, _: &Machine) -> Vec<Problem> {
+        let img = self.image();
+        let pixels = u64::from(img.width) * u64::from(img.height);
+        if pixels > 1 << 24 {
+            // The error goes to the key that set the too-large side.
+            let key = if self.width != 0 {
+                "width"
+            } else if self.height != 0 {
+                "height"
+            } else {
+                "size"
+            };
+            return vec![Problem::new(
+                key,
+                format!(
+                    "a {}x{} image has {pixels} pixels, more than the 2^24 colours (each pixel needs one of its own)",
+                    img.width, img.height
+                ),
+            )];
+        }
+        vec![]
+    }
+    fn floor_use(&self) -> FloorUse {
+        FloorUse::CoreTransfers
+    }
+    fn floor(
+        &self,
+        floor: &Floor,
+        report: &RoleReport,
+        _: Option<f64>,
+    ) -> Option<(f64, Option<f64>)> {
+        // A turn's lower bound: one one-way handoff (half the cache-line round trip)
+        // plus the pick measured alone.
+        let bound = floor.rtt_ns / 2.0 + report.metric("pick_ns").unwrap_or(0.0);
+        let ratio = (report.count > 0 && bound > 0.0)
+            .then(|| report.duration_ns as f64 / report.count as f64 / bound);
+        Some((bound, ratio))
+    }
+    fn plan(&self, run: &RunSpec, dir: &Path, results: &Path) -> anyhow::Result<Prepared> {
+        let endpoint =
+            Endpoint::prepare(run.common.transport, dir, &run.common.endpoint_options())?;
+        let image = self.image();
+        let canvas = create_canvas(&image, dir, &run.run_id)?;
+        let path = canvas.path().to_path_buf();
+        let plan = two_roles(run, dir, NAME, ROLES, |ping| {
+            Ok(serde_json::to_value(Task {
+                endpoint: endpoint.clone(),
+                ping,
+                canvas: path.clone(),
+                params: image,
+            })?)
+        })?;
+        Ok(Prepared {
+            plan,
+            endpoints: vec![endpoint],
+            after: Some(Box::new(Painted {
+                canvas,
+                image,
+                out_dir: results.join("pingpong"),
+                run_id: run.run_id.clone(),
+                artefacts: self.artefacts,
+            })),
+        })
+    }
+}
+
+/// A run's canvas, checked after the run and removed when dropped.
+struct Painted {
+    canvas: Segment,
+    image: PingpongParams,
+    out_dir: PathBuf,
+    run_id: String,
+    artefacts: bool,
+}
+
+impl After for Painted {
+    fn progress(&self) -> Option<String> {
+        let total = u64::from(self.image.width) * u64::from(self.image.height);
+        let done = pingpong::progress(self.canvas.words32());
+        Some(format!("{}: {done}/{total} pixels", self.run_id))
+    }
+
+    fn check(
+        &mut self,
+        outcome: &RunOutcome,
+        metrics: &mut Vec<(String, f64)>,
+    ) -> Result<(), String> {
+        check_and_save(
+            &self.canvas,
+            &self.image,
+            &self.out_dir,
+            &self.run_id,
+            self.artefacts,
+        )
+        .map_err(|e| format!("check: {e:#}"))?;
+        metrics.extend(pingpong_metrics(&self.image, outcome));
+        Ok(())
+    }
+}
+
+/// The pingpong columns of a run that passed its checks.
+fn pingpong_metrics(p: &PingpongParams, outcome: &RunOutcome) -> Vec<(String, f64)> {
+    let pixels = u64::from(p.width) * u64::from(p.height);
+    let secs = outcome
+        .reports
+        .first()
+        .and_then(|r| r.as_ref())
+        .map_or(0.0, |r| r.duration_ns as f64 / 1e9);
+    let mut m = vec![
+        ("width".to_string(), f64::from(p.width)),
+        ("height".to_string(), f64::from(p.height)),
+        ("pixels".to_string(), pixels as f64),
+    ];
+    if secs > 0.0 {
+        m.push(("ns_per_pixel".into(), secs * 1e9 / pixels as f64));
+        if let Some(orig) = original_s(p.width, p.height) {
+            m.push(("speedup_vs_original".into(), orig / secs));
+        }
+    }
+    m
+}
 
 /// The log file's magic.
 pub const LOG_MAGIC: &[u8; 8] = b"IPPLOG1\0";
@@ -41,27 +369,11 @@ pub fn original_s(w: u32, h: u32) -> Option<f64> {
         .map(|(_, t)| *t)
 }
 
-/// Image size and seed of a run.
-pub fn params(spec: &RunSpec) -> PingpongParams {
-    let size = spec.int("size") as u32;
-    let side = |k: &str| match spec.int(k) {
-        0 => size,
-        v => v as u32,
-    };
-    PingpongParams {
-        width: side("width"),
-        height: side("height"),
-        seed: spec.int("seed") as u64,
-    }
-}
-
 /// Creates and initialises the canvas of a run in `/dev/shm` (or `dir` where there is
 /// none); removed when the returned segment is dropped.
 pub fn create_canvas(p: &PingpongParams, dir: &Path, run: &str) -> anyhow::Result<Segment> {
     let n = p.pixels()?;
-    let shm = Path::new("/dev/shm");
-    let base = if shm.is_dir() { shm } else { dir };
-    let path = base.join(format!(
+    let path = crate::runner::shm_dir(dir).join(format!(
         "ipcbench-canvas-{}-{}",
         std::process::id(),
         sanitize(run)
@@ -224,16 +536,6 @@ impl LogReader {
         }
         Ok(())
     }
-}
-
-/// This process's private resident memory (`RssAnon`) in KiB, from /proc/self/status.
-pub fn own_private_kib() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("RssAnon:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
 }
 
 /// Rows per band: at most this many RGB bytes are held at once.

@@ -1,0 +1,266 @@
+//! Runs a matrix: the floors first, `env.json`, then each run in turn (plan, execute,
+//! clean up, check, report), a row of `summary.csv` as each run ends, a progress bar,
+//! and the closing table.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use crate::floor::{self, Floor};
+use crate::report::{self, Summary, TableRow};
+use crate::runner::{self, RunOutcome, Status};
+use crate::spec::{FloorUse, Prepared, RunSpec};
+use crate::{envinfo, print_stdout, UsageError, EXIT_INTERRUPTED};
+
+fn interrupted_flag() -> Arc<AtomicBool> {
+    let flag = Arc::new(AtomicBool::new(false));
+    let f = flag.clone();
+    // If a handler is already set (a second matrix in one process), keep the first.
+    let _ = ctrlc::set_handler(move || f.store(true, Ordering::SeqCst));
+    flag
+}
+
+/// Runs `runs` and writes their results under `out/<stem>-<stamp>/`.
+pub fn run_matrix(
+    stem: &str,
+    config_text: &str,
+    runs: Vec<RunSpec>,
+    out: &Path,
+) -> anyhow::Result<ExitCode> {
+    let exe = std::env::current_exe().context("locating the harness binary")?;
+    let interrupted = interrupted_flag();
+    let results =
+        report::create_results_dir(out, stem).map_err(|e| UsageError(format!("{e:#}")))?;
+    eprintln!(
+        "harness: {} runs; results in {}",
+        runs.len(),
+        results.display()
+    );
+
+    let mut floors: BTreeMap<[usize; 2], Floor> = BTreeMap::new();
+    for r in &runs {
+        let pair = r.core_pair();
+        if floors.contains_key(&pair) || interrupted.load(Ordering::Relaxed) {
+            continue;
+        }
+        match floor::calibrate(&exe, pair, &interrupted) {
+            Ok(f) => {
+                eprintln!(
+                    "harness: floor on cores {}-{}: cache-line round trip {:.0} ns (a line each way; timed one at a time, p50 {:.0} ns; \
+                     one line both ways {:.0} ns), line stream {}, clock read {:.1} ns, memcpy {:.1} GB/s; \
+                     stalls {:.2} % of the time, {:.0}/s over 10 µs, {:.1}/s over 1 ms",
+                    pair[0], pair[1], f.rtt_ns, f.rtt_p50_ns, f.one_line_rtt_ns, f.stream_text(), f.clock_read_ns, f.memcpy_gb_s, f.stall_pct,
+                    f.stalls_10us_per_s, f.stalls_1ms_per_s
+                );
+                floors.insert(pair, f);
+            }
+            Err(e) => eprintln!("harness: {e:#} (floor columns left empty)"),
+        }
+    }
+    let damon = envinfo::damon();
+    if let Some(d) = &damon {
+        eprintln!(
+            "harness: note: the kernel's DAMON is monitoring memory here ({d}); its thread \
+             (kdamond) preempts the role on whichever core it runs, which can show in latency \
+             tails (results/README.md, \"Machine notes\")"
+        );
+    }
+    envinfo::env_json(
+        &results.join("env.json"),
+        config_text,
+        &runs,
+        &floors,
+        damon.as_deref(),
+    )?;
+
+    let mut summary = Summary::create(
+        &results.join("summary.csv"),
+        runs.iter().flat_map(|r| r.workload.columns()),
+    )?;
+    let bar = indicatif::ProgressBar::new(runs.len() as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} runs, {elapsed} elapsed  {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let mut table = Vec::new();
+    let mut failed = 0;
+    // The harness's own private memory after each run that left it something to check.
+    let mut peak_private_kib = 0u64;
+    for (i, spec) in runs.iter().enumerate() {
+        if interrupted.load(Ordering::Relaxed) {
+            break;
+        }
+        bar.set_message(spec.run_id.clone());
+        let floor = row_floor(&exe, spec, &floors, &interrupted, &bar);
+        if interrupted.load(Ordering::Relaxed) {
+            break;
+        }
+        let dir = runner::run_dir()?;
+        let (outcome, after) = match spec.point.plan(spec, dir.path(), &results) {
+            Ok(Prepared {
+                plan,
+                endpoints,
+                after,
+            }) => {
+                let tick = || {
+                    if let Some(p) = after.as_ref().and_then(|a| a.progress()) {
+                        bar.set_message(p);
+                    }
+                };
+                let outcome = runner::execute_with(&exe, &plan, &interrupted, &tick);
+                // Every role is gone now: remove the shm segments, if there are any.
+                for e in &endpoints {
+                    e.cleanup();
+                }
+                (outcome, after)
+            }
+            Err(e) => (
+                RunOutcome {
+                    status: Status::Failed(format!("setup: {e:#}")),
+                    reports: vec![],
+                    last_words: vec![],
+                },
+                None,
+            ),
+        };
+        // Removes the FIFOs, sockets and role logs of this run.
+        drop(dir);
+        if outcome.status == Status::Interrupted {
+            for w in &outcome.last_words {
+                eprintln!("harness: {}: {w}", spec.run_id);
+            }
+            break;
+        }
+        let (mut figures, hist) = match report::figures(spec, &outcome, floor.as_ref()) {
+            Ok(x) => x,
+            Err(e) => {
+                let status = Status::Failed(format!("bad report: {e:#}"));
+                summary.row(spec, &status, &Default::default())?;
+                failed += 1;
+                continue;
+            }
+        };
+        let mut outcome = outcome;
+        if let (Some(mut after), Status::Ok) = (after, &outcome.status) {
+            if let Err(why) = after.check(&outcome, &mut figures.metrics) {
+                outcome.status = Status::Failed(why);
+            }
+            peak_private_kib = peak_private_kib.max(envinfo::own_private_kib().unwrap_or(0));
+            // Its segments (a canvas, a pool) are removed here.
+        }
+        if let Some(h) = &hist {
+            report::write_hgrm(
+                &results
+                    .join("histograms")
+                    .join(format!("{}.hgrm", spec.run_id)),
+                h,
+            )?;
+        }
+        summary.row(spec, &outcome.status, &figures)?;
+        if outcome.status != Status::Ok {
+            failed += 1;
+        }
+        let line = format!(
+            "[{}/{}] {}: {}{}",
+            i + 1,
+            runs.len(),
+            spec.run_id,
+            outcome.status.text(),
+            figures
+                .latency
+                .map(|l| format!(", p50 {:.2} µs", l[0] / 1000.0))
+                .unwrap_or_default()
+        );
+        if bar.is_hidden() {
+            eprintln!("{line}");
+        } else {
+            bar.println(line);
+        }
+        bar.inc(1);
+        table.push(TableRow {
+            run_id: spec.run_id.clone(),
+            status: outcome.status.text(),
+            figures,
+        });
+    }
+    bar.finish_and_clear();
+    print_stdout(&report::table_text(&table));
+    if peak_private_kib > 0 {
+        eprintln!(
+            "harness: its own private memory after the checks: at most {:.1} MiB (RssAnon)",
+            peak_private_kib as f64 / 1024.0
+        );
+    }
+    if interrupted.load(Ordering::Relaxed) {
+        eprintln!(
+            "harness: interrupted after {} of {} runs; every role stopped and its files removed; completed rows are in {}",
+            table.len(),
+            runs.len(),
+            results.display()
+        );
+        return Ok(ExitCode::from(EXIT_INTERRUPTED));
+    }
+    print_stdout(&format!("\nresults: {}\n", results.display()));
+    if failed > 0 {
+        eprintln!(
+            "harness: {failed} of {} runs did not end ok (see the status column)",
+            runs.len()
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The floor a run's row is compared with: for rows compared with transfers between the
+/// cores, the round trips and line stream measured again just before it (this host moves
+/// its virtual cores now and then); else the one from the start of the matrix.
+fn row_floor(
+    exe: &Path,
+    spec: &RunSpec,
+    floors: &BTreeMap<[usize; 2], Floor>,
+    interrupted: &AtomicBool,
+    bar: &indicatif::ProgressBar,
+) -> Option<Floor> {
+    let start = floors.get(&spec.core_pair())?;
+    if spec.point.floor_use() != FloorUse::CoreTransfers {
+        return Some(*start);
+    }
+    match floor::refresh(exe, start, interrupted) {
+        Ok(fresh) => {
+            // Worth a note: a figure that moved by more than 1.5x either way.
+            let moved = |now: f64, then: f64| !(1.0 / 1.5..=1.5).contains(&(now / then));
+            if moved(fresh.rtt_ns, start.rtt_ns) {
+                bar.println(format!(
+                    "harness: {}: the cache-line round trip is {:.0} ns now, {:.0} ns at the start \
+                     (the host moved the cores); this row is compared with the new one",
+                    spec.run_id, fresh.rtt_ns, start.rtt_ns
+                ));
+            }
+            if let (Some(now), Some(then), Some(_)) =
+                (fresh.stream_ns, start.stream_ns, spec.point.msg_bytes())
+            {
+                if moved(now, then) {
+                    bar.println(format!(
+                        "harness: {}: the line stream takes {now:.1} ns per line now, {then:.1} ns at the start \
+                         (the host moved the cores); this row is compared with the new one",
+                        spec.run_id
+                    ));
+                }
+            }
+            Some(fresh)
+        }
+        Err(e) => {
+            bar.println(format!(
+                "harness: {}: {e:#} (compared with the floor from the start)",
+                spec.run_id
+            ));
+            Some(*start)
+        }
+    }
+}

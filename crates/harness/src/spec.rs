@@ -1,0 +1,493 @@
+//! What one run is: the keys every experiment has ([`Common`]), a workload's typed point
+//! ([`Point`]), and the [`RunSpec`] that joins them; and what a workload is to the harness
+//! ([`Workload`]). The config reader makes these; the matrix, the report and the roles
+//! use them. Nothing here looks a parameter up by its key.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::BufRead;
+use std::path::Path;
+use std::time::Duration;
+
+use ipcbench_transport::queue::FullPolicy;
+use ipcbench_transport::{Endpoint, EndpointOptions, TransportKind, WaitStrategy};
+use serde::Deserialize;
+
+use crate::floor::Floor;
+use crate::params::{p, ParamDef, ParamType, Value, SECONDS};
+use crate::runner::{RunOutcome, RunPlan};
+use crate::wire::{RoleJob, RoleReport};
+
+/// Keys every experiment has.
+pub const COMMON: &[ParamDef] = &[
+    p(
+        "name",
+        ParamType::Name,
+        None,
+        "experiment name, the prefix of its run ids",
+    ),
+    p("workload", ParamType::Name, None, "which workload to run"),
+    p(
+        "transport",
+        ParamType::Transport,
+        None,
+        "transport(s) to run it over",
+    ),
+    p(
+        "repetitions",
+        ParamType::Int {
+            min: 1,
+            max: 10_000,
+        },
+        Some("1"),
+        "runs of each point of the matrix",
+    ),
+    p(
+        "timeout_s",
+        ParamType::Float {
+            min: 0.001,
+            max: crate::params::MAX_SECONDS,
+        },
+        Some("120"),
+        "a run still going after this long is killed and reported",
+    ),
+    p(
+        "cores",
+        ParamType::Cores,
+        Some("[0, 1]"),
+        "core per role, in role order ([[0, 1], [0, 0]] sweeps placements)",
+    ),
+    p(
+        "max_frame",
+        ParamType::Int {
+            min: 8,
+            max: 1 << 30,
+        },
+        Some("16777216"),
+        "largest frame the transport accepts, bytes",
+    ),
+    p(
+        "wait",
+        ParamType::Choice(&["spin", "yield", "block"]),
+        Some("\"spin\""),
+        "how shm roles wait: spin (a core each), yield, or block (spin spin_us, then sleep on a futex)",
+    ),
+    p(
+        "shm_capacity",
+        ParamType::Int {
+            min: 64,
+            max: 1 << 31,
+        },
+        Some("4194304"),
+        "bytes of each shm ring (a power of two; frames up to half of it)",
+    ),
+    p(
+        "spin_us",
+        ParamType::Int {
+            min: 0,
+            max: 1_000_000,
+        },
+        Some("50"),
+        "with wait = \"block\": microseconds to spin before sleeping",
+    ),
+    p(
+        "over",
+        ParamType::QueueOver,
+        Some("\"uds\""),
+        "with transport = \"queue\": the transport it runs over",
+    ),
+    p(
+        "hwm",
+        ParamType::Int {
+            min: 1,
+            max: 10_000_000,
+        },
+        Some("1000"),
+        "queue: frames a sender queues before its full policy applies (the high-water mark)",
+    ),
+    p(
+        "policy",
+        ParamType::Choice(&["retry", "block"]),
+        Some("\"retry\""),
+        "queue: on a full queue, retry (wait retry_interval_s, at most retries times, then drop and count) or block",
+    ),
+    p(
+        "retry_interval_s",
+        SECONDS,
+        Some("1"),
+        "queue, policy = \"retry\": wait between attempts (the original: 1 s)",
+    ),
+    p(
+        "retries",
+        ParamType::Int {
+            min: 0,
+            max: 1_000_000,
+        },
+        Some("10"),
+        "queue, policy = \"retry\": attempts after the first (the original: 10)",
+    ),
+];
+
+/// How shm halves wait, as configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Wait {
+    /// Busy-poll.
+    Spin,
+    /// Poll with `sched_yield`.
+    Yield,
+    /// Spin, then sleep on a futex.
+    Block,
+}
+
+impl Wait {
+    /// The transport's wait strategy.
+    pub fn strategy(self) -> WaitStrategy {
+        match self {
+            Wait::Spin => WaitStrategy::Spin,
+            Wait::Yield => WaitStrategy::Yield,
+            Wait::Block => WaitStrategy::Block,
+        }
+    }
+}
+
+/// The queue's full policy, as configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Policy {
+    /// Retry `retries` times, `retry_interval_s` apart, then drop.
+    Retry,
+    /// Wait for room as long as the run may last.
+    Block,
+}
+
+/// The keys of [`COMMON`], typed, for one point of the matrix.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct Common {
+    pub name: String,
+    pub workload: String,
+    pub transport: TransportKind,
+    pub repetitions: u32,
+    pub timeout_s: f64,
+    pub cores: Vec<usize>,
+    pub max_frame: u32,
+    pub wait: Wait,
+    pub shm_capacity: u32,
+    pub spin_us: u32,
+    pub over: TransportKind,
+    pub hwm: u32,
+    pub policy: Policy,
+    pub retry_interval_s: f64,
+    pub retries: u32,
+}
+
+impl Common {
+    /// Whether the run's frames travel through shm rings: `shm` itself, or the queue over
+    /// it.
+    pub fn over_shm(&self) -> bool {
+        self.transport == TransportKind::Shm
+            || (self.transport == TransportKind::Queue && self.over == TransportKind::Shm)
+    }
+
+    /// The bound on the whole run.
+    pub fn timeout(&self) -> Duration {
+        // Bounded by MAX_SECONDS when the config was read.
+        Duration::from_secs_f64(self.timeout_s)
+    }
+
+    /// The queue's full policy (`block` waits as long as the run may last).
+    pub fn queue_policy(&self) -> FullPolicy {
+        match self.policy {
+            Policy::Block => FullPolicy::Block {
+                timeout: self.timeout(),
+            },
+            Policy::Retry => FullPolicy::Retry {
+                interval: Duration::from_secs_f64(self.retry_interval_s),
+                retries: self.retries,
+            },
+        }
+    }
+
+    /// The endpoint options these keys ask for (a workload may change some: `tasks` sizes
+    /// its own frames).
+    pub fn endpoint_options(&self) -> EndpointOptions {
+        let mut opts = EndpointOptions {
+            max_frame: self.max_frame,
+            ..Default::default()
+        };
+        if self.transport == TransportKind::Queue {
+            opts.over = self.over;
+            opts.hwm = self.hwm;
+            opts.policy = self.queue_policy();
+        }
+        if self.over_shm() {
+            opts.shm_capacity = self.shm_capacity;
+            opts.max_frame = opts
+                .max_frame
+                .min(ipcbench_transport::shm_max_frame(self.shm_capacity as usize) as u32);
+            opts.wait = self.wait.strategy();
+            opts.spin_us = self.spin_us;
+        }
+        opts
+    }
+
+    /// The transport as the CSV names it: `queue-uds` for the queue over uds.
+    pub fn transport_label(&self) -> String {
+        match self.transport {
+            TransportKind::Queue => format!("queue-{}", self.over),
+            t => t.name().to_string(),
+        }
+    }
+}
+
+/// How a workload's roles take the configured cores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Roles {
+    /// One core each, in this order (the first listens).
+    Fixed(&'static [&'static str]),
+    /// A coordinator (or two) and workers, `count` roles in all, taking the cores in turn.
+    Spread {
+        /// Roles in all.
+        count: usize,
+    },
+}
+
+/// A problem with one point, on one key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Problem {
+    /// The key the message is about (its line is the one reported).
+    pub key: &'static str,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl Problem {
+    /// A problem on `key`.
+    pub fn new(key: &'static str, message: impl Into<String>) -> Problem {
+        Problem {
+            key,
+            message: message.into(),
+        }
+    }
+}
+
+/// What the checks of a point may know of the machine.
+#[derive(Debug, Clone)]
+pub struct Machine {
+    /// The core ids this process may run on.
+    pub usable_cores: Vec<usize>,
+}
+
+/// The largest frame a run hands its transport, and the key that makes it so.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    /// Bytes.
+    pub bytes: u64,
+    /// The key an error names.
+    pub key: &'static str,
+    /// What the frame is, for the message ("a 4096-byte message").
+    pub what: String,
+    /// The workload raises the endpoint's `max_frame` to carry it (only the ring's
+    /// capacity limits it).
+    pub raises_max_frame: bool,
+}
+
+/// The figures a workload compares with the floor.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum FloorUse {
+    /// Transfers between the two cores (taken again before each run).
+    CoreTransfers,
+    /// Memcpy bandwidth only (the floor from the start of the matrix).
+    Memcpy,
+    /// A bound of its own.
+    None,
+}
+
+/// One point of a workload, typed: its parameters, and what the harness does with them.
+pub trait Point: fmt::Debug + Send + Sync {
+    /// The message size, for the `msg_bytes` column.
+    fn msg_bytes(&self) -> Option<u64> {
+        None
+    }
+    /// How its roles take the cores.
+    fn roles(&self) -> Roles;
+    /// The largest frame it sends over the transport, if it sends any.
+    fn largest_frame(&self, common: &Common) -> Option<Frame>;
+    /// Whether its roles busy-wait with these common keys (then they need a core each).
+    fn spins(&self, common: &Common) -> bool {
+        common.over_shm() && common.wait == Wait::Spin
+    }
+    /// The least time a run of it takes, seconds, where it is known before the run (a
+    /// paced stream, a set of sleeps): a run that cannot finish inside `timeout_s` is
+    /// refused.
+    fn least_s(&self, common: &Common) -> Option<f64> {
+        let _ = common;
+        None
+    }
+    /// Checks that involve more than one key; every problem, each on its key.
+    fn validate(&self, common: &Common, machine: &Machine) -> Vec<Problem>;
+    /// `--quick`: a tenth of the counts.
+    fn quick(&mut self) {}
+    /// The wait column when its shm halves wait otherwise than `wait` says.
+    fn wait_label(&self) -> Option<&'static str> {
+        None
+    }
+    /// Which floor its rows are compared with.
+    fn floor_use(&self) -> FloorUse;
+    /// Its row's floor (ns per operation) and the ratio to it, from the measuring role's
+    /// report and the row's p50.
+    fn floor(
+        &self,
+        floor: &Floor,
+        report: &RoleReport,
+        p50: Option<f64>,
+    ) -> Option<(f64, Option<f64>)>;
+    /// Prepares a run in its private directory `dir`: endpoints, segments, the roles'
+    /// tasks; `results` is the results directory, for artefacts.
+    fn plan(&self, run: &RunSpec, dir: &Path, results: &Path) -> anyhow::Result<Prepared>;
+}
+
+/// A column a workload adds to `summary.csv`.
+#[derive(Debug, Clone, Copy)]
+pub struct Column {
+    /// Its name.
+    pub name: &'static str,
+    /// What it holds (results/README.md documents it).
+    pub doc: &'static str,
+}
+
+/// A workload as the harness runs it: listed once in [`crate::workload::REGISTRY`].
+pub trait Workload: Sync {
+    /// Its name in configs and CSV.
+    fn name(&self) -> &'static str;
+    /// One line on what it measures.
+    fn describe(&self) -> &'static str;
+    /// Its roles, for `harness list`.
+    fn roles_text(&self) -> &'static str;
+    /// Its own keys (beyond [`COMMON`]).
+    fn params(&self) -> &'static [ParamDef];
+    /// The columns it adds to `summary.csv`, in order.
+    fn columns(&self) -> &'static [Column];
+    /// Its typed point from checked values (every key of [`Workload::params`] present).
+    fn point(&self, values: &BTreeMap<String, Value>) -> Result<Box<dyn Point>, String>;
+    /// Runs one of its roles in a role process.
+    fn role(&self, job: &RoleJob, stdin: &mut dyn BufRead) -> anyhow::Result<RoleReport>;
+}
+
+impl fmt::Debug for dyn Workload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What a run needs besides its roles: the endpoints to clean up after it, and what is
+/// checked when the roles are gone.
+#[allow(missing_debug_implementations)]
+pub struct Prepared {
+    /// The roles and bounds.
+    pub plan: RunPlan,
+    /// Endpoints whose resources are removed when the roles are gone.
+    pub endpoints: Vec<Endpoint>,
+    /// The checks after the run (and the segments they read, removed on drop).
+    pub after: Option<Box<dyn After>>,
+}
+
+/// What a workload checks after its roles are gone, holding what it needs for that (a
+/// canvas, a pool) until it is dropped.
+pub trait After: Send {
+    /// A progress note while the run goes (pingpong's pixels).
+    fn progress(&self) -> Option<String> {
+        None
+    }
+    /// Checks a run whose roles all reported; `metrics` are every role's figures merged
+    /// (the first role's first), and the check may add columns. `Err`: why the run fails.
+    fn check(
+        &mut self,
+        outcome: &RunOutcome,
+        metrics: &mut Vec<(String, f64)>,
+    ) -> Result<(), String>;
+}
+
+/// One run of the matrix.
+#[derive(Debug)]
+pub struct RunSpec {
+    /// Unique within the invocation; names the histogram file.
+    pub run_id: String,
+    /// Repetition number, from 0.
+    pub rep: u32,
+    /// The keys every experiment has.
+    pub common: Common,
+    /// The workload.
+    pub workload: &'static dyn Workload,
+    /// Its typed parameters.
+    pub point: Box<dyn Point>,
+    /// The point's values as configured (a wait of "kernel" for transports that block in
+    /// the kernel; keys the transport does not use left out): the CSV's params column
+    /// and `--filter` read them, nothing else.
+    pub labels: BTreeMap<String, Value>,
+}
+
+impl RunSpec {
+    /// The bound on the whole run.
+    pub fn timeout(&self) -> Duration {
+        self.common.timeout()
+    }
+
+    /// The core of each role, in role order.
+    pub fn role_cores(&self) -> Vec<usize> {
+        let cores = &self.common.cores;
+        match self.point.roles() {
+            Roles::Fixed(_) => cores.clone(),
+            Roles::Spread { count } if !cores.is_empty() => {
+                (0..count).map(|i| cores[i % cores.len()]).collect()
+            }
+            Roles::Spread { .. } => vec![],
+        }
+    }
+
+    /// The two cores its floor is measured between: its first two roles' (or the first
+    /// twice, for a run on one core).
+    pub fn core_pair(&self) -> [usize; 2] {
+        let first = self.common.cores.first().copied().unwrap_or(0);
+        [first, self.common.cores.get(1).copied().unwrap_or(first)]
+    }
+
+    /// The wait column: the configured one over shm, `kernel` for transports that block
+    /// in the kernel.
+    pub fn wait_label(&self) -> String {
+        self.labels
+            .get("wait")
+            .map(|w| w.to_string())
+            .unwrap_or_else(|| "kernel".into())
+    }
+
+    /// The workload's own parameters other than `msg_bytes`, as `k=v;k=v` for the CSV.
+    pub fn params_string(&self) -> String {
+        let mut parts = Vec::new();
+        for def in self.workload.params() {
+            if def.key != "msg_bytes" {
+                if let Some(v) = self.labels.get(def.key) {
+                    parts.push(format!("{}={v}", def.key));
+                }
+            }
+        }
+        parts.join(";")
+    }
+
+    /// Whether the run matches `--filter key=value` (string comparison of the value).
+    pub fn matches(&self, key: &str, value: &str) -> bool {
+        match key {
+            "rep" => self.rep.to_string() == value,
+            "run_id" => self.run_id == value,
+            "experiment" | "name" => self.common.name == value,
+            _ => self.labels.get(key).is_some_and(|v| v.to_string() == value),
+        }
+    }
+
+    /// The setup bound of its plan: at most 20 s, at least 5 s or the run's own bound.
+    pub fn setup_timeout(&self) -> Duration {
+        crate::SETUP_TIMEOUT.min(self.timeout().max(Duration::from_secs(5)))
+    }
+}

@@ -1,0 +1,327 @@
+//! `latency`: ping-pong round trips between a client (measures) and a server (echoes),
+//! framed over any transport, in place over shm loans (`zero_copy`), or as the bare
+//! system calls of a stream transport (`bare`).
+
+use std::collections::BTreeMap;
+use std::io::BufRead;
+use std::path::Path;
+
+use anyhow::bail;
+use ipcbench_transport::dispatch::{self, WithStream, WithTransport};
+use ipcbench_transport::{baseline, Endpoint, Shm, StreamRx, StreamTx, Transport, TransportKind};
+use ipcbench_workloads::latency::{self, LatencyParams};
+use ipcbench_workloads::{new_histogram, Measurement};
+use serde::{Deserialize, Serialize};
+
+use crate::floor::Floor;
+use crate::params::{self, p, ParamDef, ParamType, Value, COUNT, MSG};
+use crate::runner::{RolePlan, RunPlan};
+use crate::spec::{
+    Column, Common, FloorUse, Frame, Machine, Point, Prepared, Problem, Roles, RunSpec, Workload,
+};
+use crate::wire::{connected, RoleJob, RoleReport};
+
+/// The registry's entry.
+#[derive(Debug)]
+pub struct Latency;
+
+const NAME: &str = "latency";
+const ROLES: &[&str] = &["client", "server"];
+
+const PARAMS: &[ParamDef] = &[
+    p(
+        "msg_bytes",
+        MSG,
+        None,
+        "message size in bytes (>= 8: the sequence number)",
+    ),
+    p("count", COUNT, Some("10000"), "round trips recorded"),
+    p(
+        "warmup",
+        ParamType::Int {
+            min: 0,
+            max: 1_000_000_000,
+        },
+        Some("1000"),
+        "round trips before recording",
+    ),
+    p(
+        "rate",
+        ParamType::Float {
+            min: 0.0,
+            max: 1e9,
+        },
+        Some("0"),
+        "open-loop messages/s, latency from intended send time; 0 = closed loop",
+    ),
+    p(
+        "bare",
+        ParamType::Bool,
+        Some("false"),
+        "bare baseline: the same system calls with no framing or checks",
+    ),
+    p(
+        "zero_copy",
+        ParamType::Bool,
+        Some("false"),
+        "shm only: write the sequence number in place in a loaned slot and read the echo in place (no payload copy)",
+    ),
+];
+
+/// `latency`'s parameters, typed (keys and docs: [`PARAMS`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Params {
+    msg_bytes: u32,
+    count: u64,
+    warmup: u64,
+    rate: f64,
+    bare: bool,
+    zero_copy: bool,
+}
+
+/// What a latency role is to do.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Task {
+    endpoint: Endpoint,
+    client: bool,
+    params: LatencyParams,
+    bare: bool,
+}
+
+impl Workload for Latency {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+    fn describe(&self) -> &'static str {
+        "ping-pong round trips; HDR histogram of every round trip; open-loop with rate > 0"
+    }
+    fn roles_text(&self) -> &'static str {
+        "one core each, in order: client, server"
+    }
+    fn params(&self) -> &'static [ParamDef] {
+        PARAMS
+    }
+    fn columns(&self) -> &'static [Column] {
+        &[]
+    }
+    fn point(&self, values: &BTreeMap<String, Value>) -> Result<Box<dyn Point>, String> {
+        Ok(Box::new(params::deserialize::<Params>(PARAMS, values)?))
+    }
+    fn role(&self, job: &RoleJob, stdin: &mut dyn BufRead) -> anyhow::Result<RoleReport> {
+        let task: Task = job.task()?;
+        let kind = task.endpoint.kind();
+        if task.bare {
+            return dispatch::dispatch_bare(
+                kind,
+                Bare {
+                    job,
+                    task: &task,
+                    stdin,
+                },
+            )?;
+        }
+        if task.params.zero_copy {
+            if kind != TransportKind::Shm {
+                bail!("zero_copy needs shm");
+            }
+            return connected::<Shm>(job, &task.endpoint, task.client, stdin, |tx, rx| {
+                Ok(if task.client {
+                    latency::client_in_place(tx, rx, &task.params)?
+                } else {
+                    latency::echo_in_place(tx, rx, &task.params)?
+                })
+            });
+        }
+        dispatch::dispatch(
+            &task.endpoint,
+            Framed {
+                job,
+                task: &task,
+                stdin,
+            },
+        )?
+    }
+}
+
+struct Framed<'a> {
+    job: &'a RoleJob,
+    task: &'a Task,
+    stdin: &'a mut dyn BufRead,
+}
+
+impl WithTransport for Framed<'_> {
+    type Output = anyhow::Result<RoleReport>;
+    fn call<T: Transport>(self) -> Self::Output {
+        let t = self.task;
+        connected::<T>(self.job, &t.endpoint, t.client, self.stdin, |tx, rx| {
+            Ok(if t.client {
+                latency::client(tx, rx, &t.params)?
+            } else {
+                latency::echo(tx, rx, &t.params)?
+            })
+        })
+    }
+}
+
+struct Bare<'a> {
+    job: &'a RoleJob,
+    task: &'a Task,
+    stdin: &'a mut dyn BufRead,
+}
+
+impl WithStream for Bare<'_> {
+    type Output = anyhow::Result<RoleReport>;
+    fn call<T: Transport<Tx = StreamTx, Rx = StreamRx>>(self) -> Self::Output {
+        let t = self.task;
+        connected::<T>(self.job, &t.endpoint, t.client, self.stdin, |tx, rx| {
+            bare(tx, rx, &t.params, t.client)
+        })
+    }
+}
+
+/// The bare round trips: the stream's system calls with nothing of ours.
+fn bare(
+    tx: &StreamTx,
+    rx: &StreamRx,
+    p: &LatencyParams,
+    client: bool,
+) -> anyhow::Result<Measurement> {
+    let mut msg = vec![0u8; p.msg_bytes];
+    if client {
+        baseline::roundtrips(tx, rx, &mut msg, p.warmup, |_| {})?;
+        let mut h = new_histogram();
+        let duration =
+            baseline::roundtrips(tx, rx, &mut msg, p.count, |ns| h.saturating_record(ns))?;
+        Ok(Measurement {
+            histogram: Some(h),
+            count: p.count,
+            bytes: p.count * p.msg_bytes as u64,
+            duration,
+            metrics: vec![],
+        })
+    } else {
+        baseline::echo(tx, rx, &mut msg, p.warmup + p.count)?;
+        Ok(Measurement {
+            count: p.count,
+            ..Default::default()
+        })
+    }
+}
+
+/// The checks `latency` and `throughput` share: a bare baseline needs a transport that
+/// has one.
+pub(crate) fn check_bare(bare: bool, common: &Common, out: &mut Vec<Problem>) {
+    if bare && !dispatch::has_bare_baseline(common.transport) {
+        let with: Vec<&str> = TransportKind::ALL
+            .into_iter()
+            .filter(|k| dispatch::has_bare_baseline(*k))
+            .map(TransportKind::name)
+            .collect();
+        out.push(Problem::new(
+            "bare",
+            format!("the bare baseline exists for {} only", with.join(", ")),
+        ));
+    }
+}
+
+/// A two-role plan over one endpoint: the first role listens.
+pub(crate) fn two_roles(
+    run: &RunSpec,
+    dir: &Path,
+    workload: &'static str,
+    names: &[&str],
+    task: impl Fn(bool) -> anyhow::Result<serde_json::Value>,
+) -> anyhow::Result<RunPlan> {
+    let roles = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            Ok(RolePlan {
+                name: (*name).to_string(),
+                core: run.common.cores.get(i).copied(),
+                workload,
+                task: task(i == 0)?,
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(RunPlan {
+        run_id: run.run_id.clone(),
+        roles,
+        setup_timeout: run.setup_timeout(),
+        timeout: run.timeout(),
+        dir: dir.to_path_buf(),
+    })
+}
+
+impl Point for Params {
+    fn msg_bytes(&self) -> Option<u64> {
+        Some(u64::from(self.msg_bytes))
+    }
+    fn roles(&self) -> Roles {
+        Roles::Fixed(ROLES)
+    }
+    fn largest_frame(&self, _: &Common) -> Option<Frame> {
+        Some(Frame {
+            bytes: u64::from(self.msg_bytes),
+            key: "msg_bytes",
+            what: format!("a {}-byte message", self.msg_bytes),
+            raises_max_frame: false,
+        })
+    }
+    fn least_s(&self, _: &Common) -> Option<f64> {
+        (self.rate > 0.0).then(|| (self.count + self.warmup) as f64 / self.rate)
+    }
+    fn validate(&self, common: &Common, _: &Machine) -> Vec<Problem> {
+        let mut out = Vec::new();
+        check_bare(self.bare, common, &mut out);
+        if self.zero_copy && common.transport != TransportKind::Shm {
+            out.push(Problem::new(
+                "zero_copy",
+                "zero_copy = true needs transport = \"shm\" (the only transport that lends its memory)",
+            ));
+        }
+        if self.zero_copy && self.bare {
+            out.push(Problem::new(
+                "zero_copy",
+                "zero_copy and bare cannot both be true",
+            ));
+        }
+        out
+    }
+    fn quick(&mut self) {
+        self.count = (self.count / 10).max(100.min(self.count));
+        self.warmup = (self.warmup / 10).max(10.min(self.warmup));
+    }
+    fn floor_use(&self) -> FloorUse {
+        FloorUse::CoreTransfers
+    }
+    fn floor(&self, floor: &Floor, _: &RoleReport, p50: Option<f64>) -> Option<(f64, Option<f64>)> {
+        // Timed per round trip like the row, so the clock's cost is on both sides.
+        Some((floor.rtt_p50_ns, p50.map(|p| p / floor.rtt_p50_ns)))
+    }
+    fn plan(&self, run: &RunSpec, dir: &Path, _results: &Path) -> anyhow::Result<Prepared> {
+        let endpoint =
+            Endpoint::prepare(run.common.transport, dir, &run.common.endpoint_options())?;
+        let params = LatencyParams {
+            msg_bytes: self.msg_bytes as usize,
+            count: self.count,
+            warmup: self.warmup,
+            rate: self.rate,
+            zero_copy: self.zero_copy,
+        };
+        let plan = two_roles(run, dir, NAME, ROLES, |client| {
+            Ok(serde_json::to_value(Task {
+                endpoint: endpoint.clone(),
+                client,
+                params,
+                bare: self.bare,
+            })?)
+        })?;
+        Ok(Prepared {
+            plan,
+            endpoints: vec![endpoint],
+            after: None,
+        })
+    }
+}

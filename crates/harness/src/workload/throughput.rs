@@ -1,0 +1,243 @@
+//! `throughput`: a one-way stream from a sender to a receiver that checks every sequence
+//! number and payload byte; framed over any transport, or as the bare system calls.
+
+use std::collections::BTreeMap;
+use std::io::BufRead;
+use std::path::Path;
+
+use ipcbench_transport::dispatch::{self, WithStream, WithTransport};
+use ipcbench_transport::{baseline, Endpoint, StreamRx, StreamTx, Transport};
+use ipcbench_workloads::throughput::{self, ThroughputParams};
+use ipcbench_workloads::Measurement;
+use serde::{Deserialize, Serialize};
+
+use super::latency::{check_bare, two_roles};
+use crate::floor::Floor;
+use crate::params::{self, p, ParamDef, ParamType, Value, COUNT, MSG};
+use crate::spec::{
+    Column, Common, FloorUse, Frame, Machine, Point, Prepared, Problem, Roles, RunSpec, Workload,
+};
+use crate::wire::{connected, RoleJob, RoleReport};
+
+/// The registry's entry.
+#[derive(Debug)]
+pub struct Throughput;
+
+const NAME: &str = "throughput";
+const ROLES: &[&str] = &["sender", "receiver"];
+
+const PARAMS: &[ParamDef] = &[
+    p(
+        "msg_bytes",
+        MSG,
+        None,
+        "message size in bytes (>= 8: the sequence number)",
+    ),
+    p("count", COUNT, Some("100000"), "messages measured"),
+    p(
+        "warmup",
+        ParamType::Int {
+            min: 0,
+            max: 1_000_000_000,
+        },
+        Some("1000"),
+        "messages before the clock starts",
+    ),
+    p(
+        "bare",
+        ParamType::Bool,
+        Some("false"),
+        "bare baseline: the same system calls with no framing or checks",
+    ),
+];
+
+/// `throughput`'s parameters, typed (keys and docs: [`PARAMS`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Params {
+    msg_bytes: u32,
+    count: u64,
+    warmup: u64,
+    bare: bool,
+}
+
+/// What a throughput role is to do.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Task {
+    endpoint: Endpoint,
+    sender: bool,
+    params: ThroughputParams,
+    bare: bool,
+}
+
+impl Workload for Throughput {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+    fn describe(&self) -> &'static str {
+        "one-way stream; every sequence number and payload byte checked; msgs/s and bytes/s"
+    }
+    fn roles_text(&self) -> &'static str {
+        "one core each, in order: sender, receiver"
+    }
+    fn params(&self) -> &'static [ParamDef] {
+        PARAMS
+    }
+    fn columns(&self) -> &'static [Column] {
+        &[]
+    }
+    fn point(&self, values: &BTreeMap<String, Value>) -> Result<Box<dyn Point>, String> {
+        Ok(Box::new(params::deserialize::<Params>(PARAMS, values)?))
+    }
+    fn role(&self, job: &RoleJob, stdin: &mut dyn BufRead) -> anyhow::Result<RoleReport> {
+        let task: Task = job.task()?;
+        if task.bare {
+            let kind = task.endpoint.kind();
+            return dispatch::dispatch_bare(
+                kind,
+                Bare {
+                    job,
+                    task: &task,
+                    stdin,
+                },
+            )?;
+        }
+        dispatch::dispatch(
+            &task.endpoint,
+            Framed {
+                job,
+                task: &task,
+                stdin,
+            },
+        )?
+    }
+}
+
+struct Framed<'a> {
+    job: &'a RoleJob,
+    task: &'a Task,
+    stdin: &'a mut dyn BufRead,
+}
+
+impl WithTransport for Framed<'_> {
+    type Output = anyhow::Result<RoleReport>;
+    fn call<T: Transport>(self) -> Self::Output {
+        let t = self.task;
+        connected::<T>(self.job, &t.endpoint, t.sender, self.stdin, |tx, rx| {
+            Ok(if t.sender {
+                throughput::sender(tx, rx, &t.params)?
+            } else {
+                throughput::receiver(tx, rx, &t.params)?
+            })
+        })
+    }
+}
+
+struct Bare<'a> {
+    job: &'a RoleJob,
+    task: &'a Task,
+    stdin: &'a mut dyn BufRead,
+}
+
+impl WithStream for Bare<'_> {
+    type Output = anyhow::Result<RoleReport>;
+    fn call<T: Transport<Tx = StreamTx, Rx = StreamRx>>(self) -> Self::Output {
+        let t = self.task;
+        connected::<T>(self.job, &t.endpoint, t.sender, self.stdin, |tx, rx| {
+            bare(tx, rx, &t.params, t.sender)
+        })
+    }
+}
+
+/// The bare stream: the transport's system calls with nothing of ours.
+fn bare(
+    tx: &StreamTx,
+    rx: &StreamRx,
+    p: &ThroughputParams,
+    sender: bool,
+) -> anyhow::Result<Measurement> {
+    let mut msg = vec![0u8; p.msg_bytes];
+    ipcbench_workloads::fill_pattern(&mut msg, 1);
+    if sender {
+        baseline::stream_send(tx, rx, &msg, p.warmup)?;
+        let duration = baseline::stream_send(tx, rx, &msg, p.count)?;
+        Ok(Measurement {
+            count: p.count,
+            bytes: p.count * p.msg_bytes as u64,
+            duration,
+            ..Default::default()
+        })
+    } else {
+        baseline::stream_recv(tx, rx, &mut msg, p.warmup)?;
+        baseline::stream_recv(tx, rx, &mut msg, p.count)?;
+        Ok(Measurement {
+            count: p.count,
+            ..Default::default()
+        })
+    }
+}
+
+impl Point for Params {
+    fn msg_bytes(&self) -> Option<u64> {
+        Some(u64::from(self.msg_bytes))
+    }
+    fn roles(&self) -> Roles {
+        Roles::Fixed(ROLES)
+    }
+    fn largest_frame(&self, _: &Common) -> Option<Frame> {
+        Some(Frame {
+            bytes: u64::from(self.msg_bytes),
+            key: "msg_bytes",
+            what: format!("a {}-byte message", self.msg_bytes),
+            raises_max_frame: false,
+        })
+    }
+    fn validate(&self, common: &Common, _: &Machine) -> Vec<Problem> {
+        let mut out = Vec::new();
+        check_bare(self.bare, common, &mut out);
+        out
+    }
+    fn quick(&mut self) {
+        self.count = (self.count / 10).max(100.min(self.count));
+        self.warmup = (self.warmup / 10).max(10.min(self.warmup));
+    }
+    fn floor_use(&self) -> FloorUse {
+        FloorUse::CoreTransfers
+    }
+    fn floor(
+        &self,
+        floor: &Floor,
+        report: &RoleReport,
+        _: Option<f64>,
+    ) -> Option<(f64, Option<f64>)> {
+        // A message costs at least one copy at single-core memcpy speed (GB/s = bytes/ns)
+        // and, between two cores, one line handed over.
+        let copy = f64::from(self.msg_bytes) / floor.memcpy_gb_s;
+        let per_msg = copy.max(floor.stream_ns.unwrap_or(0.0));
+        let ratio = (report.count > 0 && per_msg > 0.0)
+            .then(|| report.duration_ns as f64 / report.count as f64 / per_msg);
+        Some((per_msg, ratio))
+    }
+    fn plan(&self, run: &RunSpec, dir: &Path, _results: &Path) -> anyhow::Result<Prepared> {
+        let endpoint =
+            Endpoint::prepare(run.common.transport, dir, &run.common.endpoint_options())?;
+        let params = ThroughputParams {
+            msg_bytes: self.msg_bytes as usize,
+            count: self.count,
+            warmup: self.warmup,
+        };
+        let plan = two_roles(run, dir, NAME, ROLES, |sender| {
+            Ok(serde_json::to_value(Task {
+                endpoint: endpoint.clone(),
+                sender,
+                params,
+                bare: self.bare,
+            })?)
+        })?;
+        Ok(Prepared {
+            plan,
+            endpoints: vec![endpoint],
+            after: None,
+        })
+    }
+}

@@ -210,7 +210,7 @@ fn apply_filters(runs: Vec<RunSpec>, filters: &[String]) -> anyhow::Result<Vec<R
             ))
             .into());
         }
-        runs.retain(|r| r.matches(key, value));
+        runs.retain(|r| config::matches(r, key, value));
     }
     if runs.is_empty() {
         return Err(UsageError(format!("--filter {}: no run matches", filters.join(" "))).into());

@@ -403,6 +403,16 @@ fn experiment_workload(
     }
 }
 
+/// Whether `run` matches `--filter key=value` (string comparison of the value).
+pub fn matches(run: &RunSpec, key: &str, value: &str) -> bool {
+    match key {
+        "rep" => run.rep.to_string() == value,
+        "run_id" => run.run_id == value,
+        "experiment" | "name" => run.common.name == value,
+        _ => run.labels.get(key).is_some_and(|v| v.to_string() == value),
+    }
+}
+
 /// The checks every point gets, whatever its workload: its cores, its frames against the
 /// transport's maximum and the shm ring, spinning roles on shared cores, a run that
 /// cannot finish inside its timeout, a run id too long for a file name.
@@ -609,6 +619,16 @@ fn expand(
             }
         }
         let id = id.join("-");
+        let wait_label = labels
+            .get("wait")
+            .map_or_else(|| "kernel".to_string(), Value::to_string);
+        let params_label = workload
+            .params()
+            .iter()
+            .filter(|d| d.key != "msg_bytes")
+            .filter_map(|d| labels.get(d.key).map(|v| format!("{}={v}", d.key)))
+            .collect::<Vec<_>>()
+            .join(";");
         let reps = common.repetitions;
         let mut first = Some(point);
         for rep in 0..reps {
@@ -630,6 +650,8 @@ fn expand(
                 workload,
                 point,
                 labels: labels.clone(),
+                wait_label: wait_label.clone(),
+                params_label: params_label.clone(),
             }));
         }
     }
@@ -674,9 +696,9 @@ mod tests {
         );
         // `rate` is a latency key: the throughput experiment ignores it from [defaults].
         assert!(!runs[8].labels.contains_key("rate"));
-        assert_eq!(runs[8].params_string(), "count=50;warmup=1000;bare=false");
+        assert_eq!(runs[8].params_label, "count=50;warmup=1000;bare=false");
         assert_eq!(
-            runs[0].params_string(),
+            runs[0].params_label,
             "count=50;warmup=1000;rate=50;bare=false;zero_copy=false"
         );
         assert_eq!(runs[8].common.cores, vec![0, 1]);
@@ -827,7 +849,7 @@ mod tests {
         .unwrap();
         let waits: Vec<String> = runs
             .iter()
-            .map(|r| format!("{}/{}", r.common.transport, r.wait_label()))
+            .map(|r| format!("{}/{}", r.common.transport, r.wait_label))
             .collect();
         assert_eq!(
             waits,

@@ -57,7 +57,10 @@ impl ParamType {
             ParamType::Path => "file path (\"\": built in)".into(),
             ParamType::Choice(c) => format!("one of {}", c.join(", ")),
             ParamType::Cores => "list of core ids, one per role".into(),
-            ParamType::Transport => "transport name".into(),
+            ParamType::Transport => format!(
+                "one of {}",
+                TransportKind::ALL.map(TransportKind::name).join(", ")
+            ),
             ParamType::QueueOver => format!("one of {}", queue_bases().join(", ")),
         }
     }

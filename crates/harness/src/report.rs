@@ -226,12 +226,12 @@ impl Summary {
             spec.run_id.clone(),
             spec.workload.name().to_string(),
             spec.common.transport_label(),
-            spec.wait_label(),
+            spec.wait_label.clone(),
             spec.point
                 .msg_bytes()
                 .map(|m| m.to_string())
                 .unwrap_or_default(),
-            spec.params_string(),
+            spec.params_label.clone(),
             spec.role_cores()
                 .iter()
                 .map(|c| c.to_string())

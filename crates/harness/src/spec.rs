@@ -424,9 +424,14 @@ pub struct RunSpec {
     /// Its typed parameters.
     pub point: Box<dyn Point>,
     /// The point's values as configured (a wait of "kernel" for transports that block in
-    /// the kernel; keys the transport does not use left out): the CSV's params column
-    /// and `--filter` read them, nothing else.
+    /// the kernel; keys the transport does not use left out), for `--filter`
+    /// ([`crate::config::matches`]) and the tests.
     pub labels: BTreeMap<String, Value>,
+    /// The CSV's wait column: the configured wait over shm, `kernel` for transports that
+    /// block in the kernel.
+    pub wait_label: String,
+    /// The CSV's params column: the workload's own keys but `msg_bytes`, `k=v;k=v`.
+    pub params_label: String,
 }
 
 impl RunSpec {
@@ -452,38 +457,6 @@ impl RunSpec {
     pub fn core_pair(&self) -> [usize; 2] {
         let first = self.common.cores.first().copied().unwrap_or(0);
         [first, self.common.cores.get(1).copied().unwrap_or(first)]
-    }
-
-    /// The wait column: the configured one over shm, `kernel` for transports that block
-    /// in the kernel.
-    pub fn wait_label(&self) -> String {
-        self.labels
-            .get("wait")
-            .map(|w| w.to_string())
-            .unwrap_or_else(|| "kernel".into())
-    }
-
-    /// The workload's own parameters other than `msg_bytes`, as `k=v;k=v` for the CSV.
-    pub fn params_string(&self) -> String {
-        let mut parts = Vec::new();
-        for def in self.workload.params() {
-            if def.key != "msg_bytes" {
-                if let Some(v) = self.labels.get(def.key) {
-                    parts.push(format!("{}={v}", def.key));
-                }
-            }
-        }
-        parts.join(";")
-    }
-
-    /// Whether the run matches `--filter key=value` (string comparison of the value).
-    pub fn matches(&self, key: &str, value: &str) -> bool {
-        match key {
-            "rep" => self.rep.to_string() == value,
-            "run_id" => self.run_id == value,
-            "experiment" | "name" => self.common.name == value,
-            _ => self.labels.get(key).is_some_and(|v| v.to_string() == value),
-        }
     }
 
     /// The setup bound of its plan: at most 20 s, at least 5 s or the run's own bound.

@@ -36,3 +36,109 @@ pub fn find(name: &str) -> Option<&'static dyn Workload> {
 pub fn names() -> Vec<&'static str> {
     REGISTRY.iter().map(|w| w.name()).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::params::{ParamDef, ParamType, Value};
+    use crate::spec::{Common, COMMON};
+
+    /// A value every key of `defs` takes: its default, or for a required key a value of
+    /// its type.
+    fn sample(defs: &[ParamDef]) -> BTreeMap<String, Value> {
+        defs.iter()
+            .map(|d| {
+                let v = match d.default_value() {
+                    Some(v) => v[0].clone(),
+                    None => match d.ty {
+                        ParamType::Int { min, .. } => Value::Int(min.max(64)),
+                        ParamType::Float { min, .. } => Value::Float(min),
+                        ParamType::Bool => Value::Bool(false),
+                        ParamType::Name => Value::Str("x".into()),
+                        ParamType::Path => Value::Str(String::new()),
+                        ParamType::Choice(c) => Value::Str(c[0].into()),
+                        ParamType::Cores => Value::Cores(vec![0, 1]),
+                        ParamType::Transport => Value::Str("uds".into()),
+                        ParamType::QueueOver => Value::Str("uds".into()),
+                    },
+                };
+                (d.key.to_string(), v)
+            })
+            .collect()
+    }
+
+    /// Each table and its struct hold the same keys: every key of the table is a field
+    /// (the structs deny unknown fields) and every field a key (none has a serde default,
+    /// so a field the table lacks is a missing field). Every choice a table offers
+    /// deserialises too.
+    #[test]
+    fn every_table_matches_its_struct() {
+        let check = |name: &str, defs: &[ParamDef], parse: &dyn Fn(&BTreeMap<String, Value>) -> Result<(), String>| {
+            let base = sample(defs);
+            parse(&base).unwrap_or_else(|e| panic!("{name}: {e}"));
+            for d in defs {
+                if let ParamType::Choice(choices) = d.ty {
+                    for c in choices {
+                        let mut v = base.clone();
+                        v.insert(d.key.into(), Value::Str((*c).into()));
+                        parse(&v).unwrap_or_else(|e| panic!("{name}: {} = {c}: {e}", d.key));
+                    }
+                }
+                let mut v = base.clone();
+                v.remove(d.key);
+                assert!(parse(&v).is_err(), "{name}: `{}` is in the table but not a field of the struct", d.key);
+            }
+        };
+        check("common", COMMON, &|v| {
+            crate::params::deserialize::<Common>(COMMON, v).map(|_| ())
+        });
+        for w in REGISTRY {
+            check(w.name(), w.params(), &|v| w.point(v).map(|_| ()));
+        }
+    }
+
+    /// No key is declared twice, and no workload key shadows a common one.
+    #[test]
+    fn keys_are_unique() {
+        for w in REGISTRY {
+            let mut keys: Vec<&str> = COMMON.iter().chain(w.params()).map(|d| d.key).collect();
+            let n = keys.len();
+            keys.sort_unstable();
+            keys.dedup();
+            assert_eq!(keys.len(), n, "{}: a key is declared twice", w.name());
+        }
+    }
+
+    /// docs/parameters.md is what `harness list --markdown` prints.
+    #[test]
+    fn parameters_doc_is_the_code() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/parameters.md");
+        let doc = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            doc == crate::cli::parameters_markdown(),
+            "docs/parameters.md differs from the code's tables: run \
+             `cargo run --release --bin harness -- list --markdown > docs/parameters.md`"
+        );
+    }
+
+    /// Every column summary.csv can have is documented in results/README.md.
+    #[test]
+    fn every_column_is_documented() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../results/README.md");
+        let doc = std::fs::read_to_string(path).unwrap_or_default();
+        let rows: Vec<&str> = doc.lines().filter(|l| l.starts_with('|')).collect();
+        let names = crate::report::FIXED_COLUMNS
+            .iter()
+            .copied()
+            .chain(REGISTRY.iter().flat_map(|w| w.columns().iter().map(|c| c.name)));
+        for name in names {
+            let quoted = format!("`{name}`");
+            assert!(
+                rows.iter().any(|r| r.contains(&quoted)),
+                "column {name} is not documented in a table of results/README.md"
+            );
+        }
+    }
+}

@@ -45,6 +45,8 @@ mod tests {
     use crate::params::{ParamDef, ParamType, Value};
     use crate::spec::{Common, COMMON};
 
+    type Parse = dyn Fn(&BTreeMap<String, Value>) -> Result<(), String>;
+
     /// A value every key of `defs` takes: its default, or for a required key a value of
     /// its type.
     fn sample(defs: &[ParamDef]) -> BTreeMap<String, Value> {
@@ -75,7 +77,7 @@ mod tests {
     /// deserialises too.
     #[test]
     fn every_table_matches_its_struct() {
-        let check = |name: &str, defs: &[ParamDef], parse: &dyn Fn(&BTreeMap<String, Value>) -> Result<(), String>| {
+        let check = |name: &str, defs: &[ParamDef], parse: &Parse| {
             let base = sample(defs);
             parse(&base).unwrap_or_else(|e| panic!("{name}: {e}"));
             for d in defs {
@@ -88,7 +90,11 @@ mod tests {
                 }
                 let mut v = base.clone();
                 v.remove(d.key);
-                assert!(parse(&v).is_err(), "{name}: `{}` is in the table but not a field of the struct", d.key);
+                assert!(
+                    parse(&v).is_err(),
+                    "{name}: `{}` is in the table but not a field of the struct",
+                    d.key
+                );
             }
         };
         check("common", COMMON, &|v| {
@@ -129,10 +135,11 @@ mod tests {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../results/README.md");
         let doc = std::fs::read_to_string(path).unwrap_or_default();
         let rows: Vec<&str> = doc.lines().filter(|l| l.starts_with('|')).collect();
-        let names = crate::report::FIXED_COLUMNS
-            .iter()
-            .copied()
-            .chain(REGISTRY.iter().flat_map(|w| w.columns().iter().map(|c| c.name)));
+        let names = crate::report::FIXED_COLUMNS.iter().copied().chain(
+            REGISTRY
+                .iter()
+                .flat_map(|w| w.columns().iter().map(|c| c.name)),
+        );
         for name in names {
             let quoted = format!("`{name}`");
             assert!(

@@ -271,7 +271,19 @@ struct Data {
 struct TasksPoint {
     p: Params,
     /// `Err`: why the data cannot be had, and the key to blame (reported by validate).
-    data: Result<Data, (String, &'static str)>,
+    /// Shared by the points that read the same data.
+    data: SharedData,
+}
+
+/// A point's data, or why there is none and the key to blame; shared.
+type SharedData = std::sync::Arc<Result<Data, (String, &'static str)>>;
+
+thread_local! {
+    /// The data of the points read so far in this thread, by what decides it: a sweep
+    /// of thousands of points over one file reads and parses it once. A config is read
+    /// in one go, so what a file held when the config was read is what its runs use.
+    static DATA: std::cell::RefCell<HashMap<String, SharedData>> =
+        std::cell::RefCell::new(HashMap::new());
 }
 
 /// Reads a data file the config names: a regular file of at most [`MAX_DATA_BYTES`],
@@ -492,7 +504,27 @@ impl Workload for Tasks {
     fn point(&self, values: &BTreeMap<String, Value>) -> Result<Box<dyn Point>, String> {
         let p: Params = params::deserialize(PARAMS, values)?;
         // Every data file is read and every line checked now, not when the run starts.
-        let data = p.data();
+        let key = format!(
+            "{:?}",
+            (
+                &p.client_file,
+                &p.server_file,
+                p.generate,
+                p.gen_low_s.to_bits(),
+                p.gen_high_s.to_bits(),
+                p.seed
+            )
+        );
+        let data = DATA.with(|cache| {
+            let mut cache = cache.borrow_mut();
+            if cache.len() > 64 {
+                cache.clear();
+            }
+            cache
+                .entry(key)
+                .or_insert_with(|| std::sync::Arc::new(p.data()))
+                .clone()
+        });
         Ok(Box::new(TasksPoint { p, data }))
     }
     fn role(&self, job: &RoleJob, stdin: &mut dyn BufRead) -> anyhow::Result<RoleReport> {
@@ -526,7 +558,11 @@ impl Point for TasksPoint {
         Some("block")
     }
     fn least_s(&self, _: &Common) -> Option<f64> {
-        self.data.as_ref().ok().and_then(|d| self.p.ideal_s(d))
+        self.data
+            .as_ref()
+            .as_ref()
+            .ok()
+            .and_then(|d| self.p.ideal_s(d))
     }
     fn validate(&self, common: &Common, _: &Machine) -> Vec<Problem> {
         let mut out = Vec::new();
@@ -536,7 +572,7 @@ impl Point for TasksPoint {
                 "tasks runs over queue sockets: set transport = \"queue\" and over = \"uds\", \"tcp\" or \"shm\"",
             ));
         }
-        if let Err((m, key)) = &self.data {
+        if let Err((m, key)) = self.data.as_ref() {
             out.push(Problem::new(key, m.clone()));
         }
         out
@@ -551,6 +587,7 @@ impl Point for TasksPoint {
     fn plan(&self, run: &RunSpec, dir: &Path, _results: &Path) -> anyhow::Result<Prepared> {
         let d = self
             .data
+            .as_ref()
             .as_ref()
             .map_err(|(m, k)| anyhow::anyhow!("{k}: {m}"))?;
         let p = self.p.role_params(&run.common);

@@ -1,4 +1,4 @@
-//! A chunk pool in one shared segment (WORKLOADS.md §4): `n_chunks` chunks of
+//! A chunk pool in one shared segment (docs/workloads.md §4): `n_chunks` chunks of
 //! `chunk_bytes`, a *free* and a *ready* queue of chunk indices (lock-free bounded MPMC
 //! queues, [`ipcbench_ring::Mpmc`], living in the mapping as offsets), a per-chunk sequence
 //! word, a result region of `result_words` 64-bit words guarded by a mutex, and the pids

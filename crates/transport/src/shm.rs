@@ -5,9 +5,11 @@
 //! half checks about every millisecond that the peer's pid is alive, so a peer that
 //! crashed (and never let go of its claim) is `Disconnected`, not a hang.
 //!
-//! Wait strategies: `spin` (busy-poll with a pause hint) and `yield` (`sched_yield`
-//! between polls). The send and receive paths make no system call while the ring has
-//! room or data: the liveness check runs only while waiting.
+//! Wait strategies: `spin` (busy-poll with a pause hint), `yield` (`sched_yield`
+//! between polls) and `block` (spin for `spin_us`, then raise a waiter flag and sleep on
+//! a futex on the peer's position word; the peer wakes it only when the flag is up). The
+//! send and receive paths make no system call while the ring has room or data: the
+//! liveness check runs only while waiting.
 #![allow(unsafe_code)]
 
 use std::num::NonZeroU32;

@@ -1,4 +1,4 @@
-//! `buffer`: parallel acquisition into a shared chunk pool (WORKLOADS.md §4), zero-copy
+//! `buffer`: parallel acquisition into a shared chunk pool (docs/workloads.md §4), zero-copy
 //! against copy.
 //!
 //! An acquirer fills chunks of `exemplars × elems` elements of one dtype; K workers

@@ -1,4 +1,4 @@
-//! `pingpong`: two stateless agents paint a W×H image one pixel per turn (WORKLOADS.md §3).
+//! `pingpong`: two stateless agents paint a W×H image one pixel per turn (docs/workloads.md §3).
 //!
 //! All state lives in the *canvas*, a shared segment of 32-bit words: a header (magic,
 //! version, size, seed, status), the positions in generation order, the colours in

@@ -1,4 +1,4 @@
-//! The `tasks` workload's roles (WORKLOADS.md §2): a client pushes batches of lines to a
+//! The `tasks` workload's roles (docs/workloads.md §2): a client pushes batches of lines to a
 //! gateway, the gateway looks each line up and hands the batches to worker processes
 //! first-free-first-served, and the workers push their results straight back to the
 //! client, all over the `queue` sockets ([`ipcbench_transport::queue`]).

@@ -1,4 +1,4 @@
-//! The `tasks` workload's data files (WORKLOADS.md §2), in the original's formats: the
+//! The `tasks` workload's data files (docs/workloads.md §2), in the original's formats: the
 //! client's `ip:command` lines and the gateway's `ip:command:response:wait_s` lines. Every
 //! line is checked; an error names the file and the line. A seeded generator makes files
 //! of any length with waits drawn uniformly from a range (the original's are all 1 s).

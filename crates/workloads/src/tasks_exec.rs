@@ -1,4 +1,4 @@
-//! The `tasks` workload's messages and its workers' execution (issue 4, WORKLOADS.md §2):
+//! The `tasks` workload's messages and its workers' execution (issue 4, docs/workloads.md §2):
 //! a batch of commands run one after another or one thread per command; `io` tasks sleep
 //! the command's `wait_s`, `cpu` tasks spin a loop the optimiser cannot remove (2,000,000
 //! iterations per command, as the original) or for `cpu_ms` of CPU time; each command's

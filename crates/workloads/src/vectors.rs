@@ -1,5 +1,5 @@
 //! `vectors`: a paced stream of random vectors with injected noise, exact drop detection
-//! and interpolation of what was dropped (WORKLOADS.md §1).
+//! and interpolation of what was dropped (docs/workloads.md §1).
 //!
 //! The producer sends vector *k* at `start + k / rate` (a fixed schedule, no drift; `rate
 //! = 0`: as fast as the transport takes them). Each frame carries its sequence number, its

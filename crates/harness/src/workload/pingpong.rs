@@ -350,7 +350,7 @@ pub const LOG_MAGIC: &[u8; 8] = b"IPPLOG1\0";
 const LOG_HEADER: usize = 20;
 const LOG_ENTRY: usize = 6;
 
-/// The original's published times (seconds) for square images, WORKLOADS.md §3.
+/// The original's published times (seconds) for square images, docs/workloads.md §3.
 pub const ORIGINAL_S: &[(u32, f64)] = &[
     (56, 0.2),
     (128, 1.1),

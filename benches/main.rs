@@ -13,10 +13,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
-use ipcbench::transport::dispatch::{dispatch, dispatch_bare, WithStream, WithTransport};
+use ipcbench::transport::dispatch::{
+    dispatch, dispatch_bare, dispatch_kind, has_bare_baseline, WithStream, WithTransport,
+};
 use ipcbench::transport::{
-    baseline, Endpoint, EndpointOptions, Pipe, Queue, RecvError, Rx, Shm, StreamRx, StreamTx, Tcp,
-    Transport, Tx, Uds,
+    baseline, Endpoint, EndpointOptions, RecvError, Rx, StreamRx, StreamTx, Transport,
+    TransportKind, Tx,
 };
 
 const PEER: &str = "IPCBENCH_BENCH_PEER";
@@ -378,13 +380,29 @@ fn main() {
         .measurement_time(Duration::from_secs(2))
         .configure_from_args();
     bench_ring(&mut c);
-    bench_bare::<Pipe>(&mut c);
-    bench_bare::<Uds>(&mut c);
-    bench_bare::<Tcp>(&mut c);
-    bench_transport::<Pipe>(&mut c);
-    bench_transport::<Uds>(&mut c);
-    bench_transport::<Tcp>(&mut c);
-    bench_transport::<Shm>(&mut c);
-    bench_transport::<Queue<Uds>>(&mut c);
+    // Every transport through the one dispatch (the queue over uds, its default), and
+    // the bare baseline of every transport that has one.
+    struct Framed<'a>(&'a mut Criterion);
+    impl WithTransport for Framed<'_> {
+        type Output = ();
+        fn call<T: Transport>(self) {
+            bench_transport::<T>(self.0)
+        }
+    }
+    struct Bare<'a>(&'a mut Criterion);
+    impl WithStream for Bare<'_> {
+        type Output = ();
+        fn call<T: Transport<Tx = StreamTx, Rx = StreamRx>>(self) {
+            bench_bare::<T>(self.0)
+        }
+    }
+    for kind in TransportKind::ALL {
+        if has_bare_baseline(kind) {
+            dispatch_bare(kind, Bare(&mut c)).unwrap();
+        }
+    }
+    for kind in TransportKind::ALL {
+        dispatch_kind(kind, TransportKind::Uds, Framed(&mut c)).unwrap();
+    }
     c.final_summary();
 }

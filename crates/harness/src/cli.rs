@@ -9,9 +9,10 @@ use clap::{Parser, Subcommand};
 use ipcbench_transport::dispatch::has_bare_baseline;
 use ipcbench_transport::TransportKind;
 
+use crate::exit::{print_stdout, UsageError, EXIT_USAGE};
 use crate::matrix::run_matrix;
 use crate::spec::{RunSpec, COMMON};
-use crate::{builtin, config, envinfo, print_stdout, role, workload, UsageError, EXIT_USAGE};
+use crate::{builtin, config, envinfo, role, workload};
 
 #[derive(Parser, Debug)]
 #[command(

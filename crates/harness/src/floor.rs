@@ -181,7 +181,7 @@ fn measure_floor(
                 RolePlan::new(name, Some(core), FLOOR, &task)
             })
             .collect::<anyhow::Result<_>>()?,
-        setup_timeout: crate::SETUP_TIMEOUT,
+        setup_timeout: crate::runner::SETUP_TIMEOUT,
         timeout: Duration::from_secs(90),
         dir: dir.path().to_path_buf(),
     };

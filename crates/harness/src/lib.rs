@@ -19,12 +19,11 @@
 //! ```
 #![forbid(unsafe_code)]
 
-use std::time::Duration;
-
 pub mod builtin;
 pub mod cli;
 pub mod config;
 pub mod envinfo;
+pub mod exit;
 pub mod floor;
 pub mod matrix;
 pub mod params;
@@ -36,22 +35,4 @@ pub mod wire;
 pub mod workload;
 
 pub use cli::main;
-
-/// Exit code for bad input (config, arguments, output directory).
-pub const EXIT_USAGE: u8 = 2;
-/// Exit code after Ctrl-C.
-pub const EXIT_INTERRUPTED: u8 = 130;
-/// Bound on spawning, connecting and reaching the start barrier.
-pub(crate) const SETUP_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// Bad input: reported as one line (or one per problem), exit code 2, nothing written.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct UsageError(String);
-
-/// Writes to stdout; a reader that went away (`| head`) ends the output, not the process.
-pub(crate) fn print_stdout(text: &str) {
-    use std::io::Write as _;
-    let mut out = std::io::stdout().lock();
-    let _ = out.write_all(text.as_bytes()).and_then(|_| out.flush());
-}
+pub use exit::{UsageError, EXIT_INTERRUPTED, EXIT_USAGE};

@@ -10,11 +10,12 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
+use crate::envinfo;
+use crate::exit::{print_stdout, UsageError, EXIT_INTERRUPTED};
 use crate::floor::{self, Floor};
 use crate::report::{self, Summary, TableRow};
 use crate::runner::{self, RunOutcome, Status};
 use crate::spec::{FloorUse, Prepared, RunSpec};
-use crate::{envinfo, print_stdout, UsageError, EXIT_INTERRUPTED};
 
 fn interrupted_flag() -> Arc<AtomicBool> {
     let flag = Arc::new(AtomicBool::new(false));

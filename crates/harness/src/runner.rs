@@ -20,6 +20,9 @@ use nix::unistd::Pid;
 
 use crate::wire::{RoleEvent, RoleJob, RoleReport, GO};
 
+/// Bound on spawning, connecting and reaching the start barrier.
+pub const SETUP_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// One role of a run.
 #[derive(Debug, Clone)]
 pub struct RolePlan {

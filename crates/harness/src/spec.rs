@@ -461,6 +461,6 @@ impl RunSpec {
 
     /// The setup bound of its plan: at most 20 s, at least 5 s or the run's own bound.
     pub fn setup_timeout(&self) -> Duration {
-        crate::SETUP_TIMEOUT.min(self.timeout().max(Duration::from_secs(5)))
+        crate::runner::SETUP_TIMEOUT.min(self.timeout().max(Duration::from_secs(5)))
     }
 }

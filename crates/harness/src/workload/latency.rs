@@ -13,9 +13,9 @@ use ipcbench_workloads::latency::{self, LatencyParams};
 use ipcbench_workloads::{new_histogram, Measurement};
 use serde::{Deserialize, Serialize};
 
+use super::{check_bare, two_roles};
 use crate::floor::Floor;
 use crate::params::{self, p, ParamDef, ParamType, Value, COUNT, MSG};
-use crate::runner::{RolePlan, RunPlan};
 use crate::spec::{
     Column, Common, FloorUse, Frame, Machine, Point, Prepared, Problem, Roles, RunSpec, Workload,
 };
@@ -207,51 +207,6 @@ fn bare(
             ..Default::default()
         })
     }
-}
-
-/// The checks `latency` and `throughput` share: a bare baseline needs a transport that
-/// has one.
-pub(crate) fn check_bare(bare: bool, common: &Common, out: &mut Vec<Problem>) {
-    if bare && !dispatch::has_bare_baseline(common.transport) {
-        let with: Vec<&str> = TransportKind::ALL
-            .into_iter()
-            .filter(|k| dispatch::has_bare_baseline(*k))
-            .map(TransportKind::name)
-            .collect();
-        out.push(Problem::new(
-            "bare",
-            format!("the bare baseline exists for {} only", with.join(", ")),
-        ));
-    }
-}
-
-/// A two-role plan over one endpoint: the first role listens.
-pub(crate) fn two_roles(
-    run: &RunSpec,
-    dir: &Path,
-    workload: &'static str,
-    names: &[&str],
-    task: impl Fn(bool) -> anyhow::Result<serde_json::Value>,
-) -> anyhow::Result<RunPlan> {
-    let roles = names
-        .iter()
-        .enumerate()
-        .map(|(i, name)| {
-            Ok(RolePlan {
-                name: (*name).to_string(),
-                core: run.common.cores.get(i).copied(),
-                workload,
-                task: task(i == 0)?,
-            })
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    Ok(RunPlan {
-        run_id: run.run_id.clone(),
-        roles,
-        setup_timeout: run.setup_timeout(),
-        timeout: run.timeout(),
-        dir: dir.to_path_buf(),
-    })
 }
 
 impl Point for Params {

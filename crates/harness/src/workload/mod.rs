@@ -8,7 +8,13 @@
 //!
 //! [`Point`]: crate::spec::Point
 
-use crate::spec::Workload;
+use std::path::Path;
+
+use ipcbench_transport::dispatch;
+use ipcbench_transport::TransportKind;
+
+use crate::runner::{RolePlan, RunPlan};
+use crate::spec::{Common, Problem, RunSpec, Workload};
 
 pub mod buffer;
 pub mod latency;
@@ -30,6 +36,51 @@ pub static REGISTRY: &[&dyn Workload] = &[
 /// The workload named `name`.
 pub fn find(name: &str) -> Option<&'static dyn Workload> {
     REGISTRY.iter().copied().find(|w| w.name() == name)
+}
+
+/// The checks `latency` and `throughput` share: a bare baseline needs a transport that
+/// has one.
+pub fn check_bare(bare: bool, common: &Common, out: &mut Vec<Problem>) {
+    if bare && !dispatch::has_bare_baseline(common.transport) {
+        let with: Vec<&str> = TransportKind::ALL
+            .into_iter()
+            .filter(|k| dispatch::has_bare_baseline(*k))
+            .map(TransportKind::name)
+            .collect();
+        out.push(Problem::new(
+            "bare",
+            format!("the bare baseline exists for {} only", with.join(", ")),
+        ));
+    }
+}
+
+/// A two-role plan over one endpoint: the first role listens.
+pub fn two_roles(
+    run: &RunSpec,
+    dir: &Path,
+    workload: &'static str,
+    names: &[&str],
+    task: impl Fn(bool) -> anyhow::Result<serde_json::Value>,
+) -> anyhow::Result<RunPlan> {
+    let roles = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            Ok(RolePlan {
+                name: (*name).to_string(),
+                core: run.common.cores.get(i).copied(),
+                workload,
+                task: task(i == 0)?,
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(RunPlan {
+        run_id: run.run_id.clone(),
+        roles,
+        setup_timeout: run.setup_timeout(),
+        timeout: run.timeout(),
+        dir: dir.to_path_buf(),
+    })
 }
 
 /// The workloads' names, for messages.

@@ -22,7 +22,7 @@ use ipcbench_workloads::pingpong::{self, Canvas, PingpongParams, Pixel};
 use ipcbench_workloads::Measurement;
 use serde::{Deserialize, Serialize};
 
-use super::latency::two_roles;
+use super::two_roles;
 use crate::floor::Floor;
 use crate::params::{self, p, ParamDef, ParamType, Value, SEED};
 use crate::runner::RunOutcome;

@@ -11,7 +11,7 @@ use ipcbench_workloads::throughput::{self, ThroughputParams};
 use ipcbench_workloads::Measurement;
 use serde::{Deserialize, Serialize};
 
-use super::latency::{check_bare, two_roles};
+use super::{check_bare, two_roles};
 use crate::floor::Floor;
 use crate::params::{self, p, ParamDef, ParamType, Value, COUNT, MSG};
 use crate::spec::{

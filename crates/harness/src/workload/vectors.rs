@@ -13,7 +13,7 @@ use ipcbench_workloads::vectors::{self, Distribution, Dtype, NoiseSpec, VectorsP
 use ipcbench_workloads::Measurement;
 use serde::{Deserialize, Serialize};
 
-use super::latency::two_roles;
+use super::two_roles;
 use crate::floor::Floor;
 use crate::params::{self, p, ParamDef, ParamType, Value, SECONDS, SEED};
 use crate::runner::RunOutcome;

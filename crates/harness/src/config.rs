@@ -60,6 +60,9 @@ impl fmt::Display for ConfigError {
 
 type RawTable = BTreeMap<Spanned<String>, Spanned<toml::Value>>;
 
+/// Each key's values (more than one: a sweep) and its line.
+type Axes = BTreeMap<String, (Vec<Value>, usize)>;
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
@@ -206,79 +209,7 @@ pub fn parse(
         let Some(workload) = experiment_workload(&merged, exp_line, &mut errs) else {
             continue;
         };
-        let defs = || COMMON.iter().chain(workload.params());
-        let mut axes: BTreeMap<String, (Vec<Value>, usize)> = BTreeMap::new();
-        // Whether the experiment can still be checked point by point: a bad value is
-        // reported and stands in for by its default, so the checks across keys still
-        // run; without a default (or a name) there is nothing to check.
-        let mut checkable = true;
-        for (key, entry) in &merged {
-            match defs().find(|d| d.key == key) {
-                Some(def) => match candidates(def, &entry.value) {
-                    Ok(vals) => {
-                        axes.insert(key.clone(), (vals, entry.line));
-                    }
-                    Err(m) => {
-                        errs.push(entry.line, Some(key), m);
-                        match def.default_value() {
-                            Some(vals) => {
-                                axes.insert(key.clone(), (vals, entry.line));
-                            }
-                            None => checkable = false,
-                        }
-                    }
-                },
-                None if entry.from_defaults => {}
-                None => {
-                    let mut known: Vec<&str> = defs().map(|d| d.key).collect();
-                    known.sort_unstable();
-                    errs.push(
-                        entry.line,
-                        Some(key),
-                        format!(
-                            "unknown key for workload `{}` (known: {})",
-                            workload.name(),
-                            known.join(", ")
-                        ),
-                    );
-                }
-            }
-        }
-        for def in defs() {
-            if axes.contains_key(def.key) || merged.contains_key(def.key) {
-                continue;
-            }
-            match def.default_value() {
-                Some(vals) => {
-                    axes.insert(def.key.to_string(), (vals, exp_line));
-                }
-                None => {
-                    errs.push(
-                        exp_line,
-                        Some(def.key),
-                        format!("missing required key for workload `{}`", workload.name()),
-                    );
-                    checkable = false;
-                }
-            }
-        }
-        // Cores are checked here too, so a config with other problems still hears of them.
-        if let Some((placements, line)) = axes.get("cores") {
-            for c in placements {
-                let Value::Cores(c) = c else { continue };
-                for id in c {
-                    if !usable_cores.contains(id) {
-                        errs.push(
-                            *line,
-                            Some("cores"),
-                            format!(
-                                "core {id} is not usable on this machine (usable: {usable_cores:?})"
-                            ),
-                        );
-                    }
-                }
-            }
-        }
+        let (axes, checkable) = axes_of(workload, &merged, exp_line, usable_cores, &mut errs);
         let Some(name) = axes
             .get("name")
             .and_then(|(v, _)| v.first())
@@ -356,6 +287,93 @@ pub fn parse(
     } else {
         Err(errs.list)
     }
+}
+
+/// An experiment's axes: each key's checked values (a list for a sweep) and its line,
+/// the defaults filled in. Every problem goes to `errs`; a bad value stands in for by its
+/// default so the checks across keys still run, and the flag says whether the experiment
+/// can be checked point by point at all (not when a required key is bad or missing).
+fn axes_of(
+    workload: &'static dyn Workload,
+    merged: &BTreeMap<String, Entry>,
+    exp_line: usize,
+    usable_cores: &[usize],
+    errs: &mut Errors<'_>,
+) -> (Axes, bool) {
+    let defs = || COMMON.iter().chain(workload.params());
+    let mut axes: Axes = BTreeMap::new();
+    // Whether the experiment can still be checked point by point: a bad value is
+    // reported and stands in for by its default, so the checks across keys still
+    // run; without a default (or a name) there is nothing to check.
+    let mut checkable = true;
+    for (key, entry) in merged {
+        match defs().find(|d| d.key == key) {
+            Some(def) => match candidates(def, &entry.value) {
+                Ok(vals) => {
+                    axes.insert(key.clone(), (vals, entry.line));
+                }
+                Err(m) => {
+                    errs.push(entry.line, Some(key), m);
+                    match def.default_value() {
+                        Some(vals) => {
+                            axes.insert(key.clone(), (vals, entry.line));
+                        }
+                        None => checkable = false,
+                    }
+                }
+            },
+            None if entry.from_defaults => {}
+            None => {
+                let mut known: Vec<&str> = defs().map(|d| d.key).collect();
+                known.sort_unstable();
+                errs.push(
+                    entry.line,
+                    Some(key),
+                    format!(
+                        "unknown key for workload `{}` (known: {})",
+                        workload.name(),
+                        known.join(", ")
+                    ),
+                );
+            }
+        }
+    }
+    for def in defs() {
+        if axes.contains_key(def.key) || merged.contains_key(def.key) {
+            continue;
+        }
+        match def.default_value() {
+            Some(vals) => {
+                axes.insert(def.key.to_string(), (vals, exp_line));
+            }
+            None => {
+                errs.push(
+                    exp_line,
+                    Some(def.key),
+                    format!("missing required key for workload `{}`", workload.name()),
+                );
+                checkable = false;
+            }
+        }
+    }
+    // Cores are checked here too, so a config with other problems still hears of them.
+    if let Some((placements, line)) = axes.get("cores") {
+        for c in placements {
+            let Value::Cores(c) = c else { continue };
+            for id in c {
+                if !usable_cores.contains(id) {
+                    errs.push(
+                        *line,
+                        Some("cores"),
+                        format!(
+                            "core {id} is not usable on this machine (usable: {usable_cores:?})"
+                        ),
+                    );
+                }
+            }
+        }
+    }
+    (axes, checkable)
 }
 
 /// The experiment's workload, from the registry; `None` (with the problem reported) when
@@ -545,7 +563,7 @@ fn sanitize(s: &str) -> String {
 fn expand(
     name: &str,
     workload: &'static dyn Workload,
-    axes: &BTreeMap<String, (Vec<Value>, usize)>,
+    axes: &Axes,
 ) -> Vec<Result<RunSpec, String>> {
     let mut keys: Vec<&String> = axes
         .keys()

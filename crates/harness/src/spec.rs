@@ -358,22 +358,50 @@ pub struct Column {
     pub doc: &'static str,
 }
 
+/// What a workload says of itself: for `harness list`, the docs and the CSV.
+#[derive(Debug)]
+pub struct About {
+    /// Its name in configs and CSV.
+    pub name: &'static str,
+    /// One line on what it measures.
+    pub describe: &'static str,
+    /// Its roles, for `harness list`.
+    pub roles: &'static str,
+    /// Its own keys (beyond [`COMMON`]).
+    pub params: &'static [ParamDef],
+    /// The columns it adds to `summary.csv`, in order.
+    pub columns: &'static [Column],
+}
+
 /// A workload as the harness runs it: listed once in [`crate::workload::REGISTRY`].
 pub trait Workload: Sync {
-    /// Its name in configs and CSV.
-    fn name(&self) -> &'static str;
-    /// One line on what it measures.
-    fn describe(&self) -> &'static str;
-    /// Its roles, for `harness list`.
-    fn roles_text(&self) -> &'static str;
-    /// Its own keys (beyond [`COMMON`]).
-    fn params(&self) -> &'static [ParamDef];
-    /// The columns it adds to `summary.csv`, in order.
-    fn columns(&self) -> &'static [Column];
-    /// Its typed point from checked values (every key of [`Workload::params`] present).
+    /// What it says of itself.
+    fn about(&self) -> &'static About;
+    /// Its typed point from checked values (every key of [`About::params`] present).
     fn point(&self, values: &BTreeMap<String, Value>) -> Result<Box<dyn Point>, String>;
     /// Runs one of its roles in a role process.
     fn role(&self, job: &RoleJob, stdin: &mut dyn BufRead) -> anyhow::Result<RoleReport>;
+
+    /// Its name in configs and CSV.
+    fn name(&self) -> &'static str {
+        self.about().name
+    }
+    /// One line on what it measures.
+    fn describe(&self) -> &'static str {
+        self.about().describe
+    }
+    /// Its roles, for `harness list`.
+    fn roles_text(&self) -> &'static str {
+        self.about().roles
+    }
+    /// Its own keys (beyond [`COMMON`]).
+    fn params(&self) -> &'static [ParamDef] {
+        self.about().params
+    }
+    /// The columns it adds to `summary.csv`, in order.
+    fn columns(&self) -> &'static [Column] {
+        self.about().columns
+    }
 }
 
 impl fmt::Debug for dyn Workload {

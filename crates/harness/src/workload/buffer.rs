@@ -19,8 +19,8 @@ use crate::floor::Floor;
 use crate::params::{self, p, ParamDef, ParamType, Value, SEED};
 use crate::runner::{RolePlan, RunOutcome, RunPlan};
 use crate::spec::{
-    After, Column, Common, FloorUse, Frame, Machine, Point, Prepared, Problem, Roles, RunSpec,
-    Wait, Workload,
+    About, After, Column, Common, FloorUse, Frame, Machine, Point, Prepared, Problem, Roles,
+    RunSpec, Wait, Workload,
 };
 use crate::wire::{emit, emit_ready, wait_for_go, RoleEvent, RoleJob, RoleReport};
 
@@ -187,21 +187,17 @@ struct Task {
     timeout_ms: u64,
 }
 
+const ABOUT: About = About {
+    name: NAME,
+    describe: "an acquirer fills chunks, workers process them (sum or transitions) and merge into a shared result; zero-copy pool or copy over a transport; result checked exactly",
+    roles: "acquirer, then `workers` workers; they take the `cores` in turn",
+    params: PARAMS,
+    columns: COLUMNS,
+};
+
 impl Workload for Buffer {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-    fn describe(&self) -> &'static str {
-        "an acquirer fills chunks, workers process them (sum or transitions) and merge into a shared result; zero-copy pool or copy over a transport; result checked exactly"
-    }
-    fn roles_text(&self) -> &'static str {
-        "acquirer, then `workers` workers; they take the `cores` in turn"
-    }
-    fn params(&self) -> &'static [ParamDef] {
-        PARAMS
-    }
-    fn columns(&self) -> &'static [Column] {
-        COLUMNS
+    fn about(&self) -> &'static About {
+        &ABOUT
     }
     fn point(&self, values: &BTreeMap<String, Value>) -> Result<Box<dyn Point>, String> {
         Ok(Box::new(params::deserialize::<Params>(PARAMS, values)?))

@@ -7,17 +7,16 @@ use std::io::BufRead;
 use std::path::Path;
 
 use anyhow::bail;
-use ipcbench_transport::dispatch::{self, WithStream, WithTransport};
-use ipcbench_transport::{baseline, Endpoint, Shm, StreamRx, StreamTx, Transport, TransportKind};
+use ipcbench_transport::{baseline, Endpoint, Rx, Shm, StreamRx, StreamTx, TransportKind, Tx};
 use ipcbench_workloads::latency::{self, LatencyParams};
 use ipcbench_workloads::{new_histogram, Measurement};
 use serde::{Deserialize, Serialize};
 
-use super::{check_bare, two_roles};
+use super::{check_bare, run_bare, run_pair, two_roles, BareRole, PairRole};
 use crate::floor::Floor;
 use crate::params::{self, p, ParamDef, ParamType, Value, COUNT, MSG};
 use crate::spec::{
-    Column, Common, FloorUse, Frame, Machine, Point, Prepared, Problem, Roles, RunSpec, Workload,
+    About, Common, FloorUse, Frame, Machine, Point, Prepared, Problem, Roles, RunSpec, Workload,
 };
 use crate::wire::{connected, RoleJob, RoleReport};
 
@@ -89,40 +88,28 @@ struct Task {
     bare: bool,
 }
 
+const ABOUT: About = About {
+    name: NAME,
+    describe: "ping-pong round trips; HDR histogram of every round trip; open-loop with rate > 0",
+    roles: "one core each, in order: client, server",
+    params: PARAMS,
+    columns: &[],
+};
+
 impl Workload for Latency {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-    fn describe(&self) -> &'static str {
-        "ping-pong round trips; HDR histogram of every round trip; open-loop with rate > 0"
-    }
-    fn roles_text(&self) -> &'static str {
-        "one core each, in order: client, server"
-    }
-    fn params(&self) -> &'static [ParamDef] {
-        PARAMS
-    }
-    fn columns(&self) -> &'static [Column] {
-        &[]
+    fn about(&self) -> &'static About {
+        &ABOUT
     }
     fn point(&self, values: &BTreeMap<String, Value>) -> Result<Box<dyn Point>, String> {
         Ok(Box::new(params::deserialize::<Params>(PARAMS, values)?))
     }
     fn role(&self, job: &RoleJob, stdin: &mut dyn BufRead) -> anyhow::Result<RoleReport> {
         let task: Task = job.task()?;
-        let kind = task.endpoint.kind();
         if task.bare {
-            return dispatch::dispatch_bare(
-                kind,
-                Bare {
-                    job,
-                    task: &task,
-                    stdin,
-                },
-            )?;
+            return run_bare(job, &task, stdin);
         }
         if task.params.zero_copy {
-            if kind != TransportKind::Shm {
+            if task.endpoint.kind() != TransportKind::Shm {
                 bail!("zero_copy needs shm");
             }
             return connected::<Shm>(job, &task.endpoint, task.client, stdin, |tx, rx| {
@@ -133,50 +120,29 @@ impl Workload for Latency {
                 })
             });
         }
-        dispatch::dispatch(
-            &task.endpoint,
-            Framed {
-                job,
-                task: &task,
-                stdin,
-            },
-        )?
+        run_pair(job, &task, stdin)
     }
 }
 
-struct Framed<'a> {
-    job: &'a RoleJob,
-    task: &'a Task,
-    stdin: &'a mut dyn BufRead,
-}
-
-impl WithTransport for Framed<'_> {
-    type Output = anyhow::Result<RoleReport>;
-    fn call<T: Transport>(self) -> Self::Output {
-        let t = self.task;
-        connected::<T>(self.job, &t.endpoint, t.client, self.stdin, |tx, rx| {
-            Ok(if t.client {
-                latency::client(tx, rx, &t.params)?
-            } else {
-                latency::echo(tx, rx, &t.params)?
-            })
+impl PairRole for Task {
+    fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+    fn listens(&self) -> bool {
+        self.client
+    }
+    fn work(&self, tx: &mut impl Tx, rx: &mut impl Rx) -> anyhow::Result<Measurement> {
+        Ok(if self.client {
+            latency::client(tx, rx, &self.params)?
+        } else {
+            latency::echo(tx, rx, &self.params)?
         })
     }
 }
 
-struct Bare<'a> {
-    job: &'a RoleJob,
-    task: &'a Task,
-    stdin: &'a mut dyn BufRead,
-}
-
-impl WithStream for Bare<'_> {
-    type Output = anyhow::Result<RoleReport>;
-    fn call<T: Transport<Tx = StreamTx, Rx = StreamRx>>(self) -> Self::Output {
-        let t = self.task;
-        connected::<T>(self.job, &t.endpoint, t.client, self.stdin, |tx, rx| {
-            bare(tx, rx, &t.params, t.client)
-        })
+impl BareRole for Task {
+    fn bare(&self, tx: &StreamTx, rx: &StreamRx) -> anyhow::Result<Measurement> {
+        bare(tx, rx, &self.params, self.client)
     }
 }
 

@@ -8,13 +8,16 @@
 //!
 //! [`Point`]: crate::spec::Point
 
+use std::io::BufRead;
 use std::path::Path;
 
-use ipcbench_transport::dispatch;
-use ipcbench_transport::TransportKind;
+use ipcbench_transport::dispatch::{self, WithStream, WithTransport};
+use ipcbench_transport::{Endpoint, Rx, StreamRx, StreamTx, Transport, TransportKind, Tx};
+use ipcbench_workloads::Measurement;
 
 use crate::runner::{RolePlan, RunPlan};
 use crate::spec::{Common, Problem, RunSpec, Workload};
+use crate::wire::{connected, RoleJob, RoleReport};
 
 pub mod buffer;
 pub mod latency;
@@ -81,6 +84,77 @@ pub fn two_roles(
         timeout: run.timeout(),
         dir: dir.to_path_buf(),
     })
+}
+
+/// A role of a workload over one endpoint (the first role listens, the other connects):
+/// what it does once connected, written once for every transport.
+pub trait PairRole {
+    /// The endpoint the first role listens on.
+    fn endpoint(&self) -> &Endpoint;
+    /// Whether this is the first (listening) role.
+    fn listens(&self) -> bool;
+    /// The role's work on the connected halves, after the start barrier.
+    fn work(&self, tx: &mut impl Tx, rx: &mut impl Rx) -> anyhow::Result<Measurement>;
+}
+
+/// Runs a [`PairRole`] over its endpoint's transport (through the one dispatch).
+pub fn run_pair<R: PairRole>(
+    job: &RoleJob,
+    role: &R,
+    stdin: &mut dyn BufRead,
+) -> anyhow::Result<RoleReport> {
+    struct Visit<'a, R> {
+        job: &'a RoleJob,
+        role: &'a R,
+        stdin: &'a mut dyn BufRead,
+    }
+    impl<R: PairRole> WithTransport for Visit<'_, R> {
+        type Output = anyhow::Result<RoleReport>;
+        fn call<T: Transport>(self) -> Self::Output {
+            let role = self.role;
+            connected::<T>(
+                self.job,
+                role.endpoint(),
+                role.listens(),
+                self.stdin,
+                |tx, rx| role.work(tx, rx),
+            )
+        }
+    }
+    dispatch::dispatch(role.endpoint(), Visit { job, role, stdin })?
+}
+
+/// A [`PairRole`]'s bare baseline: the same exchange as the stream's plain system calls.
+pub trait BareRole: PairRole {
+    /// The bare work on the stream's halves, after the start barrier.
+    fn bare(&self, tx: &StreamTx, rx: &StreamRx) -> anyhow::Result<Measurement>;
+}
+
+/// Runs a [`BareRole`] over its endpoint's stream transport (through the one dispatch).
+pub fn run_bare<R: BareRole>(
+    job: &RoleJob,
+    role: &R,
+    stdin: &mut dyn BufRead,
+) -> anyhow::Result<RoleReport> {
+    struct Visit<'a, R> {
+        job: &'a RoleJob,
+        role: &'a R,
+        stdin: &'a mut dyn BufRead,
+    }
+    impl<R: BareRole> WithStream for Visit<'_, R> {
+        type Output = anyhow::Result<RoleReport>;
+        fn call<T: Transport<Tx = StreamTx, Rx = StreamRx>>(self) -> Self::Output {
+            let role = self.role;
+            connected::<T>(
+                self.job,
+                role.endpoint(),
+                role.listens(),
+                self.stdin,
+                |tx, rx| role.bare(tx, rx),
+            )
+        }
+    }
+    dispatch::dispatch_bare(role.endpoint().kind(), Visit { job, role, stdin })?
 }
 
 /// The workloads' names, for messages.

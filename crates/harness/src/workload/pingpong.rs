@@ -15,22 +15,21 @@ use std::collections::BTreeMap;
 use std::io::BufRead;
 
 use anyhow::{anyhow, bail, Context};
-use ipcbench_transport::dispatch::{self, WithTransport};
 use ipcbench_transport::segment::Segment;
-use ipcbench_transport::{Endpoint, Transport};
+use ipcbench_transport::{Endpoint, Rx, Tx};
 use ipcbench_workloads::pingpong::{self, Canvas, PingpongParams, Pixel};
 use ipcbench_workloads::Measurement;
 use serde::{Deserialize, Serialize};
 
-use super::two_roles;
+use super::{run_pair, two_roles, PairRole};
 use crate::floor::Floor;
 use crate::params::{self, p, ParamDef, ParamType, Value, SEED};
 use crate::runner::RunOutcome;
 use crate::spec::{
-    After, Column, Common, FloorUse, Frame, Machine, Point, Prepared, Problem, Roles, RunSpec,
-    Workload,
+    About, After, Column, Common, FloorUse, Frame, Machine, Point, Prepared, Problem, Roles,
+    RunSpec, Workload,
 };
-use crate::wire::{connected, RoleJob, RoleReport};
+use crate::wire::{RoleJob, RoleReport};
 
 /// The registry's entry.
 #[derive(Debug)]
@@ -141,21 +140,17 @@ struct Task {
     params: PingpongParams,
 }
 
+const ABOUT: About = About {
+    name: NAME,
+    describe: "two agents paint a WxH image one pixel per turn (unused position, unused colour), handing the turn over the transport; every pixel checked",
+    roles: "one core each, in order: ping, pong",
+    params: PARAMS,
+    columns: COLUMNS,
+};
+
 impl Workload for Pingpong {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-    fn describe(&self) -> &'static str {
-        "two agents paint a WxH image one pixel per turn (unused position, unused colour), handing the turn over the transport; every pixel checked"
-    }
-    fn roles_text(&self) -> &'static str {
-        "one core each, in order: ping, pong"
-    }
-    fn params(&self) -> &'static [ParamDef] {
-        PARAMS
-    }
-    fn columns(&self) -> &'static [Column] {
-        COLUMNS
+    fn about(&self) -> &'static About {
+        &ABOUT
     }
     fn point(&self, values: &BTreeMap<String, Value>) -> Result<Box<dyn Point>, String> {
         Ok(Box::new(params::deserialize::<Params>(PARAMS, values)?))
@@ -165,50 +160,40 @@ impl Workload for Pingpong {
         let n = task.params.pixels()?;
         let seg = Segment::open_with(&task.canvas, pingpong::canvas_bytes(n), true)?;
         let canvas = Canvas::attach(seg.words32(), &task.params)?;
-        dispatch::dispatch(
-            &task.endpoint,
-            Role {
-                job,
+        run_pair(
+            job,
+            &Agent {
                 task: &task,
                 canvas: &canvas,
-                stdin,
             },
-        )?
-    }
-}
-
-struct Role<'a> {
-    job: &'a RoleJob,
-    task: &'a Task,
-    canvas: &'a Canvas<'a>,
-    stdin: &'a mut dyn BufRead,
-}
-
-impl WithTransport for Role<'_> {
-    type Output = anyhow::Result<RoleReport>;
-    fn call<T: Transport>(self) -> Self::Output {
-        let (t, canvas) = (self.task, self.canvas);
-        connected::<T>(self.job, &t.endpoint, t.ping, self.stdin, |tx, rx| {
-            agent(tx, rx, canvas, &t.params, t.ping)
-        })
+            stdin,
+        )
     }
 }
 
 /// One pingpong agent; ping also measures the pick alone afterwards (on a private
 /// canvas of the same size, at most 2^20 pixels), for the floor comparison.
-fn agent(
-    tx: &mut impl ipcbench_transport::Tx,
-    rx: &mut impl ipcbench_transport::Rx,
-    canvas: &Canvas<'_>,
-    params: &PingpongParams,
-    ping: bool,
-) -> anyhow::Result<Measurement> {
-    let mut m = pingpong::agent(tx, rx, canvas, params, ping)?;
-    if ping {
-        let pick = pingpong::pick_cost(params, 1 << 20)?;
-        m.metrics.push(("pick_ns".into(), pick));
+struct Agent<'a> {
+    task: &'a Task,
+    canvas: &'a Canvas<'a>,
+}
+
+impl PairRole for Agent<'_> {
+    fn endpoint(&self) -> &Endpoint {
+        &self.task.endpoint
     }
-    Ok(m)
+    fn listens(&self) -> bool {
+        self.task.ping
+    }
+    fn work(&self, tx: &mut impl Tx, rx: &mut impl Rx) -> anyhow::Result<Measurement> {
+        let (params, ping) = (&self.task.params, self.task.ping);
+        let mut m = pingpong::agent(tx, rx, self.canvas, params, ping)?;
+        if ping {
+            let pick = pingpong::pick_cost(params, 1 << 20)?;
+            m.metrics.push(("pick_ns".into(), pick));
+        }
+        Ok(m)
+    }
 }
 
 impl Point for Params {

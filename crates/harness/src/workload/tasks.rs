@@ -30,8 +30,8 @@ use crate::floor::Floor;
 use crate::params::{self, p, ParamDef, ParamType, Value, SEED};
 use crate::runner::{RolePlan, RunOutcome, RunPlan};
 use crate::spec::{
-    After, Column, Common, FloorUse, Frame, Machine, Point, Prepared, Problem, Roles, RunSpec,
-    Workload,
+    About, After, Column, Common, FloorUse, Frame, Machine, Point, Prepared, Problem, Roles,
+    RunSpec, Workload,
 };
 use crate::wire::{emit, wait_for_go, RoleEvent, RoleJob, RoleReport};
 
@@ -485,21 +485,17 @@ struct Task {
     params: TasksParams,
 }
 
+const ABOUT: About = About {
+    name: NAME,
+    describe: "a client pushes batches of lines to a gateway, which hands them first-free to lazily started worker processes that sleep (or spin) per command and push results straight back; makespan against the bound",
+    roles: "client, gateway, then the workers the gateway starts; they take the `cores` in turn",
+    params: PARAMS,
+    columns: COLUMNS,
+};
+
 impl Workload for Tasks {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-    fn describe(&self) -> &'static str {
-        "a client pushes batches of lines to a gateway, which hands them first-free to lazily started worker processes that sleep (or spin) per command and push results straight back; makespan against the bound"
-    }
-    fn roles_text(&self) -> &'static str {
-        "client, gateway, then the workers the gateway starts; they take the `cores` in turn"
-    }
-    fn params(&self) -> &'static [ParamDef] {
-        PARAMS
-    }
-    fn columns(&self) -> &'static [Column] {
-        COLUMNS
+    fn about(&self) -> &'static About {
+        &ABOUT
     }
     fn point(&self, values: &BTreeMap<String, Value>) -> Result<Box<dyn Point>, String> {
         let p: Params = params::deserialize(PARAMS, values)?;

@@ -5,19 +5,18 @@ use std::collections::BTreeMap;
 use std::io::BufRead;
 use std::path::Path;
 
-use ipcbench_transport::dispatch::{self, WithStream, WithTransport};
-use ipcbench_transport::{baseline, Endpoint, StreamRx, StreamTx, Transport};
+use ipcbench_transport::{baseline, Endpoint, Rx, StreamRx, StreamTx, Tx};
 use ipcbench_workloads::throughput::{self, ThroughputParams};
 use ipcbench_workloads::Measurement;
 use serde::{Deserialize, Serialize};
 
-use super::{check_bare, two_roles};
+use super::{check_bare, run_bare, run_pair, two_roles, BareRole, PairRole};
 use crate::floor::Floor;
 use crate::params::{self, p, ParamDef, ParamType, Value, COUNT, MSG};
 use crate::spec::{
-    Column, Common, FloorUse, Frame, Machine, Point, Prepared, Problem, Roles, RunSpec, Workload,
+    About, Common, FloorUse, Frame, Machine, Point, Prepared, Problem, Roles, RunSpec, Workload,
 };
-use crate::wire::{connected, RoleJob, RoleReport};
+use crate::wire::{RoleJob, RoleReport};
 
 /// The registry's entry.
 #[derive(Debug)]
@@ -70,21 +69,17 @@ struct Task {
     bare: bool,
 }
 
+const ABOUT: About = About {
+    name: NAME,
+    describe: "one-way stream; every sequence number and payload byte checked; msgs/s and bytes/s",
+    roles: "one core each, in order: sender, receiver",
+    params: PARAMS,
+    columns: &[],
+};
+
 impl Workload for Throughput {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-    fn describe(&self) -> &'static str {
-        "one-way stream; every sequence number and payload byte checked; msgs/s and bytes/s"
-    }
-    fn roles_text(&self) -> &'static str {
-        "one core each, in order: sender, receiver"
-    }
-    fn params(&self) -> &'static [ParamDef] {
-        PARAMS
-    }
-    fn columns(&self) -> &'static [Column] {
-        &[]
+    fn about(&self) -> &'static About {
+        &ABOUT
     }
     fn point(&self, values: &BTreeMap<String, Value>) -> Result<Box<dyn Point>, String> {
         Ok(Box::new(params::deserialize::<Params>(PARAMS, values)?))
@@ -92,60 +87,31 @@ impl Workload for Throughput {
     fn role(&self, job: &RoleJob, stdin: &mut dyn BufRead) -> anyhow::Result<RoleReport> {
         let task: Task = job.task()?;
         if task.bare {
-            let kind = task.endpoint.kind();
-            return dispatch::dispatch_bare(
-                kind,
-                Bare {
-                    job,
-                    task: &task,
-                    stdin,
-                },
-            )?;
+            return run_bare(job, &task, stdin);
         }
-        dispatch::dispatch(
-            &task.endpoint,
-            Framed {
-                job,
-                task: &task,
-                stdin,
-            },
-        )?
+        run_pair(job, &task, stdin)
     }
 }
 
-struct Framed<'a> {
-    job: &'a RoleJob,
-    task: &'a Task,
-    stdin: &'a mut dyn BufRead,
-}
-
-impl WithTransport for Framed<'_> {
-    type Output = anyhow::Result<RoleReport>;
-    fn call<T: Transport>(self) -> Self::Output {
-        let t = self.task;
-        connected::<T>(self.job, &t.endpoint, t.sender, self.stdin, |tx, rx| {
-            Ok(if t.sender {
-                throughput::sender(tx, rx, &t.params)?
-            } else {
-                throughput::receiver(tx, rx, &t.params)?
-            })
+impl PairRole for Task {
+    fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+    fn listens(&self) -> bool {
+        self.sender
+    }
+    fn work(&self, tx: &mut impl Tx, rx: &mut impl Rx) -> anyhow::Result<Measurement> {
+        Ok(if self.sender {
+            throughput::sender(tx, rx, &self.params)?
+        } else {
+            throughput::receiver(tx, rx, &self.params)?
         })
     }
 }
 
-struct Bare<'a> {
-    job: &'a RoleJob,
-    task: &'a Task,
-    stdin: &'a mut dyn BufRead,
-}
-
-impl WithStream for Bare<'_> {
-    type Output = anyhow::Result<RoleReport>;
-    fn call<T: Transport<Tx = StreamTx, Rx = StreamRx>>(self) -> Self::Output {
-        let t = self.task;
-        connected::<T>(self.job, &t.endpoint, t.sender, self.stdin, |tx, rx| {
-            bare(tx, rx, &t.params, t.sender)
-        })
+impl BareRole for Task {
+    fn bare(&self, tx: &StreamTx, rx: &StreamRx) -> anyhow::Result<Measurement> {
+        bare(tx, rx, &self.params, self.sender)
     }
 }
 

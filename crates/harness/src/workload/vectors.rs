@@ -7,21 +7,20 @@ use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use ipcbench_transport::dispatch::{self, WithTransport};
-use ipcbench_transport::{Endpoint, Transport};
+use ipcbench_transport::{Endpoint, Rx, Tx};
 use ipcbench_workloads::vectors::{self, Distribution, Dtype, NoiseSpec, VectorsParams};
 use ipcbench_workloads::Measurement;
 use serde::{Deserialize, Serialize};
 
-use super::two_roles;
+use super::{run_pair, two_roles, PairRole};
 use crate::floor::Floor;
 use crate::params::{self, p, ParamDef, ParamType, Value, SECONDS, SEED};
 use crate::runner::RunOutcome;
 use crate::spec::{
-    After, Column, Common, FloorUse, Frame, Machine, Point, Prepared, Problem, Roles, RunSpec,
-    Wait, Workload,
+    About, After, Column, Common, FloorUse, Frame, Machine, Point, Prepared, Problem, Roles,
+    RunSpec, Wait, Workload,
 };
-use crate::wire::{connected, RoleJob, RoleReport};
+use crate::wire::{RoleJob, RoleReport};
 
 /// The registry's entry.
 #[derive(Debug)]
@@ -203,77 +202,67 @@ struct Task {
     out_dir: PathBuf,
 }
 
+const ABOUT: About = About {
+    name: NAME,
+    describe: "paced random vectors with injected drops; the consumer detects every drop exactly, interpolates it, keeps rate and batch statistics",
+    roles: "one core each, in order: producer, consumer",
+    params: PARAMS,
+    columns: COLUMNS,
+};
+
 impl Workload for Vectors {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-    fn describe(&self) -> &'static str {
-        "paced random vectors with injected drops; the consumer detects every drop exactly, interpolates it, keeps rate and batch statistics"
-    }
-    fn roles_text(&self) -> &'static str {
-        "one core each, in order: producer, consumer"
-    }
-    fn params(&self) -> &'static [ParamDef] {
-        PARAMS
-    }
-    fn columns(&self) -> &'static [Column] {
-        COLUMNS
+    fn about(&self) -> &'static About {
+        &ABOUT
     }
     fn point(&self, values: &BTreeMap<String, Value>) -> Result<Box<dyn Point>, String> {
         Ok(Box::new(params::deserialize::<Params>(PARAMS, values)?))
     }
     fn role(&self, job: &RoleJob, stdin: &mut dyn BufRead) -> anyhow::Result<RoleReport> {
         let task: Task = job.task()?;
-        dispatch::dispatch(
-            &task.endpoint,
-            Role {
-                job,
+        run_pair(
+            job,
+            &Role {
                 task: &task,
-                stdin,
+                run_id: &job.run_id,
             },
-        )?
-    }
-}
-
-struct Role<'a> {
-    job: &'a RoleJob,
-    task: &'a Task,
-    stdin: &'a mut dyn BufRead,
-}
-
-impl WithTransport for Role<'_> {
-    type Output = anyhow::Result<RoleReport>;
-    fn call<T: Transport>(self) -> Self::Output {
-        let (t, run_id) = (self.task, &self.job.run_id);
-        connected::<T>(self.job, &t.endpoint, t.producer, self.stdin, |tx, rx| {
-            role(tx, rx, t, run_id)
-        })
+            stdin,
+        )
     }
 }
 
 /// A vectors role; the consumer writes its batches and timeline into the task's `out_dir`.
-fn role(
-    tx: &mut impl ipcbench_transport::Tx,
-    rx: &mut impl ipcbench_transport::Rx,
-    t: &Task,
-    run_id: &str,
-) -> anyhow::Result<Measurement> {
-    if t.producer {
-        return Ok(vectors::producer(tx, rx, &t.params)?);
+struct Role<'a> {
+    task: &'a Task,
+    run_id: &'a str,
+}
+
+impl PairRole for Role<'_> {
+    fn endpoint(&self) -> &Endpoint {
+        &self.task.endpoint
     }
-    let out_dir = &t.out_dir;
-    std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
-    let open = |kind: &str| -> anyhow::Result<std::io::BufWriter<std::fs::File>> {
-        let path = out_dir.join(format!("{run_id}.{kind}.csv"));
-        let f =
-            std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
-        Ok(std::io::BufWriter::with_capacity(1 << 16, f))
-    };
-    let mut out = vectors::Outputs {
-        batches: open("batches")?,
-        timeline: open("timeline")?,
-    };
-    Ok(vectors::consumer(tx, rx, &t.params, &mut out)?)
+    fn listens(&self) -> bool {
+        self.task.producer
+    }
+    fn work(&self, tx: &mut impl Tx, rx: &mut impl Rx) -> anyhow::Result<Measurement> {
+        let t = self.task;
+        if t.producer {
+            return Ok(vectors::producer(tx, rx, &t.params)?);
+        }
+        let out_dir = &t.out_dir;
+        std::fs::create_dir_all(out_dir)
+            .with_context(|| format!("creating {}", out_dir.display()))?;
+        let open = |kind: &str| -> anyhow::Result<std::io::BufWriter<std::fs::File>> {
+            let path = out_dir.join(format!("{}.{kind}.csv", self.run_id));
+            let f = std::fs::File::create(&path)
+                .with_context(|| format!("creating {}", path.display()))?;
+            Ok(std::io::BufWriter::with_capacity(1 << 16, f))
+        };
+        let mut out = vectors::Outputs {
+            batches: open("batches")?,
+            timeline: open("timeline")?,
+        };
+        Ok(vectors::consumer(tx, rx, &t.params, &mut out)?)
+    }
 }
 
 impl Point for Params {

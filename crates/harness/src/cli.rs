@@ -74,6 +74,9 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
     },
+    /// Remove the segments and run directories left by harness runs that are gone
+    /// (killed, or on a machine that lost power); a run still going keeps its own.
+    Clean,
     /// Internal: run one role of a run (spawned by the harness).
     #[command(name = "__role", hide = true)]
     Role,
@@ -89,10 +92,10 @@ pub fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             if let Some(u) = e.downcast_ref::<UsageError>() {
-                eprintln!("harness: {u}");
+                note!("harness: {u}");
                 ExitCode::from(EXIT_USAGE)
             } else {
-                eprintln!("harness: {e:#}");
+                note!("harness: {e:#}");
                 ExitCode::FAILURE
             }
         }
@@ -105,7 +108,21 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(Command::Render { log, upto, out }) => {
             let n = crate::workload::pingpong::render_command(&log, upto, &out)
                 .map_err(|e| UsageError(format!("render: {e:#}")))?;
-            eprintln!("harness: rendered {n} pixels into {}", out.display());
+            note!("harness: rendered {n} pixels into {}", out.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Clean) => {
+            let swept = crate::leftovers::sweep();
+            let mut text = String::new();
+            for p in &swept.removed {
+                text += &format!("removed {}\n", p.display());
+            }
+            text += &format!(
+                "{} removed; {} in use by harness runs still going\n",
+                swept.removed.len(),
+                swept.in_use
+            );
+            print_stdout(&text);
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::List { markdown }) => {

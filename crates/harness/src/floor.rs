@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail};
+use ipcbench_transport::names;
 use ipcbench_transport::segment::Segment;
 use ipcbench_workloads::{new_histogram, Measurement};
 use serde::{Deserialize, Serialize};
@@ -147,17 +148,7 @@ fn measure_floor(
     interrupted: &AtomicBool,
 ) -> anyhow::Result<RoleReport> {
     let dir = runner::run_dir()?;
-    let shm_dir = Path::new("/dev/shm");
-    let base = if shm_dir.is_dir() {
-        shm_dir.to_path_buf()
-    } else {
-        dir.path().to_path_buf()
-    };
-    let seg_path = base.join(format!(
-        "ipcbench-floor-{}-{}",
-        std::process::id(),
-        cores[0] * 1000 + cores[1]
-    ));
+    let seg_path = names::shm_dir().join(names::unique("floor"));
     let _segment = Segment::create(&seg_path, FLOOR_SEGMENT_BYTES)?;
     let same_core = cores[0] == cores[1];
     let iterations = match (same_core, quick) {

@@ -19,12 +19,22 @@
 //! ```
 #![forbid(unsafe_code)]
 
+/// Writes a line to stderr, like `eprintln!`, but a stderr that went away (closed, a
+/// reader that left, a full disk) stops the line, never the harness: the runs and their
+/// results go on.
+macro_rules! note {
+    ($($arg:tt)*) => {
+        $crate::exit::write_line(&mut std::io::stderr(), &format!($($arg)*))
+    };
+}
+
 pub mod builtin;
 pub mod cli;
 pub mod config;
 pub mod envinfo;
 pub mod exit;
 pub mod floor;
+pub mod leftovers;
 pub mod matrix;
 pub mod params;
 pub mod report;

@@ -34,9 +34,16 @@ pub fn run_matrix(
 ) -> anyhow::Result<ExitCode> {
     let exe = std::env::current_exe().context("locating the harness binary")?;
     let interrupted = interrupted_flag();
+    let swept = crate::leftovers::sweep();
+    if !swept.removed.is_empty() {
+        note!(
+            "harness: removed {} segments and run directories left by harness runs that are gone",
+            swept.removed.len()
+        );
+    }
     let results =
         report::create_results_dir(out, stem).map_err(|e| UsageError(format!("{e:#}")))?;
-    eprintln!(
+    note!(
         "harness: {} runs; results in {}",
         runs.len(),
         results.display()
@@ -50,7 +57,7 @@ pub fn run_matrix(
         }
         match floor::calibrate(&exe, pair, &interrupted) {
             Ok(f) => {
-                eprintln!(
+                note!(
                     "harness: floor on cores {}-{}: cache-line round trip {:.0} ns (a line each way; timed one at a time, p50 {:.0} ns; \
                      one line both ways {:.0} ns), line stream {}, clock read {:.1} ns, memcpy {:.1} GB/s; \
                      stalls {:.2} % of the time, {:.0}/s over 10 µs, {:.1}/s over 1 ms",
@@ -59,12 +66,12 @@ pub fn run_matrix(
                 );
                 floors.insert(pair, f);
             }
-            Err(e) => eprintln!("harness: {e:#} (floor columns left empty)"),
+            Err(e) => note!("harness: {e:#} (floor columns left empty)"),
         }
     }
     let damon = envinfo::damon();
     if let Some(d) = &damon {
-        eprintln!(
+        note!(
             "harness: note: the kernel's DAMON is monitoring memory here ({d}); its thread \
              (kdamond) preempts the role on whichever core it runs, which can show in latency \
              tails (results/README.md, \"Machine notes\")"
@@ -134,7 +141,7 @@ pub fn run_matrix(
         drop(dir);
         if outcome.status == Status::Interrupted {
             for w in &outcome.last_words {
-                eprintln!("harness: {}: {w}", spec.run_id);
+                note!("harness: {}: {w}", spec.run_id);
             }
             break;
         }
@@ -179,7 +186,7 @@ pub fn run_matrix(
                 .unwrap_or_default()
         );
         if bar.is_hidden() {
-            eprintln!("{line}");
+            note!("{line}");
         } else {
             bar.println(line);
         }
@@ -193,13 +200,13 @@ pub fn run_matrix(
     bar.finish_and_clear();
     print_stdout(&report::table_text(&table));
     if peak_private_kib > 0 {
-        eprintln!(
+        note!(
             "harness: its own private memory after the checks: at most {:.1} MiB (RssAnon)",
             peak_private_kib as f64 / 1024.0
         );
     }
     if interrupted.load(Ordering::Relaxed) {
-        eprintln!(
+        note!(
             "harness: interrupted after {} of {} runs; every role stopped and its files removed; completed rows are in {}",
             table.len(),
             runs.len(),
@@ -209,7 +216,7 @@ pub fn run_matrix(
     }
     print_stdout(&format!("\nresults: {}\n", results.display()));
     if failed > 0 {
-        eprintln!(
+        note!(
             "harness: {failed} of {} runs did not end ok (see the status column)",
             runs.len()
         );

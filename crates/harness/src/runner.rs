@@ -60,20 +60,32 @@ impl RolePlan {
 /// A private directory for one run's FIFOs, sockets and role logs (mode 0700), removed
 /// when dropped.
 pub fn run_dir() -> anyhow::Result<tempfile::TempDir> {
+    use std::os::unix::fs::PermissionsExt;
     tempfile::Builder::new()
-        .prefix("ipcbench-run-")
+        .prefix(&ipcbench_transport::names::prefix("run"))
+        .permissions(std::fs::Permissions::from_mode(0o700))
         .tempdir()
         .context("creating a private run directory")
 }
 
-/// Where a run's shared segments go: /dev/shm, or `dir` on a machine without it.
-pub fn shm_dir(dir: &Path) -> PathBuf {
-    let shm = Path::new("/dev/shm");
-    if shm.is_dir() {
-        shm.to_path_buf()
-    } else {
-        dir.to_path_buf()
-    }
+/// A directory inside a run directory: the owner's alone (0700) whatever the umask.
+pub fn private_dir(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(path)
+        .with_context(|| format!("creating {}", path.display()))
+}
+
+/// A new file inside a run directory: the owner's alone (0600) whatever the umask.
+pub fn private_file(path: &Path) -> anyhow::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))
 }
 
 /// One run: its roles (the first one listens) and its bounds.
@@ -162,7 +174,7 @@ fn spawn(
     events: Sender<Msg>,
 ) -> anyhow::Result<Proc> {
     let log = dir.join(format!("{}.stderr", job.role));
-    let err = File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+    let err = private_file(&log)?;
     let mut child = Command::new(exe)
         .arg("__role")
         .stdin(Stdio::piped())
@@ -453,7 +465,7 @@ fn run_phases(
             }
             Err(e) => {
                 // Report it as the role's failure; nothing of it is running.
-                eprintln!("harness: {e:#}");
+                note!("harness: {e:#}");
                 Err(Stop::Broken)
             }
         }

@@ -38,6 +38,7 @@ pub mod baseline;
 pub mod dispatch;
 mod endpoint;
 mod error;
+pub mod names;
 pub mod pool;
 pub mod process;
 pub mod queue;

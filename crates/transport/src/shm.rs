@@ -13,7 +13,7 @@
 #![allow(unsafe_code)]
 
 use std::num::NonZeroU32;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::ptr::NonNull;
 use std::sync::atomic::{fence, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -109,19 +109,7 @@ pub(crate) fn prepare(opts: &EndpointOptions) -> Result<Endpoint, SetupError> {
             max_payload(capacity)
         )));
     }
-    let dir = Path::new("/dev/shm");
-    let dir = if dir.is_dir() {
-        dir.to_path_buf()
-    } else {
-        std::env::temp_dir()
-    };
-    static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let path: PathBuf = dir.join(format!("ipcbench-{}-{n}-{nanos:08x}", std::process::id()));
+    let path: PathBuf = crate::names::shm_dir().join(crate::names::unique("shm"));
     // Allocated and mapped in full now (and by each role when it opens it), so no page
     // fault lands in a timed part: a 4 MiB ring's first lap otherwise takes one every
     // 57 records of 64 B, which set the p99.9 of a 64 B round trip at over 1 µs.

@@ -960,6 +960,13 @@ impl Transport for Uds {
         };
         let listener =
             UnixListener::bind(path).map_err(|e| SetupError::io("bind", path.display(), e))?;
+        // The socket file is the owner's alone, whatever the umask (its directory is
+        // private too).
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| SetupError::io("chmod 0600", path.display(), e))?;
+        }
         listener
             .set_nonblocking(true)
             .map_err(|e| SetupError::io("set non-blocking", path.display(), e))?;

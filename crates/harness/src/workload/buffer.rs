@@ -396,15 +396,14 @@ impl Point for Params {
             // Frames are whole chunks.
             opts.max_frame = opts.max_frame.max(p.chunk_bytes() as u32);
         }
-        let pool = self.create_pool(run, dir)?;
+        let pool = self.create_pool()?;
         let endpoints = if self.zero_copy {
             Vec::new()
         } else {
             (0..p.workers)
                 .map(|w| {
                     let sub = dir.join(format!("w{w}"));
-                    std::fs::create_dir(&sub)
-                        .with_context(|| format!("creating {}", sub.display()))?;
+                    crate::runner::private_dir(&sub)?;
                     Ok(Endpoint::prepare(run.common.transport, &sub, &opts)?)
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?
@@ -439,9 +438,9 @@ impl Point for Params {
 }
 
 impl Params {
-    /// Creates the run's pool in /dev/shm (or `dir`): the chunks for the zero-copy pool,
-    /// or only the result region in copy mode.
-    fn create_pool(&self, run: &RunSpec, dir: &Path) -> anyhow::Result<Pool> {
+    /// Creates the run's pool in /dev/shm: the chunks for the zero-copy pool, or only the
+    /// result region in copy mode.
+    fn create_pool(&self) -> anyhow::Result<Pool> {
         let p = self.role_params();
         p.check()?;
         let usable = core_affinity::get_core_ids().map_or(1, |c| c.len());
@@ -459,13 +458,8 @@ impl Params {
             result_words: u32::try_from(p.result_words()).context("result too large")?,
             workers: p.workers,
         };
-        let name: String = run
-            .run_id
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-            .collect();
-        let path = crate::runner::shm_dir(dir)
-            .join(format!("ipcbench-pool-{}-{name}", std::process::id()));
+        let path =
+            ipcbench_transport::names::shm_dir().join(ipcbench_transport::names::unique("pool"));
         Ok(Pool::create(&path, shape)?)
     }
 }

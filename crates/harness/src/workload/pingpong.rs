@@ -250,7 +250,7 @@ impl Point for Params {
         let endpoint =
             Endpoint::prepare(run.common.transport, dir, &run.common.endpoint_options())?;
         let image = self.image();
-        let canvas = create_canvas(&image, dir, &run.run_id)?;
+        let canvas = create_canvas(&image)?;
         let path = canvas.path().to_path_buf();
         let plan = two_roles(run, dir, NAME, ROLES, |ping| {
             Ok(serde_json::to_value(Task {
@@ -354,24 +354,15 @@ pub fn original_s(w: u32, h: u32) -> Option<f64> {
         .map(|(_, t)| *t)
 }
 
-/// Creates and initialises the canvas of a run in `/dev/shm` (or `dir` where there is
-/// none); removed when the returned segment is dropped.
-pub fn create_canvas(p: &PingpongParams, dir: &Path, run: &str) -> anyhow::Result<Segment> {
+/// Creates and initialises the canvas of a run in `/dev/shm` (under a name nobody can
+/// guess); removed when the returned segment is dropped.
+pub fn create_canvas(p: &PingpongParams) -> anyhow::Result<Segment> {
     let n = p.pixels()?;
-    let path = crate::runner::shm_dir(dir).join(format!(
-        "ipcbench-canvas-{}-{}",
-        std::process::id(),
-        sanitize(run)
-    ));
+    let path =
+        ipcbench_transport::names::shm_dir().join(ipcbench_transport::names::unique("canvas"));
     let seg = Segment::create_with(&path, pingpong::canvas_bytes(n), true)?;
     pingpong::init_canvas(seg.words32(), p)?;
     Ok(seg)
-}
-
-fn sanitize(s: &str) -> String {
-    s.chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-        .collect()
 }
 
 /// What the checks after a run produced: the artefacts written, if any.
@@ -607,7 +598,7 @@ mod tests {
             height: 4,
             seed: 3,
         };
-        let seg = create_canvas(&p, dir.path(), "t").unwrap();
+        let seg = create_canvas(&p).unwrap();
         let canvas = Canvas::attach(seg.words32(), &p).unwrap();
         for i in 0..24 {
             canvas.paint(i % 2).unwrap();
@@ -651,7 +642,7 @@ mod tests {
             height: 5,
             seed: 1,
         };
-        let seg = create_canvas(&p, dir.path(), "u").unwrap();
+        let seg = create_canvas(&p).unwrap();
         Canvas::attach(seg.words32(), &p).unwrap().paint(0).unwrap();
         let e = check_and_save(&seg, &p, dir.path(), "run", true).unwrap_err();
         assert!(format!("{e:#}").contains("stopped at 1 of 25"), "{e:#}");

@@ -598,7 +598,7 @@ impl Point for TasksPoint {
         };
         let prepare = |name: String| -> anyhow::Result<Endpoint> {
             let sub = dir.join(name);
-            std::fs::create_dir(&sub).with_context(|| format!("creating {}", sub.display()))?;
+            crate::runner::private_dir(&sub)?;
             Ok(Endpoint::prepare(over, &sub, &opts)?)
         };
         let n = slots(&p);

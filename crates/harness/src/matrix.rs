@@ -137,11 +137,14 @@ pub fn run_matrix(
                 None,
             ),
         };
-        // Removes the FIFOs, sockets and role logs of this run.
-        drop(dir);
+        let mut after = after;
         if outcome.status == Status::Interrupted {
             for w in &outcome.last_words {
                 note!("harness: {}: {w}", spec.run_id);
+            }
+            // No row will say what its artefacts are: they go.
+            if let Some(a) = after.as_mut() {
+                a.discard();
             }
             break;
         }
@@ -155,13 +158,25 @@ pub fn run_matrix(
             }
         };
         let mut outcome = outcome;
-        if let (Some(mut after), Status::Ok) = (after, &outcome.status) {
-            if let Err(why) = after.check(&outcome, &mut figures.metrics) {
+        if let (Some(a), Status::Ok) = (after.as_mut(), &outcome.status) {
+            if let Err(why) = a.check(&outcome, &mut figures.metrics) {
                 outcome.status = Status::Failed(why);
             }
             peak_private_kib = peak_private_kib.max(envinfo::own_private_kib().unwrap_or(0));
-            // Its segments (a canvas, a pool) are removed here.
         }
+        if let (Some(a), false) = (after.as_mut(), outcome.status == Status::Ok) {
+            a.discard();
+        }
+        // Its segments (a canvas, a pool) are removed here.
+        drop(after);
+        // A run that did not end ok keeps its roles' logs in the results, and its status
+        // says where; then the FIFOs, sockets and logs of the run go.
+        if outcome.status != Status::Ok {
+            if let Some(kept) = keep_logs(dir.path(), &results, &spec.run_id) {
+                outcome.status = outcome.status.with_note(&format!("logs in {kept}"));
+            }
+        }
+        drop(dir);
         if let Some(h) = &hist {
             report::write_hgrm(
                 &results
@@ -223,6 +238,26 @@ pub fn run_matrix(
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Copies the role logs (`*.stderr`) of a run that did not end ok from its run
+/// directory into `results/logs/<run_id>/`; the directory relative to `results`, or
+/// `None` when there was nothing to keep or it could not be written.
+fn keep_logs(dir: &Path, results: &Path, run_id: &str) -> Option<String> {
+    let rel = format!("logs/{run_id}");
+    let to = results.join(&rel);
+    let mut kept = 0;
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        if path.extension().is_some_and(|e| e == "stderr") && path.is_file() {
+            if kept == 0 {
+                std::fs::create_dir_all(&to).ok()?;
+            }
+            std::fs::copy(&path, to.join(entry.file_name())).ok()?;
+            kept += 1;
+        }
+    }
+    (kept > 0).then_some(rel)
 }
 
 /// The floor a run's row is compared with: for rows compared with transfers between the

@@ -15,6 +15,7 @@ use crate::wire::{self, RoleJob, RoleReport};
 pub fn main() -> ExitCode {
     // If the harness dies, so do we.
     let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
+    report_panics();
     let mut stdin = std::io::stdin().lock();
     let result = (|| -> anyhow::Result<RoleReport> {
         let mut line = String::new();
@@ -24,6 +25,29 @@ pub fn main() -> ExitCode {
         run(&job, &mut stdin)
     })();
     ExitCode::from(wire::finish(result))
+}
+
+/// A panic in a role (or a worker it forks) is reported to the harness as the role's
+/// failure, with its message and where it happened, before the process dies; the
+/// default hook still writes it (and a backtrace when asked) to the role's log.
+fn report_panics() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let what = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".into());
+        let place = info
+            .location()
+            .map(|l| format!(" at {}:{}:{}", l.file(), l.line(), l.column()))
+            .unwrap_or_default();
+        let _ = wire::emit(&wire::RoleEvent::Failed {
+            message: format!("panicked{place}: {what}"),
+        });
+        default(info);
+    }));
 }
 
 /// Runs `job` with the code it names.

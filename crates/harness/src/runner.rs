@@ -117,6 +117,15 @@ pub enum Status {
 }
 
 impl Status {
+    /// The same status with `note` appended to its message (`failed: ...; logs in ...`).
+    pub fn with_note(self, note: &str) -> Status {
+        match self {
+            Status::Failed(m) => Status::Failed(format!("{m}; {note}")),
+            Status::Timeout(m) => Status::Timeout(format!("{m}; {note}")),
+            other => other,
+        }
+    }
+
     /// The text of the CSV `status` column.
     pub fn text(&self) -> String {
         match self {
@@ -311,9 +320,18 @@ fn describe_exit(status: Option<ExitStatus>) -> String {
     }
 }
 
+/// What a role's log says of its end: a panic's place and message where there was one
+/// (not the backtrace note after it), else the last line.
 fn last_log_line(log: &Path) -> Option<String> {
     let text = std::fs::read_to_string(log).ok()?;
-    text.lines()
+    let lines: Vec<&str> = text.lines().collect();
+    if let Some(i) = lines.iter().rposition(|l| l.contains("panicked at")) {
+        let place = lines[i].trim().trim_end_matches(':');
+        let what = lines.get(i + 1).map_or("", |l| l.trim());
+        return Some(truncate(&format!("{place}: {what}"), 300));
+    }
+    lines
+        .iter()
         .rev()
         .find(|l| !l.trim().is_empty())
         .map(|l| truncate(l.trim(), 200))

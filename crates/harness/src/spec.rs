@@ -436,6 +436,9 @@ pub trait After: Send {
         outcome: &RunOutcome,
         metrics: &mut Vec<(String, f64)>,
     ) -> Result<(), String>;
+    /// The run did not end ok (or was interrupted): removes the artefacts its roles wrote
+    /// into the results that no row would account for.
+    fn discard(&mut self) {}
 }
 
 /// One run of the matrix.

@@ -212,6 +212,14 @@ pub enum Corruption {
         /// The producer's own position.
         tail: u64,
     },
+    /// The ring's header (magic, version, capacity) is no longer the one `init` wrote: the
+    /// region was overwritten, so what its claims say of the peer cannot be believed.
+    BadRingHeader {
+        /// The header word (0 magic, 1 version, 2 capacity).
+        word: u32,
+        /// What it holds now.
+        found: u64,
+    },
 }
 
 impl fmt::Display for Corruption {
@@ -233,6 +241,12 @@ impl fmt::Display for Corruption {
                 write!(
                     f,
                     "consumer position {head} is impossible with producer position {tail}"
+                )
+            }
+            Corruption::BadRingHeader { word, found } => {
+                write!(
+                    f,
+                    "the ring's header was overwritten (word {word} holds {found:#018x}): not what this ring wrote"
                 )
             }
         }
@@ -386,6 +400,23 @@ impl<R: Region> Shared<R> {
             .word((DATA_OFFSET + (position & self.mask) as usize) / 8)
     }
 
+    /// Whether the header still holds what `init` wrote and `attach` checked: before a
+    /// side believes what the header's claims say of its peer (gone, or let go), it makes
+    /// sure the header is the ring's and not bytes a broken peer wrote over it.
+    fn header_intact(&self) -> Result<(), Corruption> {
+        let want = [MAGIC, VERSION, self.capacity as u64];
+        for (word, want) in [W_MAGIC, W_VERSION, W_CAPACITY].into_iter().zip(want) {
+            let found = self.region.word(word).load(Ordering::Relaxed);
+            if found != want {
+                return Err(Corruption::BadRingHeader {
+                    word: word as u32,
+                    found,
+                });
+            }
+        }
+        Ok(())
+    }
+
     fn peer_closed(&self) -> bool {
         // SYNC: Acquire pairs with the peer's Release store of CLOSED in `Drop`, so every
         // record it published before letting go is visible after this load.
@@ -456,6 +487,13 @@ impl<R: Region> Producer<R> {
         self.shared.peer_token()
     }
 
+    /// `Err` when the ring's header is no longer what `init` wrote (see
+    /// [`Corruption::BadRingHeader`]): check it before believing what the header's claims
+    /// say of the peer.
+    pub fn check_header(&self) -> Result<(), Corruption> {
+        self.shared.header_intact()
+    }
+
     /// The word the consumer publishes its position in (for a futex wait, say).
     pub fn head_word(&self) -> &sync::AtomicU64 {
         self.shared.region.word(W_HEAD)
@@ -499,6 +537,7 @@ impl<R: Region> Producer<R> {
         if self.tail - head + need <= cap {
             Ok(())
         } else if self.shared.peer_closed() {
+            self.shared.header_intact().map_err(PushError::Corrupt)?;
             Err(PushError::Disconnected)
         } else {
             Err(PushError::Full)
@@ -699,6 +738,13 @@ impl<R: Region> Consumer<R> {
         self.shared.capacity
     }
 
+    /// `Err` when the ring's header is no longer what `init` wrote (see
+    /// [`Corruption::BadRingHeader`]): check it before believing what the header's claims
+    /// say of the peer.
+    pub fn check_header(&self) -> Result<(), Corruption> {
+        self.shared.header_intact()
+    }
+
     /// The producer's owner token (`None` once it let go; `Some(0)` before it attached).
     pub fn producer_token(&self) -> Option<u64> {
         self.shared.peer_token()
@@ -787,7 +833,10 @@ impl<R: Region> Consumer<R> {
             // The producer published everything before letting go: look once more.
             // SYNC: Acquire, as in `next`, after the Acquire in `peer_closed`.
             if self.shared.slot(self.head).load(Ordering::Acquire) == 0 {
-                return PopError::Disconnected;
+                return match self.shared.header_intact() {
+                    Ok(()) => PopError::Disconnected,
+                    Err(c) => PopError::Corrupt(c),
+                };
             }
         }
         PopError::Empty
@@ -1099,6 +1148,42 @@ mod tests {
             }
         }
         assert_eq!(result, Err(PushError::Disconnected));
+    }
+
+    #[test]
+    fn a_header_written_over_is_corrupt_not_a_departed_peer() {
+        // The consumer "let go" by the claims, but the magic beside them is garbage too:
+        // the claims are not to be believed.
+        let (mut p, c, r) = ring(256);
+        drop(c);
+        r.word(W_MAGIC)
+            .store(0xbad0_bad0_bad0_bad0, Ordering::Relaxed);
+        let mut result = Ok(());
+        for seq in 0..100 {
+            result = p.try_push(&payload(seq, 40));
+            if result.is_err() {
+                break;
+            }
+        }
+        assert_eq!(
+            result,
+            Err(PushError::Corrupt(Corruption::BadRingHeader {
+                word: 0,
+                found: 0xbad0_bad0_bad0_bad0
+            }))
+        );
+        assert!(p.check_header().is_err());
+        // The same from the consumer's side, with the capacity overwritten.
+        let (p, mut c, r) = ring(256);
+        drop(p);
+        r.word(W_CAPACITY).store(3, Ordering::Relaxed);
+        assert_eq!(
+            c.try_pop(&mut [0u8; 8]),
+            Err(PopError::Corrupt(Corruption::BadRingHeader {
+                word: 2,
+                found: 3
+            }))
+        );
     }
 
     #[test]

@@ -268,6 +268,15 @@ pub struct ShmRx {
     max_frame: usize,
 }
 
+/// A peer whose claim says it is gone: `Disconnected`, unless the header the claim sits
+/// in is no longer the ring's, and then the claim is garbage: `Corrupt`.
+fn gone(header: Result<(), ipcbench_ring::Corruption>) -> SendError {
+    match header {
+        Ok(()) => SendError::Disconnected,
+        Err(c) => SendError::Corrupt(Corruption::Ring(c)),
+    }
+}
+
 fn push_error(e: PushError) -> SendError {
     match e {
         PushError::Full => SendError::Io(nix::errno::Errno::EAGAIN),
@@ -325,7 +334,7 @@ impl ShmTx {
                 Ok(t) => return Ok(t),
                 Err(PushError::Full) => {
                     if !alive(self.producer.consumer_token()) {
-                        return Err(SendError::Disconnected);
+                        return Err(gone(self.producer.check_header()));
                     }
                 }
                 Err(e) => return Err(push_error(e)),
@@ -378,7 +387,7 @@ impl crate::Tx for ShmTx {
             Err(PushError::Full)
                 if self.try_polls.due() && !alive(self.producer.consumer_token()) =>
             {
-                Err(SendError::Disconnected.into())
+                Err(gone(self.producer.check_header()).into())
             }
             Err(PushError::Full) => Err(TrySendError::Full),
             Err(e) => Err(push_error(e).into()),
@@ -473,7 +482,10 @@ impl ShmRx {
                         // Whatever it published before dying is still ours to read.
                         return match attempt(&mut self.consumer) {
                             Ok(t) => Ok(t),
-                            Err(PopError::Empty) => Err(RecvError::Disconnected.into()),
+                            Err(PopError::Empty) => match self.consumer.check_header() {
+                                Ok(()) => Err(RecvError::Disconnected.into()),
+                                Err(c) => Err(RecvError::Corrupt(Corruption::Ring(c)).into()),
+                            },
                             Err(e) => Err(pop_error(e).into()),
                         };
                     }
@@ -749,5 +761,51 @@ mod tests {
         // The half it dropped is gone for good (a send that finds room is still queued,
         // as on any transport; one that waits for room says Disconnected).
         assert_eq!(atx.producer.consumer_token(), None);
+    }
+
+    #[test]
+    fn garbage_over_a_ring_header_is_corrupt_not_disconnected() {
+        let dir = tempfile::tempdir().unwrap();
+        let capacity = 1 << 12;
+        let opts = EndpointOptions {
+            shm_capacity: capacity as u32,
+            max_frame: 64,
+            ..Default::default()
+        };
+        struct Removed(Endpoint);
+        impl Drop for Removed {
+            fn drop(&mut self) {
+                self.0.cleanup();
+            }
+        }
+        let endpoint = Removed(Endpoint::prepare(TransportKind::Shm, dir.path(), &opts).unwrap());
+        let endpoint = &endpoint.0;
+        let listener = Shm::listen(endpoint).unwrap();
+        let acceptor = std::thread::spawn(move || Shm::accept(listener, Duration::from_secs(5)));
+        let (_tx, _rx) = Shm::connect(endpoint, Duration::from_secs(5)).unwrap();
+        let (_atx, mut arx) = acceptor.join().unwrap().unwrap();
+        // A stranger writes over the header line of ring 1 (B to A, the ring `arx` reads):
+        // magic, version, capacity and both claims, so the producer's claim names no
+        // live process.
+        let Endpoint::Shm { path, .. } = endpoint else {
+            panic!("not shm")
+        };
+        let seg = Segment::open(path, 2 * ring_bytes(capacity)).unwrap();
+        let ring1 = ring_bytes(capacity) / 8;
+        for w in 0..16 {
+            seg.words()[ring1 + w].store(0x6a72_6261_6765_0000 + w as u64, Ordering::Relaxed);
+        }
+        let err = arx
+            .recv_timeout(&mut [0u8; 64], Duration::from_secs(2))
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                RecvTimeoutError::Recv(RecvError::Corrupt(Corruption::Ring(
+                    ipcbench_ring::Corruption::BadRingHeader { word: 0, .. }
+                )))
+            ),
+            "{err:?}"
+        );
     }
 }

@@ -451,8 +451,19 @@ pub struct LogReader {
 impl LogReader {
     /// Opens a log and checks its header against its length.
     pub fn open(path: &Path) -> anyhow::Result<LogReader> {
-        let mut file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-        let len = file.metadata()?.len();
+        use std::os::unix::fs::OpenOptionsExt;
+        // Opened without blocking (a FIFO would wait for a writer) and refused unless it
+        // is a regular file.
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+            .open(path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        let meta = file.metadata()?;
+        if !meta.is_file() {
+            bail!("{}: not a regular file", path.display());
+        }
+        let len = meta.len();
         let mut head = [0u8; LOG_HEADER];
         file.read_exact(&mut head)
             .map_err(|_| anyhow!("{}: too short for a pingpong log", path.display()))?;
@@ -526,9 +537,33 @@ pub fn render(
     out: &Path,
     mut pixels: impl FnMut(&mut dyn FnMut(Pixel) -> anyhow::Result<()>) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
+    // Written under a temporary name beside `out` and renamed when whole, so a failure
+    // halfway leaves no partial image (and no temporary file: it is removed on drop).
+    let parent = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let tmp = tempfile::Builder::new()
+        .prefix(".ipcbench-render-")
+        .suffix(".png")
+        .tempfile_in(parent)
+        .with_context(|| format!("creating a temporary file beside {}", out.display()))?;
+    write_png(w, h, out, tmp.as_file(), &mut pixels)?;
+    tmp.persist(out)
+        .map_err(|e| anyhow!("writing {}: {}", out.display(), e.error))?;
+    Ok(())
+}
+
+/// The PNG of [`render`], into `file`.
+fn write_png(
+    w: u32,
+    h: u32,
+    out: &Path,
+    file: &File,
+    pixels: &mut impl FnMut(&mut dyn FnMut(Pixel) -> anyhow::Result<()>) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     let row = w as usize * 3;
     let band_rows = (BAND_BYTES / row.max(1)).max(1) as u32;
-    let file = File::create(out).with_context(|| format!("creating {}", out.display()))?;
     let mut enc = png::Encoder::new(BufWriter::new(file), w, h);
     enc.set_color(png::ColorType::Rgb);
     enc.set_depth(png::BitDepth::Eight);
@@ -571,7 +606,17 @@ pub fn render(
 
 /// `harness render`: the image after the first `upto` pixels of a log (all by default).
 pub fn render_command(log: &Path, upto: Option<u64>, out: &Path) -> anyhow::Result<u64> {
+    use std::os::unix::fs::MetadataExt;
     let mut reader = LogReader::open(log)?;
+    // The log is open: `out` naming the same file would destroy it.
+    if let (Ok(l), Ok(o)) = (std::fs::metadata(log), std::fs::metadata(out)) {
+        if (l.dev(), l.ino()) == (o.dev(), o.ino()) {
+            bail!(
+                "--out {} is the log itself: choose another file",
+                out.display()
+            );
+        }
+    }
     let n = match upto {
         Some(n) if n > u64::from(reader.count) => bail!(
             "--upto {n}: {} holds {} pixels",

@@ -340,17 +340,31 @@ impl Point for Params {
         Ok(Prepared {
             plan,
             endpoints: vec![endpoint],
-            after: Some(Box::new(Check)),
+            after: Some(Box::new(Check {
+                files: ["batches", "timeline"].map(|k| {
+                    results
+                        .join("vectors")
+                        .join(format!("{}.{k}.csv", run.run_id))
+                }),
+            })),
         })
     }
 }
 
-/// The checks on both roles' figures.
-struct Check;
+/// The checks on both roles' figures, and the consumer's files.
+struct Check {
+    /// The batches and timeline CSVs the consumer writes.
+    files: [PathBuf; 2],
+}
 
 impl After for Check {
     fn check(&mut self, _: &RunOutcome, metrics: &mut Vec<(String, f64)>) -> Result<(), String> {
         check(metrics).map_or(Ok(()), Err)
+    }
+    fn discard(&mut self) {
+        for f in &self.files {
+            let _ = std::fs::remove_file(f);
+        }
     }
 }
 

@@ -15,7 +15,7 @@ use crate::exit::{print_stdout, UsageError, EXIT_INTERRUPTED};
 use crate::floor::{self, Floor};
 use crate::report::{self, Summary, TableRow};
 use crate::runner::{self, RunOutcome, Status};
-use crate::spec::{FloorUse, Prepared, RunSpec};
+use crate::spec::{Checking, FloorUse, Prepared, RunSpec};
 
 fn interrupted_flag() -> Arc<AtomicBool> {
     let flag = Arc::new(AtomicBool::new(false));
@@ -159,7 +159,11 @@ pub fn run_matrix(
         };
         let mut outcome = outcome;
         if let (Some(a), Status::Ok) = (after.as_mut(), &outcome.status) {
-            if let Err(why) = a.check(&outcome, &mut figures.metrics) {
+            let how = Checking {
+                exe: &exe,
+                interrupted: &interrupted,
+            };
+            if let Err(why) = a.check(&outcome, &mut figures.metrics, &how) {
                 outcome.status = Status::Failed(why);
             }
             peak_private_kib = peak_private_kib.max(envinfo::own_private_kib().unwrap_or(0));

@@ -422,6 +422,16 @@ pub struct Prepared {
     pub after: Option<Box<dyn After>>,
 }
 
+/// What a check may use to run a process of its own (a check that reads shared memory a
+/// peer could have shrunk runs in a role process, never in the harness).
+#[derive(Debug)]
+pub struct Checking<'a> {
+    /// The harness binary.
+    pub exe: &'a Path,
+    /// Set on Ctrl-C.
+    pub interrupted: &'a std::sync::atomic::AtomicBool,
+}
+
 /// What a workload checks after its roles are gone, holding what it needs for that (a
 /// canvas, a pool) until it is dropped.
 pub trait After: Send {
@@ -435,6 +445,7 @@ pub trait After: Send {
         &mut self,
         outcome: &RunOutcome,
         metrics: &mut Vec<(String, f64)>,
+        how: &Checking<'_>,
     ) -> Result<(), String>;
     /// The run did not end ok (or was interrupted): removes the artefacts its roles wrote
     /// into the results that no row would account for.

@@ -606,6 +606,23 @@ impl Drop for ResultGuard<'_> {
 }
 
 impl Pool {
+    /// The result's words read through the segment's file, not the mapping: for a reader
+    /// that must not fault if another process shrank the file (a short file is an error).
+    pub fn read_result(&self) -> Result<Vec<u64>, SetupError> {
+        use std::os::unix::fs::FileExt;
+        let s = self.shape;
+        let path = self.seg.path();
+        let file =
+            std::fs::File::open(path).map_err(|e| SetupError::io("open", path.display(), e))?;
+        let mut bytes = vec![0u8; s.result_words as usize * 8];
+        file.read_exact_at(&mut bytes, (s.w_result() * 8) as u64)
+            .map_err(|e| SetupError::io("read the result of", path.display(), e))?;
+        Ok(bytes
+            .chunks_exact(8)
+            .map(|w| u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]))
+            .collect())
+    }
+
     /// The result's words without the lock, for reading after every role is done.
     pub fn result_unlocked(&self) -> &[AtomicU64] {
         let s = self.shape;

@@ -119,6 +119,11 @@ pub fn init_canvas(words: &[AtomicU32], p: &PingpongParams) -> Result<(), Worklo
     Ok(())
 }
 
+/// Where [`progress`]'s word sits in the canvas, in bytes: for a reader that reads the
+/// canvas through its file rather than a mapping (a mapping of a file another process
+/// can shrink faults on access). Little-endian, as the canvas's words are here.
+pub const PROGRESS_BYTE: u64 = (W_ITERATION * 4) as u64;
+
 /// Pixels painted so far on a canvas (0 if the words are too few to be one): for a
 /// progress display that reads the canvas while the agents paint.
 pub fn progress(words: &[AtomicU32]) -> u32 {

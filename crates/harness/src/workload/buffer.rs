@@ -19,8 +19,8 @@ use crate::floor::Floor;
 use crate::params::{self, p, ParamDef, ParamType, Value, SEED};
 use crate::runner::{RolePlan, RunOutcome, RunPlan};
 use crate::spec::{
-    About, After, Column, Common, FloorUse, Frame, Machine, Point, Prepared, Problem, Roles,
-    RunSpec, Wait, Workload,
+    About, After, Checking, Column, Common, FloorUse, Frame, Machine, Point, Prepared, Problem,
+    Roles, RunSpec, Wait, Workload,
 };
 use crate::wire::{emit, emit_ready, wait_for_go, RoleEvent, RoleJob, RoleReport};
 
@@ -475,6 +475,7 @@ impl After for Merged {
         &mut self,
         outcome: &RunOutcome,
         metrics: &mut Vec<(String, f64)>,
+        _: &Checking<'_>,
     ) -> Result<(), String> {
         metrics.extend(check(&self.params, &self.pool, outcome)?);
         Ok(())
@@ -503,7 +504,10 @@ fn check(
         ));
     }
     let reference = buffer::reference(p).map_err(|e| format!("check: {e}"))?;
-    let got = buffer::result_of(pool);
+    // Read through the file: the harness never touches a mapping a peer could shrink.
+    let got = pool
+        .read_result()
+        .map_err(|e| format!("check: reading the merged result: {e}"))?;
     if got != reference {
         let first = got
             .iter()

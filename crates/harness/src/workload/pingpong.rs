@@ -24,10 +24,10 @@ use serde::{Deserialize, Serialize};
 use super::{run_pair, two_roles, PairRole};
 use crate::floor::Floor;
 use crate::params::{self, p, ParamDef, ParamType, Value, SEED};
-use crate::runner::RunOutcome;
+use crate::runner::{RolePlan, RunOutcome, RunPlan, Status};
 use crate::spec::{
-    About, After, Column, Common, FloorUse, Frame, Machine, Point, Prepared, Problem, Roles,
-    RunSpec, Workload,
+    About, After, Checking, Column, Common, FloorUse, Frame, Machine, Point, Prepared, Problem,
+    Roles, RunSpec, Workload,
 };
 use crate::wire::{RoleJob, RoleReport};
 
@@ -156,6 +156,9 @@ impl Workload for Pingpong {
         Ok(Box::new(params::deserialize::<Params>(PARAMS, values)?))
     }
     fn role(&self, job: &RoleJob, stdin: &mut dyn BufRead) -> anyhow::Result<RoleReport> {
+        if job.role == CHECK_ROLE {
+            return check_role(job, stdin);
+        }
         let task: Task = job.task()?;
         let n = task.params.pixels()?;
         let seg = Segment::open_with(&task.canvas, pingpong::canvas_bytes(n), true)?;
@@ -260,33 +263,75 @@ impl Point for Params {
                 params: image,
             })?)
         })?;
+        let file = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
         Ok(Prepared {
             plan,
             endpoints: vec![endpoint],
             after: Some(Box::new(Painted {
                 canvas,
+                file,
                 image,
                 out_dir: results.join("pingpong"),
                 run_id: run.run_id.clone(),
                 artefacts: self.artefacts,
+                dir: dir.to_path_buf(),
+                timeout: run.timeout().max(std::time::Duration::from_secs(60)),
             })),
         })
     }
 }
 
-/// A run's canvas, checked after the run and removed when dropped.
-struct Painted {
-    canvas: Segment,
+/// The name of the role that checks a canvas after a run.
+const CHECK_ROLE: &str = "check";
+
+/// What the check role is to do: the checks of [`check_and_save`], in a process of its
+/// own, so that a canvas another process shrank faults there, not in the harness.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct CheckTask {
+    canvas: PathBuf,
     image: PingpongParams,
     out_dir: PathBuf,
     run_id: String,
     artefacts: bool,
 }
 
+/// The check role: maps the canvas, checks every pixel, writes the log and the PNG.
+fn check_role(job: &RoleJob, stdin: &mut dyn BufRead) -> anyhow::Result<RoleReport> {
+    let t: CheckTask = job.task()?;
+    crate::wire::emit_ready()?;
+    crate::wire::emit(&crate::wire::RoleEvent::Connected)?;
+    crate::wire::wait_for_go(stdin)?;
+    let n = t.image.pixels()?;
+    let seg = Segment::open_with(&t.canvas, pingpong::canvas_bytes(n), false)?;
+    check_and_save(&seg, &t.image, &t.out_dir, &t.run_id, t.artefacts)?;
+    RoleReport::from_measurement(&Measurement::default())
+}
+
+/// A run's canvas, checked after the run and removed when dropped. The harness never
+/// touches its mapping once the agents have it: progress is read through the file, and
+/// the check runs in a role process of its own.
+struct Painted {
+    canvas: Segment,
+    /// The canvas's file, for progress.
+    file: File,
+    image: PingpongParams,
+    out_dir: PathBuf,
+    run_id: String,
+    artefacts: bool,
+    /// The run's private directory (the check role's log goes there).
+    dir: PathBuf,
+    timeout: std::time::Duration,
+}
+
 impl After for Painted {
     fn progress(&self) -> Option<String> {
+        use std::os::unix::fs::FileExt;
         let total = u64::from(self.image.width) * u64::from(self.image.height);
-        let done = pingpong::progress(self.canvas.words32());
+        let mut word = [0u8; 4];
+        self.file
+            .read_exact_at(&mut word, pingpong::PROGRESS_BYTE)
+            .ok()?;
+        let done = u32::from_le_bytes(word);
         Some(format!("{}: {done}/{total} pixels", self.run_id))
     }
 
@@ -294,15 +339,28 @@ impl After for Painted {
         &mut self,
         outcome: &RunOutcome,
         metrics: &mut Vec<(String, f64)>,
+        how: &Checking<'_>,
     ) -> Result<(), String> {
-        check_and_save(
-            &self.canvas,
-            &self.image,
-            &self.out_dir,
-            &self.run_id,
-            self.artefacts,
-        )
-        .map_err(|e| format!("check: {e:#}"))?;
+        let task = CheckTask {
+            canvas: self.canvas.path().to_path_buf(),
+            image: self.image,
+            out_dir: self.out_dir.clone(),
+            run_id: self.run_id.clone(),
+            artefacts: self.artefacts,
+        };
+        let role =
+            RolePlan::new(CHECK_ROLE, None, NAME, &task).map_err(|e| format!("check: {e:#}"))?;
+        let plan = RunPlan {
+            run_id: self.run_id.clone(),
+            roles: vec![role],
+            setup_timeout: crate::runner::SETUP_TIMEOUT,
+            timeout: self.timeout,
+            dir: self.dir.clone(),
+        };
+        let checked = crate::runner::execute(how.exe, &plan, how.interrupted);
+        if checked.status != Status::Ok {
+            return Err(format!("check: {}", checked.status.text()));
+        }
         metrics.extend(pingpong_metrics(&self.image, outcome));
         Ok(())
     }

@@ -30,8 +30,8 @@ use crate::floor::Floor;
 use crate::params::{self, p, ParamDef, ParamType, Value, SEED};
 use crate::runner::{RolePlan, RunOutcome, RunPlan};
 use crate::spec::{
-    About, After, Column, Common, FloorUse, Frame, Machine, Point, Prepared, Problem, Roles,
-    RunSpec, Workload,
+    About, After, Checking, Column, Common, FloorUse, Frame, Machine, Point, Prepared, Problem,
+    Roles, RunSpec, Workload,
 };
 use crate::wire::{emit, wait_for_go, RoleEvent, RoleJob, RoleReport};
 
@@ -669,7 +669,12 @@ struct Check {
 impl After for Check {
     /// The columns computed here (the bound), and why the run fails if it does: a batch
     /// without a result, a wrong sum, a worker that failed, a frame dropped.
-    fn check(&mut self, _: &RunOutcome, metrics: &mut Vec<(String, f64)>) -> Result<(), String> {
+    fn check(
+        &mut self,
+        _: &RunOutcome,
+        metrics: &mut Vec<(String, f64)>,
+        _: &Checking<'_>,
+    ) -> Result<(), String> {
         let get = |k: &str| metrics.iter().find(|(n, _)| n == k).map(|(_, v)| *v);
         let mut extra = Vec::new();
         if let (Some(ideal), Some(makespan)) = (self.ideal, get("makespan_s")) {

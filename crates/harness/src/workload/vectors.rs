@@ -17,8 +17,8 @@ use crate::floor::Floor;
 use crate::params::{self, p, ParamDef, ParamType, Value, SECONDS, SEED};
 use crate::runner::RunOutcome;
 use crate::spec::{
-    About, After, Column, Common, FloorUse, Frame, Machine, Point, Prepared, Problem, Roles,
-    RunSpec, Wait, Workload,
+    About, After, Checking, Column, Common, FloorUse, Frame, Machine, Point, Prepared, Problem,
+    Roles, RunSpec, Wait, Workload,
 };
 use crate::wire::{RoleJob, RoleReport};
 
@@ -358,7 +358,12 @@ struct Check {
 }
 
 impl After for Check {
-    fn check(&mut self, _: &RunOutcome, metrics: &mut Vec<(String, f64)>) -> Result<(), String> {
+    fn check(
+        &mut self,
+        _: &RunOutcome,
+        metrics: &mut Vec<(String, f64)>,
+        _: &Checking<'_>,
+    ) -> Result<(), String> {
         check(metrics).map_or(Ok(()), Err)
     }
     fn discard(&mut self) {

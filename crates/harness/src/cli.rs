@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use ipcbench_transport::dispatch::has_bare_baseline;
 use ipcbench_transport::TransportKind;
 
-use crate::exit::{print_stdout, UsageError, EXIT_USAGE};
+use crate::exit::{print_stdout, UsageError, WriteError, EXIT_USAGE, EXIT_WRITE};
 use crate::matrix::run_matrix;
 use crate::spec::{RunSpec, COMMON};
 use crate::{builtin, config, envinfo, role, workload};
@@ -94,6 +94,9 @@ pub fn main() -> ExitCode {
             if let Some(u) = e.downcast_ref::<UsageError>() {
                 note!("harness: {u}");
                 ExitCode::from(EXIT_USAGE)
+            } else if e.downcast_ref::<WriteError>().is_some() {
+                note!("harness: {e:#}");
+                ExitCode::from(EXIT_WRITE)
             } else {
                 note!("harness: {e:#}");
                 ExitCode::FAILURE

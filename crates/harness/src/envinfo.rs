@@ -4,8 +4,6 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use anyhow::Context;
-
 use crate::floor::Floor;
 use crate::spec::RunSpec;
 
@@ -130,6 +128,8 @@ pub fn env_json(
         "runs": runs.len(),
         "config": config_text,
     });
-    std::fs::write(path, serde_json::to_string_pretty(&env)?)
-        .with_context(|| format!("writing {}", path.display()))
+    Ok(crate::exit::write_whole(
+        path,
+        serde_json::to_string_pretty(&env)?.as_bytes(),
+    )?)
 }

@@ -152,7 +152,9 @@ pub fn run_matrix(
             Ok(x) => x,
             Err(e) => {
                 let status = Status::Failed(format!("bad report: {e:#}"));
-                summary.row(spec, &status, &Default::default())?;
+                summary
+                    .row(spec, &status, &Default::default())
+                    .map_err(|e| stopped_writing(e, &summary))?;
                 failed += 1;
                 continue;
             }
@@ -181,15 +183,19 @@ pub fn run_matrix(
             }
         }
         drop(dir);
+        // The row first: it is what the run measured; its histogram follows.
+        summary
+            .row(spec, &outcome.status, &figures)
+            .map_err(|e| stopped_writing(e, &summary))?;
         if let Some(h) = &hist {
             report::write_hgrm(
                 &results
                     .join("histograms")
                     .join(format!("{}.hgrm", spec.run_id)),
                 h,
-            )?;
+            )
+            .map_err(|e| stopped_writing(e, &summary))?;
         }
-        summary.row(spec, &outcome.status, &figures)?;
         if outcome.status != Status::Ok {
             failed += 1;
         }
@@ -242,6 +248,17 @@ pub fn run_matrix(
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A results file could not be written: the matrix stops (the next rows would not fit
+/// either), saying what is whole on disk; the error goes on to the exit code.
+fn stopped_writing(e: anyhow::Error, summary: &Summary) -> anyhow::Error {
+    note!(
+        "harness: stopped: a results file could not be written; {} rows are whole in {}",
+        summary.rows(),
+        summary.path().display()
+    );
+    e
 }
 
 /// Copies the role logs (`*.stderr`) of a run that did not end ok from its run

@@ -11,6 +11,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use hdrhistogram::Histogram;
 
+use crate::exit::{write_whole, WriteError};
 use crate::floor::Floor;
 use crate::runner::{RunOutcome, Status};
 use crate::spec::{Column, RunSpec};
@@ -183,10 +184,16 @@ fn num(x: Option<f64>, decimals: usize) -> String {
     x.map(|v| format!("{v:.decimals$}")).unwrap_or_default()
 }
 
-/// `summary.csv`, one row per run, flushed row by row.
+/// `summary.csv`, one row per run, each written whole as its run ends: a row that cannot
+/// be written (a full disk) is taken back, so the file always parses.
 #[derive(Debug)]
 pub struct Summary {
-    writer: csv::Writer<File>,
+    file: File,
+    path: PathBuf,
+    /// Bytes of whole rows written so far.
+    len: u64,
+    /// Rows written so far (the header not counted).
+    rows: usize,
     metric_columns: Vec<String>,
 }
 
@@ -203,20 +210,64 @@ impl Summary {
                 metric_columns.push(c.name.to_string());
             }
         }
-        let file =
-            File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
-        let mut writer = csv::Writer::from_writer(file);
-        let header: Vec<&str> = FIXED_COLUMNS
+        let header: Vec<String> = FIXED_COLUMNS
             .iter()
-            .copied()
-            .chain(metric_columns.iter().map(String::as_str))
+            .map(|c| c.to_string())
+            .chain(metric_columns.iter().cloned())
             .collect();
-        writer.write_record(&header)?;
-        writer.flush()?;
-        Ok(Summary {
-            writer,
+        let file = std::fs::OpenOptions::new()
+            .append(true)
+            .create_new(true)
+            .open(path)
+            .map_err(|source| WriteError {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        let mut summary = Summary {
+            file,
+            path: path.to_path_buf(),
+            len: 0,
+            rows: 0,
             metric_columns,
-        })
+        };
+        if let Err(e) = summary.append(&header) {
+            // Not even the header: no empty file stays.
+            let _ = std::fs::remove_file(path);
+            return Err(e.into());
+        }
+        Ok(summary)
+    }
+
+    /// Appends one record whole, or takes back what of it reached the file.
+    fn append(&mut self, record: &[String]) -> Result<(), WriteError> {
+        let mut w = csv::Writer::from_writer(Vec::new());
+        let bytes = w
+            .write_record(record)
+            .map_err(std::io::Error::other)
+            .and_then(|_| w.into_inner().map_err(|e| e.into_error()));
+        let result = bytes.and_then(|b| {
+            self.file.write_all(&b)?;
+            self.file.sync_data()?;
+            Ok(b.len() as u64)
+        });
+        match result {
+            Ok(n) => {
+                self.len += n;
+                Ok(())
+            }
+            Err(source) => {
+                let _ = self.file.set_len(self.len);
+                Err(WriteError {
+                    path: self.path.clone(),
+                    source,
+                })
+            }
+        }
+    }
+
+    /// The rows written so far.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// Appends one run.
@@ -259,9 +310,14 @@ impl Summary {
                 3,
             ));
         }
-        self.writer.write_record(&rec)?;
-        self.writer.flush()?;
+        self.append(&rec)?;
+        self.rows += 1;
         Ok(())
+    }
+
+    /// Runs written so far.
+    pub fn rows(&self) -> usize {
+        self.rows
     }
 }
 
@@ -312,10 +368,7 @@ pub fn write_hgrm(path: &Path, h: &Histogram<u64>) -> anyhow::Result<()> {
         h.buckets(),
         sub_buckets
     );
-    let mut file =
-        File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
-    file.write_all(s.as_bytes())?;
-    Ok(())
+    Ok(write_whole(path, s.as_bytes())?)
 }
 
 /// One line per run for the closing summary table.

@@ -88,6 +88,9 @@ pub fn main() -> ExitCode {
         return role::main();
     }
     let cli = Cli::parse();
+    if matches!(cli.command, None | Some(Command::Calibrate { .. })) {
+        crate::matrix::catch_stops();
+    }
     match dispatch(cli) {
         Ok(code) => code,
         Err(e) => {

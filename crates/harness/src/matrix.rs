@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
 use anyhow::Context;
 
@@ -17,12 +16,14 @@ use crate::report::{self, Summary, TableRow};
 use crate::runner::{self, RunOutcome, Status};
 use crate::spec::{Checking, FloorUse, Prepared, RunSpec};
 
-fn interrupted_flag() -> Arc<AtomicBool> {
-    let flag = Arc::new(AtomicBool::new(false));
-    let f = flag.clone();
+/// Set by Ctrl-C, SIGTERM or SIGHUP once [`catch_stops`] has run.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Turns Ctrl-C, SIGTERM and SIGHUP into a flag the matrix checks: called first thing by
+/// the commands that run roles, so a stop that comes during setup is seen too.
+pub fn catch_stops() {
     // If a handler is already set (a second matrix in one process), keep the first.
-    let _ = ctrlc::set_handler(move || f.store(true, Ordering::SeqCst));
-    flag
+    let _ = ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::SeqCst));
 }
 
 /// Runs `runs` and writes their results under `out/<stem>-<stamp>/`.
@@ -33,7 +34,8 @@ pub fn run_matrix(
     out: &Path,
 ) -> anyhow::Result<ExitCode> {
     let exe = std::env::current_exe().context("locating the harness binary")?;
-    let interrupted = interrupted_flag();
+    catch_stops();
+    let interrupted: &AtomicBool = &INTERRUPTED;
     let swept = crate::leftovers::sweep();
     if !swept.removed.is_empty() {
         note!(
@@ -55,7 +57,7 @@ pub fn run_matrix(
         if floors.contains_key(&pair) || interrupted.load(Ordering::Relaxed) {
             continue;
         }
-        match floor::calibrate(&exe, pair, &interrupted) {
+        match floor::calibrate(&exe, pair, interrupted) {
             Ok(f) => {
                 note!(
                     "harness: floor on cores {}-{}: cache-line round trip {:.0} ns (a line each way; timed one at a time, p50 {:.0} ns; \
@@ -105,7 +107,7 @@ pub fn run_matrix(
             break;
         }
         bar.set_message(spec.run_id.clone());
-        let floor = row_floor(&exe, spec, &floors, &interrupted, &bar);
+        let floor = row_floor(&exe, spec, &floors, interrupted, &bar);
         if interrupted.load(Ordering::Relaxed) {
             break;
         }
@@ -121,7 +123,7 @@ pub fn run_matrix(
                         bar.set_message(p);
                     }
                 };
-                let outcome = runner::execute_with(&exe, &plan, &interrupted, &tick);
+                let outcome = runner::execute_with(&exe, &plan, interrupted, &tick);
                 // Every role is gone now: remove the shm segments, if there are any.
                 for e in &endpoints {
                     e.cleanup();
@@ -163,7 +165,7 @@ pub fn run_matrix(
         if let (Some(a), Status::Ok) = (after.as_mut(), &outcome.status) {
             let how = Checking {
                 exe: &exe,
-                interrupted: &interrupted,
+                interrupted,
             };
             if let Err(why) = a.check(&outcome, &mut figures.metrics, &how) {
                 outcome.status = Status::Failed(why);

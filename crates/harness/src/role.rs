@@ -50,8 +50,15 @@ fn report_panics() {
     }));
 }
 
+/// Fault injection for the fault suite (tests/faults.rs): a role whose name this variable
+/// holds panics as it starts, as a bug in a workload would.
+pub const FAULT_PANIC_ENV: &str = "IPCBENCH_FAULT_PANIC";
+
 /// Runs `job` with the code it names.
 fn run(job: &RoleJob, stdin: &mut dyn BufRead) -> anyhow::Result<RoleReport> {
+    if std::env::var_os(FAULT_PANIC_ENV).is_some_and(|r| r == job.role.as_str()) {
+        panic!("fault injected into role {} ({FAULT_PANIC_ENV})", job.role);
+    }
     if job.workload == crate::floor::FLOOR {
         return crate::floor::role(job, stdin);
     }

@@ -37,6 +37,28 @@ struct Cli {
     /// Divide counts and warm-ups by 10 (at least 100 and 10) for a quick look.
     #[arg(long)]
     quick: bool,
+    /// The order of repetitions: `interleaved` runs repetition 0 of every point, then
+    /// repetition 1 of every point, and so on, so a slow spell of the host lands on all
+    /// points alike; `grouped` runs each point's repetitions one after another.
+    #[arg(long, value_enum, default_value_t = Order::Interleaved)]
+    order: Order,
+}
+
+/// The order of a matrix's repetitions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Order {
+    /// Repetition 0 of every point, then repetition 1, ...
+    Interleaved,
+    /// Every repetition of a point, then the next point.
+    Grouped,
+}
+
+/// Puts `runs` (in the config's order, each point's repetitions together) in `order`.
+pub fn order_runs(runs: &mut [RunSpec], order: Order) {
+    if order == Order::Interleaved {
+        // A stable sort: within a repetition, the config's order of points.
+        runs.sort_by_key(|r| r.rep);
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -73,6 +95,20 @@ enum Command {
         /// The PNG to write.
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
+    },
+    /// Compare two results directories point by point: each figure's change of median
+    /// with its interval, and a verdict; exit code 1 when a point got slower.
+    Compare {
+        /// The results directory to compare with.
+        base: PathBuf,
+        /// The results directory compared.
+        new: PathBuf,
+        /// Changes within this many percent are no change, whatever the intervals.
+        #[arg(long, default_value_t = 5.0, value_name = "PCT")]
+        threshold: f64,
+        /// Also write every figure's comparison to this CSV file.
+        #[arg(long, value_name = "FILE")]
+        csv: Option<PathBuf>,
     },
     /// Remove the segments and run directories left by harness runs that are gone
     /// (killed, or on a machine that lost power); a run still going keeps its own.
@@ -116,6 +152,19 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 .map_err(|e| UsageError(format!("render: {e:#}")))?;
             note!("harness: rendered {n} pixels into {}", out.display());
             Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Compare {
+            base,
+            new,
+            threshold,
+            csv,
+        }) => {
+            let slower = crate::compare::run(&base, &new, threshold, csv.as_ref())?;
+            Ok(if slower {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
         }
         Some(Command::Clean) => {
             let swept = crate::leftovers::sweep();
@@ -202,6 +251,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                     r.point.quick();
                 }
             }
+            order_runs(&mut runs, cli.order);
             run_matrix(&stem, &text, runs, &cli.out)
         }
     }
@@ -319,4 +369,29 @@ pub fn parameters_markdown() -> String {
         }
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repetitions_are_interleaved_unless_grouped() {
+        let text = "[[experiment]]\nname = \"a\"\nworkload = \"latency\"\ntransport = [\"uds\", \"tcp\"]\nmsg_bytes = 64\nrepetitions = 3\n";
+        let ids = |order| {
+            let mut runs = config::parse("t.toml", text, &[0, 1]).unwrap();
+            order_runs(&mut runs, order);
+            runs.iter()
+                .map(|r| format!("{}/{}", r.point_id, r.rep))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            ids(Order::Interleaved),
+            ["a-uds/0", "a-tcp/0", "a-uds/1", "a-tcp/1", "a-uds/2", "a-tcp/2"]
+        );
+        assert_eq!(
+            ids(Order::Grouped),
+            ["a-uds/0", "a-uds/1", "a-uds/2", "a-tcp/0", "a-tcp/1", "a-tcp/2"]
+        );
+    }
 }

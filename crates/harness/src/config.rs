@@ -663,6 +663,7 @@ fn expand(
             };
             out.push(Ok(RunSpec {
                 run_id: id.clone(),
+                point_id: id.clone(),
                 rep,
                 common: common.clone(),
                 workload,

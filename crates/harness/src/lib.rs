@@ -30,6 +30,7 @@ macro_rules! note {
 
 pub mod builtin;
 pub mod cli;
+pub mod compare;
 pub mod config;
 pub mod envinfo;
 pub mod exit;
@@ -37,10 +38,12 @@ pub mod floor;
 pub mod leftovers;
 pub mod matrix;
 pub mod params;
+pub mod points;
 pub mod report;
 pub mod role;
 pub mod runner;
 pub mod spec;
+pub mod stats;
 pub mod wire;
 pub mod workload;
 

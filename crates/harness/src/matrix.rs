@@ -12,6 +12,7 @@ use anyhow::Context;
 use crate::envinfo;
 use crate::exit::{print_stdout, UsageError, EXIT_INTERRUPTED};
 use crate::floor::{self, Floor};
+use crate::points;
 use crate::report::{self, Summary, TableRow};
 use crate::runner::{self, RunOutcome, Status};
 use crate::spec::{Checking, FloorUse, Prepared, RunSpec};
@@ -99,6 +100,7 @@ pub fn run_matrix(
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let mut table = Vec::new();
+    let mut results_of_runs = Vec::new();
     let mut failed = 0;
     // The harness's own private memory after each run that left it something to check.
     let mut peak_private_kib = 0u64;
@@ -218,6 +220,11 @@ pub fn run_matrix(
             bar.println(line);
         }
         bar.inc(1);
+        results_of_runs.push(points::RunResult::of(
+            spec,
+            outcome.status == Status::Ok,
+            &figures,
+        ));
         table.push(TableRow {
             run_id: spec.run_id.clone(),
             status: outcome.status.text(),
@@ -225,7 +232,16 @@ pub fn run_matrix(
         });
     }
     bar.finish_and_clear();
-    print_stdout(&report::table_text(&table));
+    // Every point summed up over its repetitions (also after Ctrl-C, from the runs done).
+    let points = points::summarize(&results_of_runs);
+    if !points.is_empty() {
+        points::write(&results.join("points.csv"), &points)?;
+    }
+    if points.iter().any(|p| p.runs > 1) {
+        print_stdout(&points::table_text(&points));
+    } else {
+        print_stdout(&report::table_text(&table));
+    }
     if peak_private_kib > 0 {
         note!(
             "harness: its own private memory after the checks: at most {:.1} MiB (RssAnon)",

@@ -371,6 +371,9 @@ pub struct About {
     pub params: &'static [ParamDef],
     /// The columns it adds to `summary.csv`, in order.
     pub columns: &'static [Column],
+    /// Its own headline figure (one of its columns) and whether more is better, for
+    /// `points.csv` and `harness compare`; `None` where p50 or msgs/s says it all.
+    pub headline: Option<(&'static str, bool)>,
 }
 
 /// A workload as the harness runs it: listed once in [`crate::workload::REGISTRY`].
@@ -457,6 +460,9 @@ pub trait After: Send {
 pub struct RunSpec {
     /// Unique within the invocation; names the histogram file.
     pub run_id: String,
+    /// The run id without its number and repetition: the same for every repetition of a
+    /// point (points.csv, `harness compare`).
+    pub point_id: String,
     /// Repetition number, from 0.
     pub rep: u32,
     /// The keys every experiment has.

@@ -193,6 +193,7 @@ const ABOUT: About = About {
     roles: "acquirer, then `workers` workers; they take the `cores` in turn",
     params: PARAMS,
     columns: COLUMNS,
+    headline: Some(("gb_per_s", true)),
 };
 
 impl Workload for Buffer {

@@ -94,6 +94,7 @@ const ABOUT: About = About {
     roles: "one core each, in order: client, server",
     params: PARAMS,
     columns: &[],
+    headline: None,
 };
 
 impl Workload for Latency {

@@ -254,7 +254,8 @@ mod tests {
         );
     }
 
-    /// Every column summary.csv can have is documented in results/README.md.
+    /// Every column summary.csv and points.csv can have is documented in
+    /// results/README.md.
     #[test]
     fn every_column_is_documented() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../results/README.md");

@@ -146,6 +146,7 @@ const ABOUT: About = About {
     roles: "one core each, in order: ping, pong",
     params: PARAMS,
     columns: COLUMNS,
+    headline: Some(("ns_per_pixel", false)),
 };
 
 impl Workload for Pingpong {

@@ -491,6 +491,7 @@ const ABOUT: About = About {
     roles: "client, gateway, then the workers the gateway starts; they take the `cores` in turn",
     params: PARAMS,
     columns: COLUMNS,
+    headline: Some(("makespan_s", false)),
 };
 
 impl Workload for Tasks {

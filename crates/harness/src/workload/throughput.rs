@@ -75,6 +75,7 @@ const ABOUT: About = About {
     roles: "one core each, in order: sender, receiver",
     params: PARAMS,
     columns: &[],
+    headline: None,
 };
 
 impl Workload for Throughput {

@@ -208,6 +208,7 @@ const ABOUT: About = About {
     roles: "one core each, in order: producer, consumer",
     params: PARAMS,
     columns: COLUMNS,
+    headline: Some(("rate_achieved_hz", true)),
 };
 
 impl Workload for Vectors {

@@ -10,6 +10,9 @@ use std::time::{Duration, Instant};
 
 const FIXED: &str = "run_id,workload,transport,wait,msg_bytes,params,cores,rep,status,count,duration_s,msgs_per_s,bytes_per_s,p50_ns,p90_ns,p99_ns,p999_ns,max_ns,mean_ns,stdev_ns,floor_ns,ratio_to_floor";
 
+/// The columns every row has after the workloads' own.
+const CPU: &str = "cpu0_pct,cpu1_pct,cpu_rest_pct";
+
 struct Scratch {
     dir: tempfile::TempDir,
 }
@@ -175,7 +178,11 @@ fn shm_left(prefix: &str) -> Vec<String> {
 
 fn rows(dir: &Path) -> Vec<csv::StringRecord> {
     let (header, rows) = summary(dir);
-    assert_eq!(header.join(","), FIXED, "fixed columns, in order");
+    assert_eq!(
+        header.join(","),
+        format!("{FIXED},{CPU}"),
+        "fixed columns, in order, then the CPU columns"
+    );
     rows
 }
 
@@ -247,6 +254,13 @@ fn small_matrix_writes_every_result_file() {
             r[20].parse::<f64>().unwrap() > 0.0,
             "floor_ns filled: {r:?}"
         );
+        // Each of the two roles' CPU share over its window: a number, at most the two
+        // cores a role's threads could have used.
+        for at in [22, 23] {
+            let cpu: f64 = r[at].parse().unwrap();
+            assert!((0.0..=250.0).contains(&cpu), "cpu column {at}: {r:?}");
+        }
+        assert_eq!(&r[24], "", "no third role: {r:?}");
         if &r[1] == "latency" {
             let p50: f64 = r[13].parse().unwrap();
             let p99: f64 = r[15].parse().unwrap();

@@ -98,6 +98,23 @@ pub fn create_results_dir(out: &Path, stem: &str) -> anyhow::Result<PathBuf> {
     )
 }
 
+/// The columns every row has after the workloads' own (added after the first release
+/// of the fixed ones, so they come last): each role's CPU use over its measured window.
+pub const CPU_COLUMNS: &[Column] = &[
+    Column {
+        name: "cpu0_pct",
+        doc: "the first role's CPU over its window, % of one core",
+    },
+    Column {
+        name: "cpu1_pct",
+        doc: "the second role's CPU over its window, % of one core",
+    },
+    Column {
+        name: "cpu_rest_pct",
+        doc: "the other roles' CPU summed, % of one core",
+    },
+];
+
 /// The figures of one row.
 #[derive(Debug, Clone, Default)]
 pub struct Figures {
@@ -117,6 +134,8 @@ pub struct Figures {
     pub ratio: Option<f64>,
     /// Workload columns.
     pub metrics: Vec<(String, f64)>,
+    /// Each role's CPU use over its window (percent of one core), in role order.
+    pub cpu: Vec<Option<f64>>,
 }
 
 /// Computes a row's figures from the measuring role's report (the first role).
@@ -133,6 +152,11 @@ pub fn figures(
         return Ok((f, None));
     };
     let secs = report.duration_ns as f64 / 1e9;
+    f.cpu = outcome
+        .reports
+        .iter()
+        .map(|r| r.as_ref().and_then(|r| r.cpu_pct))
+        .collect();
     f.count = Some(report.count);
     f.duration_s = Some(secs);
     if secs > 0.0 {
@@ -214,6 +238,7 @@ impl Summary {
             .iter()
             .map(|c| c.to_string())
             .chain(metric_columns.iter().cloned())
+            .chain(CPU_COLUMNS.iter().map(|c| c.name.to_string()))
             .collect();
         let file = std::fs::OpenOptions::new()
             .append(true)
@@ -310,6 +335,13 @@ impl Summary {
                 3,
             ));
         }
+        let cpu = |i: usize| f.cpu.get(i).copied().flatten();
+        let rest: Vec<f64> = f.cpu.iter().skip(2).flatten().copied().collect();
+        rec.extend([
+            num(cpu(0), 1),
+            num(cpu(1), 1),
+            num((!rest.is_empty()).then(|| rest.iter().sum()), 1),
+        ]);
         self.append(&rec)?;
         self.rows += 1;
         Ok(())

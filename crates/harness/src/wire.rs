@@ -99,6 +99,10 @@ pub struct RoleReport {
     pub histogram: Option<String>,
     /// Workload-specific figures.
     pub metrics: Vec<(String, f64)>,
+    /// The CPU this role's process used from the start barrier to its end, as a share
+    /// of that wall time (100: one core busy throughout, as a spinning wait keeps it).
+    #[serde(default)]
+    pub cpu_pct: Option<f64>,
 }
 
 impl RoleReport {
@@ -120,6 +124,7 @@ impl RoleReport {
             duration_ns: m.duration.as_nanos() as u64,
             histogram,
             metrics: m.metrics.clone(),
+            cpu_pct: None,
         })
     }
 
@@ -170,14 +175,36 @@ pub fn emit_ready() -> anyhow::Result<()> {
     })
 }
 
-/// Blocks until the harness says `go` (the start barrier).
+/// When this process passed the start barrier: the wall clock and its CPU time then.
+static WINDOW: std::sync::OnceLock<(std::time::Instant, Duration)> = std::sync::OnceLock::new();
+
+/// This process's CPU time (every thread's), or `None` where the clock cannot be read.
+fn process_cpu() -> Option<Duration> {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_PROCESS_CPUTIME_ID)
+        .ok()
+        .map(Duration::from)
+}
+
+/// Blocks until the harness says `go` (the start barrier); the role's CPU window
+/// starts here.
 pub fn wait_for_go(stdin: &mut dyn BufRead) -> anyhow::Result<()> {
     let mut line = String::new();
     stdin.read_line(&mut line).context("waiting for go")?;
     if line.trim() != GO {
         bail!("expected `{GO}` from the harness, got {:?}", line.trim());
     }
+    if let Some(cpu) = process_cpu() {
+        let _ = WINDOW.set((std::time::Instant::now(), cpu));
+    }
     Ok(())
+}
+
+/// The CPU share of this process since the start barrier, percent.
+fn cpu_since_go() -> Option<f64> {
+    let (t0, c0) = WINDOW.get()?;
+    let wall = t0.elapsed().as_secs_f64();
+    let cpu = process_cpu()?.saturating_sub(*c0).as_secs_f64();
+    (wall > 0.0).then(|| cpu / wall * 100.0)
 }
 
 /// Checks that the parent is the one the job names and pins this process: the first
@@ -197,7 +224,10 @@ pub fn take_up(job: &RoleJob) -> anyhow::Result<()> {
 /// Reports how a role ended; the exit code (0 done, 1 failed, 3 could not report).
 pub fn finish(result: anyhow::Result<RoleReport>) -> u8 {
     match result {
-        Ok(report) => match emit(&RoleEvent::Done(report)) {
+        Ok(mut report) => match emit(&RoleEvent::Done({
+            report.cpu_pct = cpu_since_go();
+            report
+        })) {
             Ok(()) => 0,
             Err(_) => 3,
         },

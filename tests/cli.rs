@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 const FIXED: &str = "run_id,workload,transport,wait,msg_bytes,params,cores,rep,status,count,duration_s,msgs_per_s,bytes_per_s,p50_ns,p90_ns,p99_ns,p999_ns,max_ns,mean_ns,stdev_ns,floor_ns,ratio_to_floor";
 
 /// The columns every row has after the workloads' own.
-const CPU: &str = "cpu0_pct,cpu1_pct,cpu_rest_pct";
+const CPU: &str =
+    "cpu0_pct,cpu1_pct,cpu_rest_pct,floor_of,floor_before_ns,floor_after_ns,host_moved,retakes";
 
 struct Scratch {
     dir: tempfile::TempDir,
@@ -279,9 +280,19 @@ fn small_matrix_writes_every_result_file() {
     for key in ["rtt_ns", "rtt_p50_ns", "one_line_rtt_ns", "stream_ns"] {
         assert!(floor[key].as_f64().unwrap() > 0.0, "{key}: {floor}");
     }
-    // A throughput row is compared with one copy of its message or one line handed
-    // between the cores (the stream, taken again just before it), whichever costs more.
-    let memcpy_gb_s = floor["memcpy_gb_s"].as_f64().unwrap();
+    // A throughput row is compared with one cache-resident copy of its message or one
+    // line handed between the cores, whichever costs more, of the matrix's reference
+    // floor (the one in env.json).
+    let sizes = [
+        64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0,
+    ];
+    let copy_ns: Vec<f64> = floor["copy_ns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    let stream_ns = floor["stream_ns"].as_f64().unwrap();
     for r in rows.iter().filter(|r| &r[1] == "throughput") {
         let (msg_bytes, msgs_per_s, floor_ns, ratio): (f64, f64, f64, f64) = (
             r[4].parse().unwrap(),
@@ -289,14 +300,19 @@ fn small_matrix_writes_every_result_file() {
             r[20].parse().unwrap(),
             r[21].parse().unwrap(),
         );
+        let at = sizes.iter().position(|s| *s >= msg_bytes).unwrap_or(7);
+        let want = (copy_ns[at] * msg_bytes / sizes[at]).max(stream_ns);
         // summary.csv writes floor_ns with one decimal: up to 0.05 ns off.
-        assert!(floor_ns + 0.05 >= msg_bytes / memcpy_gb_s, "{r:?}");
+        assert!(
+            (floor_ns - want).abs() <= 0.05 + 1e-9 * want,
+            "{want}: {r:?}"
+        );
         let per_msg = 1e9 / msgs_per_s;
         let tolerance = ratio * (1e-3 + 0.05 / floor_ns);
         assert!((ratio - per_msg / floor_ns).abs() <= tolerance, "{r:?}");
     }
-    // A latency row is compared with the floor taken again just before it, timed as the
-    // row is (one round trip at a time): its ratio is its p50 over that.
+    // A latency row is compared with the matrix's reference floor, timed as the row is
+    // (one round trip at a time): its ratio is its p50 over that.
     for r in rows.iter().filter(|r| &r[1] == "latency") {
         let (p50, floor_ns, ratio): (f64, f64, f64) = (
             r[13].parse().unwrap(),

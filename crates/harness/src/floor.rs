@@ -75,9 +75,53 @@ pub struct Floor {
     pub stalls_10us_per_s: f64,
     /// Gaps over 1 ms per second in that loop (another thread ran a scheduler slice).
     pub stalls_1ms_per_s: f64,
+    /// One copy of a message of each of [`COPY_SIZES`] bytes between two buffers that
+    /// stay in the core's caches: the least a message of that size costs a transport
+    /// that copies it once, ns (the best of several batches).
+    pub copy_ns: [f64; COPY_SIZES.len()],
+    /// For a reference floor: the lowest and highest round trip (`rtt_ns`) of the samples
+    /// it is the median of.
+    pub rtt_range_ns: Option<[f64; 2]>,
 }
 
+/// The message sizes whose cache-resident copy the floor measures.
+pub const COPY_SIZES: [usize; 8] = [64, 256, 1024, 4096, 16384, 65536, 262_144, 1_048_576];
+
 impl Floor {
+    /// A lower bound on one cache-resident copy of `bytes`: the cost of the measured
+    /// size at or above it (the largest, beyond them all) scaled to `bytes` by length. A
+    /// shorter copy costs no less per byte, so the bound holds.
+    pub fn copy_floor_ns(&self, bytes: u64) -> f64 {
+        let at = COPY_SIZES
+            .iter()
+            .position(|s| *s as u64 >= bytes)
+            .unwrap_or(COPY_SIZES.len() - 1);
+        self.copy_ns[at] * bytes as f64 / COPY_SIZES[at] as f64
+    }
+
+    /// The median, key by key, of several floors of the same cores (the round trips and
+    /// the line stream vary with the host's state; the rest is the first's).
+    pub fn median_of(samples: &[Floor]) -> Option<Floor> {
+        let first = *samples.first()?;
+        let med = |f: &dyn Fn(&Floor) -> f64| {
+            let v: Vec<f64> = samples.iter().map(f).collect();
+            crate::stats::median_interval(&v).map_or(0.0, |i| i.median)
+        };
+        let stream: Vec<f64> = samples.iter().filter_map(|s| s.stream_ns).collect();
+        let rtts = samples.iter().map(|s| s.rtt_ns);
+        let range = [
+            rtts.clone().fold(f64::INFINITY, f64::min),
+            rtts.fold(0.0, f64::max),
+        ];
+        Some(Floor {
+            rtt_range_ns: Some(range),
+            rtt_ns: med(&|f| f.rtt_ns),
+            rtt_p50_ns: med(&|f| f.rtt_p50_ns),
+            one_line_rtt_ns: med(&|f| f.one_line_rtt_ns),
+            stream_ns: crate::stats::median_interval(&stream).map(|i| i.median),
+            ..first
+        })
+    }
     /// The line stream for people: "12.3 ns per line", or why there is none.
     pub fn stream_text(&self) -> String {
         match self.stream_ns {
@@ -104,6 +148,14 @@ pub fn calibrate(exe: &Path, cores: [usize; 2], interrupted: &AtomicBool) -> any
         stall_pct: get("stall_pct")?,
         stalls_10us_per_s: get("stalls_10us_per_s")?,
         stalls_1ms_per_s: get("stalls_1ms_per_s")?,
+        copy_ns: {
+            let mut c = [0.0; COPY_SIZES.len()];
+            for (i, size) in COPY_SIZES.iter().enumerate() {
+                c[i] = get(&format!("copy_{size}_ns"))?;
+            }
+            c
+        },
+        rtt_range_ns: None,
     })
 }
 
@@ -517,6 +569,22 @@ fn floor(
         best = best.min(t.elapsed().as_secs_f64());
     }
     let memcpy_gb_s = len as f64 / best / 1e9;
+    // Cache-resident copies of each message size: the same two buffers copied over and
+    // over, 8 MiB a batch, the best batch of five.
+    for size in COPY_SIZES {
+        let (src, mut dst) = (vec![0x5au8; size], vec![0u8; size]);
+        let reps = ((8 << 20) / size).max(8);
+        let mut best = f64::MAX;
+        for _ in 0..5 {
+            let t = Instant::now();
+            for _ in 0..reps {
+                dst.copy_from_slice(std::hint::black_box(&src));
+                std::hint::black_box(&mut dst);
+            }
+            best = best.min(t.elapsed().as_nanos() as f64 / reps as f64);
+        }
+        m.metrics.push((format!("copy_{size}_ns"), best));
+    }
     m.metrics.extend([
         ("clock_read_ns".into(), clock_ns),
         ("memcpy_gb_s".into(), memcpy_gb_s),

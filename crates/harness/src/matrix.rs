@@ -13,7 +13,7 @@ use crate::envinfo;
 use crate::exit::{print_stdout, UsageError, EXIT_INTERRUPTED};
 use crate::floor::{self, Floor};
 use crate::points;
-use crate::report::{self, Summary, TableRow};
+use crate::report::{self, Summary, TableRow, Watch};
 use crate::runner::{self, RunOutcome, Status};
 use crate::spec::{Checking, FloorUse, Prepared, RunSpec};
 
@@ -58,10 +58,10 @@ pub fn run_matrix(
         if floors.contains_key(&pair) || interrupted.load(Ordering::Relaxed) {
             continue;
         }
-        match floor::calibrate(&exe, pair, interrupted) {
+        match reference_floor(&exe, pair, interrupted) {
             Ok(f) => {
                 note!(
-                    "harness: floor on cores {}-{}: cache-line round trip {:.0} ns (a line each way; timed one at a time, p50 {:.0} ns; \
+                    "harness: floor on cores {}-{} (median of {REFERENCE_SAMPLES} samples): cache-line round trip {:.0} ns (a line each way; timed one at a time, p50 {:.0} ns; \
                      one line both ways {:.0} ns), line stream {}, clock read {:.1} ns, memcpy {:.1} GB/s; \
                      stalls {:.2} % of the time, {:.0}/s over 10 µs, {:.1}/s over 1 ms",
                     pair[0], pair[1], f.rtt_ns, f.rtt_p50_ns, f.one_line_rtt_ns, f.stream_text(), f.clock_read_ns, f.memcpy_gb_s, f.stall_pct,
@@ -109,38 +109,56 @@ pub fn run_matrix(
             break;
         }
         bar.set_message(spec.run_id.clone());
-        let floor = row_floor(&exe, spec, &floors, interrupted, &bar);
-        if interrupted.load(Ordering::Relaxed) {
-            break;
-        }
-        let dir = runner::run_dir()?;
-        let (outcome, after) = match spec.point.plan(spec, dir.path(), &results) {
-            Ok(Prepared {
-                plan,
-                endpoints,
-                after,
-            }) => {
-                let tick = || {
-                    if let Some(p) = after.as_ref().and_then(|a| a.progress()) {
-                        bar.set_message(p);
-                    }
-                };
-                let outcome = runner::execute_with(&exe, &plan, interrupted, &tick);
-                // Every role is gone now: remove the shm segments, if there are any.
-                for e in &endpoints {
-                    e.cleanup();
-                }
-                (outcome, after)
+        let reference = floors.get(&spec.core_pair()).copied();
+        let watched = spec.point.floor_use() == FloorUse::CoreTransfers;
+        let mut watch = Watch::default();
+        // A run during which the host moved (the floor taken just before and just after
+        // it differ, or differ from the reference, by more than HOST_MOVED) is taken
+        // again, at most `retakes` times; the row keeps the last take and says how many.
+        let (outcome, after, dir) = loop {
+            watch.before_ns = match (watched, reference) {
+                (true, Some(r)) => quick_rtt(&exe, &r, interrupted),
+                _ => None,
+            };
+            if interrupted.load(Ordering::Relaxed) {
+                break (interrupted_outcome(), None, runner::run_dir()?);
             }
-            Err(e) => (
-                RunOutcome {
-                    status: Status::Failed(format!("setup: {e:#}")),
-                    reports: vec![],
-                    last_words: vec![],
-                },
-                None,
-            ),
+            let (outcome, mut after, dir) = run_once(&exe, spec, &results, interrupted, &bar)?;
+            watch.after_ns = match (watched, reference, &outcome.status) {
+                (true, Some(r), Status::Ok) => {
+                    quick_rtt(&exe, &r, interrupted).map(|ns| ns * test_floor_scale())
+                }
+                _ => None,
+            };
+            watch.moved = match (reference, watch.before_ns, watch.after_ns) {
+                (Some(r), Some(b), Some(a)) => {
+                    moved(a, b) || moved(b, r.rtt_ns) || moved(a, r.rtt_ns)
+                }
+                _ => false,
+            };
+            if watch.moved
+                && watch.retakes < spec.common.retakes
+                && outcome.status == Status::Ok
+                && !interrupted.load(Ordering::Relaxed)
+            {
+                watch.retakes += 1;
+                bar.println(format!(
+                    "harness: {}: the host moved during the run (cache-line round trip {:.0} ns before, {:.0} after, {:.0} for the matrix): taken again ({} of {})",
+                    spec.run_id,
+                    watch.before_ns.unwrap_or(0.0),
+                    watch.after_ns.unwrap_or(0.0),
+                    reference.map_or(0.0, |r| r.rtt_ns),
+                    watch.retakes,
+                    spec.common.retakes
+                ));
+                if let Some(a) = after.as_mut() {
+                    a.discard();
+                }
+                continue;
+            }
+            break (outcome, after, dir);
         };
+        let floor = reference;
         let mut after = after;
         if outcome.status == Status::Interrupted {
             for w in &outcome.last_words {
@@ -153,7 +171,10 @@ pub fn run_matrix(
             break;
         }
         let (mut figures, hist) = match report::figures(spec, &outcome, floor.as_ref()) {
-            Ok(x) => x,
+            Ok(mut x) => {
+                x.0.watch = watch;
+                x
+            }
             Err(e) => {
                 let status = Status::Failed(format!("bad report: {e:#}"));
                 summary
@@ -299,50 +320,106 @@ fn keep_logs(dir: &Path, results: &Path, run_id: &str) -> Option<String> {
     (kept > 0).then_some(rel)
 }
 
-/// The floor a run's row is compared with: for rows compared with transfers between the
-/// cores, the round trips and line stream measured again just before it (this host moves
-/// its virtual cores now and then); else the one from the start of the matrix.
-fn row_floor(
+/// Floor samples a matrix's reference floor is the median of: one full calibration and
+/// quick round trips after it.
+pub const REFERENCE_SAMPLES: usize = 5;
+
+/// How far (a factor, either way) the floor may move before a run counts as taken while
+/// the host moved.
+pub const HOST_MOVED: f64 = 1.5;
+
+fn moved(now: f64, then: f64) -> bool {
+    then > 0.0 && !(1.0 / HOST_MOVED..=HOST_MOVED).contains(&(now / then))
+}
+
+/// The reference floor of a pair of cores: the full calibration, its round trips and line
+/// stream the median of [`REFERENCE_SAMPLES`] samples.
+fn reference_floor(
+    exe: &Path,
+    pair: [usize; 2],
+    interrupted: &AtomicBool,
+) -> anyhow::Result<Floor> {
+    let first = floor::calibrate(exe, pair, interrupted)?;
+    let mut samples = vec![first];
+    for _ in 1..REFERENCE_SAMPLES {
+        if interrupted.load(Ordering::Relaxed) {
+            break;
+        }
+        samples.push(floor::refresh(exe, &first, interrupted)?);
+    }
+    Ok(Floor::median_of(&samples).unwrap_or(first))
+}
+
+/// The cache-line round trip measured now on `reference`'s cores (a few tens of
+/// milliseconds), `None` if it could not be.
+fn quick_rtt(exe: &Path, reference: &Floor, interrupted: &AtomicBool) -> Option<f64> {
+    floor::refresh(exe, reference, interrupted)
+        .ok()
+        .map(|f| f.rtt_ns)
+}
+
+/// The fault suite's and the stability tests' hook: `IPCBENCH_TEST_FLOOR_SCALE` scales
+/// the round trip measured after each run, as a host that moved during it would.
+fn test_floor_scale() -> f64 {
+    std::env::var("IPCBENCH_TEST_FLOOR_SCALE")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|x| x.is_finite() && *x > 0.0)
+        .unwrap_or(1.0)
+}
+
+fn interrupted_outcome() -> RunOutcome {
+    RunOutcome {
+        status: Status::Interrupted,
+        reports: vec![],
+        last_words: vec![],
+    }
+}
+
+/// One take of a run: its outcome, its checks after, and its private directory (removed
+/// when dropped, after the checks).
+type Take = (
+    RunOutcome,
+    Option<Box<dyn crate::spec::After>>,
+    tempfile::TempDir,
+);
+
+/// Plans and runs one take of `spec` in a private directory; its outcome, its checks
+/// after, and the directory (removed when dropped, after the checks).
+fn run_once(
     exe: &Path,
     spec: &RunSpec,
-    floors: &BTreeMap<[usize; 2], Floor>,
+    results: &Path,
     interrupted: &AtomicBool,
     bar: &indicatif::ProgressBar,
-) -> Option<Floor> {
-    let start = floors.get(&spec.core_pair())?;
-    if spec.point.floor_use() != FloorUse::CoreTransfers {
-        return Some(*start);
-    }
-    match floor::refresh(exe, start, interrupted) {
-        Ok(fresh) => {
-            // Worth a note: a figure that moved by more than 1.5x either way.
-            let moved = |now: f64, then: f64| !(1.0 / 1.5..=1.5).contains(&(now / then));
-            if moved(fresh.rtt_ns, start.rtt_ns) {
-                bar.println(format!(
-                    "harness: {}: the cache-line round trip is {:.0} ns now, {:.0} ns at the start \
-                     (the host moved the cores); this row is compared with the new one",
-                    spec.run_id, fresh.rtt_ns, start.rtt_ns
-                ));
-            }
-            if let (Some(now), Some(then), Some(_)) =
-                (fresh.stream_ns, start.stream_ns, spec.point.msg_bytes())
-            {
-                if moved(now, then) {
-                    bar.println(format!(
-                        "harness: {}: the line stream takes {now:.1} ns per line now, {then:.1} ns at the start \
-                         (the host moved the cores); this row is compared with the new one",
-                        spec.run_id
-                    ));
+) -> anyhow::Result<Take> {
+    let dir = runner::run_dir()?;
+    let (outcome, after) = match spec.point.plan(spec, dir.path(), results) {
+        Ok(Prepared {
+            plan,
+            endpoints,
+            after,
+        }) => {
+            let tick = || {
+                if let Some(p) = after.as_ref().and_then(|a| a.progress()) {
+                    bar.set_message(p);
                 }
+            };
+            let outcome = runner::execute_with(exe, &plan, interrupted, &tick);
+            // Every role is gone now: remove the shm segments, if there are any.
+            for e in &endpoints {
+                e.cleanup();
             }
-            Some(fresh)
+            (outcome, after)
         }
-        Err(e) => {
-            bar.println(format!(
-                "harness: {}: {e:#} (compared with the floor from the start)",
-                spec.run_id
-            ));
-            Some(*start)
-        }
-    }
+        Err(e) => (
+            RunOutcome {
+                status: Status::Failed(format!("setup: {e:#}")),
+                reports: vec![],
+                last_words: vec![],
+            },
+            None,
+        ),
+    };
+    Ok((outcome, after, dir))
 }

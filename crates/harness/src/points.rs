@@ -61,6 +61,8 @@ pub struct RunResult {
     pub ok: bool,
     /// Each figure it has, by name (those of [`FIGURES`] and the workload's headline).
     pub values: Vec<(String, f64)>,
+    /// Whether the host moved during it (after its retakes).
+    pub host_moved: bool,
 }
 
 /// What names a point: the same in every repetition.
@@ -132,6 +134,7 @@ impl RunResult {
             },
             ok,
             values,
+            host_moved: f.watch.moved,
         }
     }
 }
@@ -147,6 +150,8 @@ pub struct Point {
     pub runs_ok: usize,
     /// Each figure's median and interval over the runs that ended ok.
     pub figures: BTreeMap<String, Interval>,
+    /// Runs that ended ok although the host moved during them, after every retake.
+    pub host_moved: usize,
 }
 
 impl Point {
@@ -166,8 +171,14 @@ impl Point {
         None
     }
 
-    /// `stable`, `noisy (±x%)`, or why there is no verdict.
+    /// `host unstable`, `stable`, `noisy (±x%)`, or why there is no verdict.
     pub fn stability(&self) -> String {
+        if self.host_moved > 0 {
+            return format!(
+                "host unstable ({} of {} runs)",
+                self.host_moved, self.runs_ok
+            );
+        }
         match self.primary() {
             None => "no figure".into(),
             Some((_, i)) if i.n < 2 => "one run".into(),
@@ -209,6 +220,7 @@ pub fn summarize(runs: &[RunResult]) -> Vec<Point> {
             Point {
                 runs: rs.len(),
                 runs_ok: ok.len(),
+                host_moved: ok.iter().filter(|r| r.host_moved).count(),
                 figures,
                 key,
             }

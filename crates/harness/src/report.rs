@@ -115,6 +115,31 @@ pub const CPU_COLUMNS: &[Column] = &[
     },
 ];
 
+/// The columns after the CPU ones: the floor a row is compared with, and the host's
+/// state around the run.
+pub const WATCH_COLUMNS: &[Column] = &[
+    Column {
+        name: "floor_of",
+        doc: "which floor floor_ns is",
+    },
+    Column {
+        name: "floor_before_ns",
+        doc: "the cache-line round trip just before the run",
+    },
+    Column {
+        name: "floor_after_ns",
+        doc: "the same just after it",
+    },
+    Column {
+        name: "host_moved",
+        doc: "1 when the host moved during the run",
+    },
+    Column {
+        name: "retakes",
+        doc: "times the run was taken again",
+    },
+];
+
 /// The figures of one row.
 #[derive(Debug, Clone, Default)]
 pub struct Figures {
@@ -136,6 +161,24 @@ pub struct Figures {
     pub metrics: Vec<(String, f64)>,
     /// Each role's CPU use over its window (percent of one core), in role order.
     pub cpu: Vec<Option<f64>>,
+    /// Which floor `floor_ns` is.
+    pub floor_of: Option<String>,
+    /// The host's state around the run: the cache-line round trip just before and just
+    /// after it (ns), and whether it moved beyond [`crate::matrix::HOST_MOVED`].
+    pub watch: Watch,
+}
+
+/// The floor watched around a run, and the retakes it caused.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Watch {
+    /// The round trip just before the run, ns.
+    pub before_ns: Option<f64>,
+    /// Just after it, ns.
+    pub after_ns: Option<f64>,
+    /// Whether the host moved during the run (the kept run, after its retakes).
+    pub moved: bool,
+    /// Times the run was taken again because the host moved.
+    pub retakes: u32,
 }
 
 /// Computes a row's figures from the measuring role's report (the first role).
@@ -186,11 +229,10 @@ pub fn figures(
             h.stdev(),
         ]);
     }
-    if let Some((floor_ns, ratio)) =
-        floor.and_then(|fl| spec.point.floor(fl, report, f.latency.map(|l| l[0])))
-    {
-        f.floor_ns = Some(floor_ns);
-        f.ratio = ratio;
+    if let Some(rf) = floor.and_then(|fl| spec.point.floor(fl, report, f.latency.map(|l| l[0]))) {
+        f.floor_ns = Some(rf.ns);
+        f.ratio = rf.ratio;
+        f.floor_of = Some(rf.of);
     }
     // Every role's figures; the first role's win where two name the same one.
     f.metrics = report.metrics.clone();
@@ -239,6 +281,7 @@ impl Summary {
             .map(|c| c.to_string())
             .chain(metric_columns.iter().cloned())
             .chain(CPU_COLUMNS.iter().map(|c| c.name.to_string()))
+            .chain(WATCH_COLUMNS.iter().map(|c| c.name.to_string()))
             .collect();
         let file = std::fs::OpenOptions::new()
             .append(true)
@@ -341,6 +384,15 @@ impl Summary {
             num(cpu(0), 1),
             num(cpu(1), 1),
             num((!rest.is_empty()).then(|| rest.iter().sum()), 1),
+            f.floor_of.clone().unwrap_or_default(),
+            num(f.watch.before_ns, 1),
+            num(f.watch.after_ns, 1),
+            if f.watch.before_ns.is_some() {
+                u8::from(f.watch.moved).to_string()
+            } else {
+                String::new()
+            },
+            f.watch.retakes.to_string(),
         ]);
         self.append(&rec)?;
         self.rows += 1;

@@ -43,6 +43,12 @@ pub const COMMON: &[ParamDef] = &[
         "runs of each point of the matrix",
     ),
     p(
+        "retakes",
+        ParamType::Int { min: 0, max: 10 },
+        Some("2"),
+        "times a run is taken again when the host moved during it (the floor before or after it off by 1.5x)",
+    ),
+    p(
         "timeout_s",
         ParamType::Float {
             min: 0.001,
@@ -170,6 +176,7 @@ pub struct Common {
     pub workload: String,
     pub transport: TransportKind,
     pub repetitions: u32,
+    pub retakes: u32,
     pub timeout_s: f64,
     pub cores: Vec<usize>,
     pub max_frame: u32,
@@ -338,15 +345,22 @@ pub trait Point: fmt::Debug + Send + Sync {
     fn floor_use(&self) -> FloorUse;
     /// Its row's floor (ns per operation) and the ratio to it, from the measuring role's
     /// report and the row's p50.
-    fn floor(
-        &self,
-        floor: &Floor,
-        report: &RoleReport,
-        p50: Option<f64>,
-    ) -> Option<(f64, Option<f64>)>;
+    fn floor(&self, floor: &Floor, report: &RoleReport, p50: Option<f64>) -> Option<RowFloor>;
     /// Prepares a run in its private directory `dir`: endpoints, segments, the roles'
     /// tasks; `results` is the results directory, for artefacts.
     fn plan(&self, run: &RunSpec, dir: &Path, results: &Path) -> anyhow::Result<Prepared>;
+}
+
+/// A row's floor: what the least its operation costs on these cores is, what the row's
+/// figure is over it, and which floor it is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowFloor {
+    /// The floor, ns per operation.
+    pub ns: f64,
+    /// The row's figure over it.
+    pub ratio: Option<f64>,
+    /// Which floor: the `floor_of` column.
+    pub of: String,
 }
 
 /// A column a workload adds to `summary.csv`.

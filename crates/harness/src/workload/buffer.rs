@@ -20,7 +20,7 @@ use crate::params::{self, p, ParamDef, ParamType, Value, SEED};
 use crate::runner::{RolePlan, RunOutcome, RunPlan};
 use crate::spec::{
     About, After, Checking, Column, Common, FloorUse, Frame, Machine, Point, Prepared, Problem,
-    Roles, RunSpec, Wait, Workload,
+    Roles, RowFloor, RunSpec, Wait, Workload,
 };
 use crate::wire::{emit, emit_ready, wait_for_go, RoleEvent, RoleJob, RoleReport};
 
@@ -378,17 +378,16 @@ impl Point for Params {
     fn floor_use(&self) -> FloorUse {
         FloorUse::Memcpy
     }
-    fn floor(
-        &self,
-        floor: &Floor,
-        report: &RoleReport,
-        _: Option<f64>,
-    ) -> Option<(f64, Option<f64>)> {
+    fn floor(&self, floor: &Floor, report: &RoleReport, _: Option<f64>) -> Option<RowFloor> {
         // One copy of a chunk's data at single-core memcpy speed.
         let per_chunk = self.role_params().data_bytes() as f64 / floor.memcpy_gb_s;
         let ratio = (report.count > 0 && per_chunk > 0.0)
             .then(|| report.duration_ns as f64 / report.count as f64 / per_chunk);
-        Some((per_chunk, ratio))
+        Some(RowFloor {
+            ns: per_chunk,
+            ratio,
+            of: "memcpy of a chunk at the 64 MiB rate".into(),
+        })
     }
     fn plan(&self, run: &RunSpec, dir: &Path, _results: &Path) -> anyhow::Result<Prepared> {
         let p = self.role_params();

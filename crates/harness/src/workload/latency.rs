@@ -16,7 +16,8 @@ use super::{check_bare, run_bare, run_pair, two_roles, BareRole, PairRole};
 use crate::floor::Floor;
 use crate::params::{self, p, ParamDef, ParamType, Value, COUNT, MSG};
 use crate::spec::{
-    About, Common, FloorUse, Frame, Machine, Point, Prepared, Problem, Roles, RunSpec, Workload,
+    About, Common, FloorUse, Frame, Machine, Point, Prepared, Problem, Roles, RowFloor, RunSpec,
+    Workload,
 };
 use crate::wire::{connected, RoleJob, RoleReport};
 
@@ -218,9 +219,13 @@ impl Point for Params {
     fn floor_use(&self) -> FloorUse {
         FloorUse::CoreTransfers
     }
-    fn floor(&self, floor: &Floor, _: &RoleReport, p50: Option<f64>) -> Option<(f64, Option<f64>)> {
+    fn floor(&self, floor: &Floor, _: &RoleReport, p50: Option<f64>) -> Option<RowFloor> {
         // Timed per round trip like the row, so the clock's cost is on both sides.
-        Some((floor.rtt_p50_ns, p50.map(|p| p / floor.rtt_p50_ns)))
+        Some(RowFloor {
+            ns: floor.rtt_p50_ns,
+            ratio: p50.map(|p| p / floor.rtt_p50_ns),
+            of: "cache-line round trip, timed singly (p50)".into(),
+        })
     }
     fn plan(&self, run: &RunSpec, dir: &Path, _results: &Path) -> anyhow::Result<Prepared> {
         let endpoint =

@@ -27,7 +27,7 @@ use crate::params::{self, p, ParamDef, ParamType, Value, SEED};
 use crate::runner::{RolePlan, RunOutcome, RunPlan, Status};
 use crate::spec::{
     About, After, Checking, Column, Common, FloorUse, Frame, Machine, Point, Prepared, Problem,
-    Roles, RunSpec, Workload,
+    Roles, RowFloor, RunSpec, Workload,
 };
 use crate::wire::{RoleJob, RoleReport};
 
@@ -237,18 +237,17 @@ impl Point for Params {
     fn floor_use(&self) -> FloorUse {
         FloorUse::CoreTransfers
     }
-    fn floor(
-        &self,
-        floor: &Floor,
-        report: &RoleReport,
-        _: Option<f64>,
-    ) -> Option<(f64, Option<f64>)> {
+    fn floor(&self, floor: &Floor, report: &RoleReport, _: Option<f64>) -> Option<RowFloor> {
         // A turn's lower bound: one one-way handoff (half the cache-line round trip)
         // plus the pick measured alone.
         let bound = floor.rtt_ns / 2.0 + report.metric("pick_ns").unwrap_or(0.0);
         let ratio = (report.count > 0 && bound > 0.0)
             .then(|| report.duration_ns as f64 / report.count as f64 / bound);
-        Some((bound, ratio))
+        Some(RowFloor {
+            ns: bound,
+            ratio,
+            of: "half the cache-line round trip and the pick alone".into(),
+        })
     }
     fn plan(&self, run: &RunSpec, dir: &Path, results: &Path) -> anyhow::Result<Prepared> {
         let endpoint =

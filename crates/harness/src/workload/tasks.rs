@@ -31,7 +31,7 @@ use crate::params::{self, p, ParamDef, ParamType, Value, SEED};
 use crate::runner::{RolePlan, RunOutcome, RunPlan};
 use crate::spec::{
     About, After, Checking, Column, Common, FloorUse, Frame, Machine, Point, Prepared, Problem,
-    Roles, RunSpec, Workload,
+    Roles, RowFloor, RunSpec, Workload,
 };
 use crate::wire::{emit, wait_for_go, RoleEvent, RoleJob, RoleReport};
 
@@ -577,7 +577,7 @@ impl Point for TasksPoint {
     fn floor_use(&self) -> FloorUse {
         FloorUse::None
     }
-    fn floor(&self, _: &Floor, _: &RoleReport, _: Option<f64>) -> Option<(f64, Option<f64>)> {
+    fn floor(&self, _: &Floor, _: &RoleReport, _: Option<f64>) -> Option<RowFloor> {
         // The bound on the makespan is the workload's own (`ideal_s`), not the machine's.
         None
     }

@@ -14,7 +14,8 @@ use super::{check_bare, run_bare, run_pair, two_roles, BareRole, PairRole};
 use crate::floor::Floor;
 use crate::params::{self, p, ParamDef, ParamType, Value, COUNT, MSG};
 use crate::spec::{
-    About, Common, FloorUse, Frame, Machine, Point, Prepared, Problem, Roles, RunSpec, Workload,
+    About, Common, FloorUse, Frame, Machine, Point, Prepared, Problem, Roles, RowFloor, RunSpec,
+    Workload,
 };
 use crate::wire::{RoleJob, RoleReport};
 
@@ -171,19 +172,19 @@ impl Point for Params {
     fn floor_use(&self) -> FloorUse {
         FloorUse::CoreTransfers
     }
-    fn floor(
-        &self,
-        floor: &Floor,
-        report: &RoleReport,
-        _: Option<f64>,
-    ) -> Option<(f64, Option<f64>)> {
-        // A message costs at least one copy at single-core memcpy speed (GB/s = bytes/ns)
-        // and, between two cores, one line handed over.
-        let copy = f64::from(self.msg_bytes) / floor.memcpy_gb_s;
-        let per_msg = copy.max(floor.stream_ns.unwrap_or(0.0));
-        let ratio = (report.count > 0 && per_msg > 0.0)
-            .then(|| report.duration_ns as f64 / report.count as f64 / per_msg);
-        Some((per_msg, ratio))
+    fn floor(&self, floor: &Floor, report: &RoleReport, _: Option<f64>) -> Option<RowFloor> {
+        // A message costs at least one cache-resident copy of its size and, between two
+        // cores, one line handed over: whichever is more.
+        let copy = floor.copy_floor_ns(u64::from(self.msg_bytes));
+        let stream = floor.stream_ns.unwrap_or(0.0);
+        let (ns, of) = if copy >= stream {
+            (copy, format!("cache-resident copy of {} B", self.msg_bytes))
+        } else {
+            (stream, "line stream between the cores".to_string())
+        };
+        let ratio = (report.count > 0 && ns > 0.0)
+            .then(|| report.duration_ns as f64 / report.count as f64 / ns);
+        Some(RowFloor { ns, ratio, of })
     }
     fn plan(&self, run: &RunSpec, dir: &Path, _results: &Path) -> anyhow::Result<Prepared> {
         let endpoint =

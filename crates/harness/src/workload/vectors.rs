@@ -18,7 +18,7 @@ use crate::params::{self, p, ParamDef, ParamType, Value, SECONDS, SEED};
 use crate::runner::RunOutcome;
 use crate::spec::{
     About, After, Checking, Column, Common, FloorUse, Frame, Machine, Point, Prepared, Problem,
-    Roles, RunSpec, Wait, Workload,
+    Roles, RowFloor, RunSpec, Wait, Workload,
 };
 use crate::wire::{RoleJob, RoleReport};
 
@@ -321,10 +321,14 @@ impl Point for Params {
     fn floor_use(&self) -> FloorUse {
         FloorUse::CoreTransfers
     }
-    fn floor(&self, floor: &Floor, _: &RoleReport, p50: Option<f64>) -> Option<(f64, Option<f64>)> {
+    fn floor(&self, floor: &Floor, _: &RoleReport, p50: Option<f64>) -> Option<RowFloor> {
         // One way: half the cache-line round trip.
         let one_way = floor.rtt_ns / 2.0;
-        Some((one_way, p50.map(|p| p / one_way)))
+        Some(RowFloor {
+            ns: one_way,
+            ratio: p50.map(|p| p / one_way),
+            of: "half the cache-line round trip".into(),
+        })
     }
     fn plan(&self, run: &RunSpec, dir: &Path, results: &Path) -> anyhow::Result<Prepared> {
         let endpoint =

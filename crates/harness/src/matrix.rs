@@ -142,7 +142,7 @@ pub fn run_matrix(
                 && !interrupted.load(Ordering::Relaxed)
             {
                 watch.retakes += 1;
-                bar.println(format!(
+                tell(&bar, format!(
                     "harness: {}: the host moved during the run (cache-line round trip {:.0} ns before, {:.0} after, {:.0} for the matrix): taken again ({} of {})",
                     spec.run_id,
                     watch.before_ns.unwrap_or(0.0),
@@ -235,11 +235,7 @@ pub fn run_matrix(
                 .map(|l| format!(", p50 {:.2} µs", l[0] / 1000.0))
                 .unwrap_or_default()
         );
-        if bar.is_hidden() {
-            note!("{line}");
-        } else {
-            bar.println(line);
-        }
+        tell(&bar, line);
         bar.inc(1);
         results_of_runs.push(points::RunResult::of(
             spec,
@@ -327,6 +323,15 @@ pub const REFERENCE_SAMPLES: usize = 5;
 /// How far (a factor, either way) the floor may move before a run counts as taken while
 /// the host moved.
 pub const HOST_MOVED: f64 = 1.5;
+
+/// A line above the progress bar, or on stderr where there is no bar (not a terminal).
+fn tell(bar: &indicatif::ProgressBar, line: String) {
+    if bar.is_hidden() {
+        note!("{line}");
+    } else {
+        bar.println(line);
+    }
+}
 
 fn moved(now: f64, then: f64) -> bool {
     then > 0.0 && !(1.0 / HOST_MOVED..=HOST_MOVED).contains(&(now / then))

@@ -29,6 +29,8 @@ from: env.json in the same directory says which.
 """
 import argparse
 import csv
+import html
+import math
 import statistics
 import sys
 from collections import defaultdict
@@ -182,6 +184,37 @@ def median(rows, column):
     return statistics.median(values) if values else None
 
 
+def interval(rows, column):
+    """(median, low, high) of a column over repetitions: the harness's 95% interval of the
+    median from order statistics (points.csv); the range below six values."""
+    x = sorted(float(r[column]) for r in rows if r[column])
+    n = len(x)
+    if n == 0:
+        return None
+    med = statistics.median(x)
+
+    def cdf(k):  # P(Binomial(n, 1/2) <= k)
+        return sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n
+
+    k = 1
+    while k < n // 2 + 1 and 1 - 2 * cdf(k) >= 0.95:
+        k += 1
+    return med, x[k - 1], x[n - k]
+
+
+def errorbar(ax, sizes, groups, column, scale, **style):
+    """Medians over repetitions with their intervals as error bars."""
+    iv = [interval(rs, column) for _, rs in groups]
+    keep = [(s, v) for s, v in zip(sizes, iv) if v]
+    if not keep:
+        return
+    xs = [s for s, _ in keep]
+    meds = [v[0] / scale for _, v in keep]
+    lows = [max(0.0, (v[0] - v[1]) / scale) for _, v in keep]
+    highs = [max(0.0, (v[2] - v[0]) / scale) for _, v in keep]
+    ax.errorbar(xs, meds, yerr=[lows, highs], capsize=3, **style)
+
+
 def size_axis(ax):
     ax.set_xscale("log", base=2)
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: size_label(v) if v >= 1 else ""))
@@ -198,13 +231,12 @@ def plot_latency_vs_size(directory, rows, placements, written):
     for i, (label, points) in enumerate(series.items()):
         sizes = [s for s, _ in points]
         color = line_style(points[0][1][0], i)["color"]
-        ax.plot(sizes, [median(rs, "p50_ns") / 1000 for _, rs in points], "o-", color=color, label=f"{label} p50")
-        ax.plot(sizes, [median(rs, "p99_ns") / 1000 for _, rs in points], "s--", color=color, alpha=0.6,
-                label=f"{label} p99")
+        errorbar(ax, sizes, points, "p50_ns", 1000, fmt="o-", color=color, label=f"{label} p50")
+        errorbar(ax, sizes, points, "p99_ns", 1000, fmt="s--", color=color, alpha=0.6, label=f"{label} p99")
     size_axis(ax)
     plain_log_y(ax)
     ax.set_ylabel("round-trip latency (µs, log scale)")
-    ax.set_title("Round-trip latency against message size (median over repetitions)")
+    ax.set_title("Round-trip latency against message size (median over repetitions, 95% interval)")
     ax.legend(fontsize="small", ncol=2)
     save(fig, directory / "latency_vs_size.png", written)
 
@@ -217,8 +249,8 @@ def plot_throughput(directory, rows, placements, written):
     for i, (label, points) in enumerate(series.items()):
         sizes = [s for s, _ in points]
         style = dict(line_style(points[0][1][0], i), marker="o")
-        ax_bytes.plot(sizes, [median(rs, "bytes_per_s") / 1e6 for _, rs in points], label=label, **style)
-        ax_msgs.plot(sizes, [median(rs, "msgs_per_s") for _, rs in points], label=label, **style)
+        errorbar(ax_bytes, sizes, points, "bytes_per_s", 1e6, label=label, **style)
+        errorbar(ax_msgs, sizes, points, "msgs_per_s", 1, label=label, **style)
     for ax in (ax_bytes, ax_msgs):
         size_axis(ax)
         ax.legend(fontsize="small")
@@ -228,7 +260,7 @@ def plot_throughput(directory, rows, placements, written):
     ax_bytes.set_title("One-way throughput: bytes")
     ax_msgs.set_ylabel("messages per second (log scale)")
     ax_msgs.set_title("One-way throughput: messages")
-    fig.suptitle("Median over repetitions; every frame's sequence number and payload bytes verified (bare: none)")
+    fig.suptitle("Median over repetitions with its 95% interval; every frame's sequence number and payload bytes verified (bare: none)")
     save(fig, directory / "throughput.png", written)
 
 
@@ -487,9 +519,79 @@ def main():
     plot_buffer(args.results_dir, rows, written)
     plot_tasks(args.results_dir, rows, written)
     bare_ratios(args.results_dir, rows, written)
+    index_html(args.results_dir, written)
     for path in written:
         print(path)
     return 0
+
+
+def index_html(directory, written):
+    """index.html: the points table (sortable: click a header), the stability verdicts,
+    and every plot; self-contained and readable offline (the images sit beside it)."""
+    points_path = directory / "points.csv"
+    points = read_csv(points_path) if points_path.exists() else []
+    esc = html.escape
+    cols = ["point_id", "workload", "transport", "wait", "msg_bytes", "runs", "runs_ok"]
+
+    def fig(p, name, scale, unit):
+        if not p.get(name):
+            return ""
+        m, lo, hi = (float(p[name]) / scale, float(p[name + "_low"]) / scale, float(p[name + "_high"]) / scale)
+        return f"{m:.4g} [{lo:.4g}, {hi:.4g}] {unit}"
+
+    def headline(p):
+        if not p.get("headline"):
+            return ""
+        return f"{p['headline']}: {float(p['headline_value']):.4g} [{float(p['headline_low']):.4g}, {float(p['headline_high']):.4g}]"
+
+    head = "".join(f"<th>{esc(c)}</th>" for c in cols + ["p50", "p99", "msgs/s", "×floor", "headline", "stability"])
+    body = []
+    for p in points:
+        cells = [esc(p.get(c, "")) for c in cols]
+        cells += [fig(p, "p50_ns", 1000, "µs"), fig(p, "p99_ns", 1000, "µs"), fig(p, "msgs_per_s", 1, ""),
+                  fig(p, "ratio_to_floor", 1, ""), esc(headline(p))]
+        stab = p.get("stability", "")
+        klass = "stable" if stab == "stable" else ("unstable" if stab.startswith("host") else "noisy")
+        cells.append(f'<span class="{klass}">{esc(stab)}</span>')
+        body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    images = "".join(
+        f'<figure><img src="{esc(Path(w).name)}" alt="{esc(Path(w).name)}"><figcaption>{esc(Path(w).name)}</figcaption></figure>'
+        for w in written if str(w).endswith(".png"))
+    page = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>ipcbench: {esc(directory.name)}</title>
+<style>
+body {{ font-family: sans-serif; margin: 1.5em; }}
+table {{ border-collapse: collapse; font-size: 0.85em; }}
+th, td {{ border: 1px solid #ccc; padding: 0.25em 0.5em; text-align: left; }}
+th {{ background: #eee; cursor: pointer; }}
+.stable {{ color: #1a7f37; }} .noisy {{ color: #9a6700; }} .unstable {{ color: #cf222e; font-weight: bold; }}
+figure {{ display: inline-block; margin: 0.5em; }} img {{ max-width: 900px; border: 1px solid #ddd; }}
+</style></head><body>
+<h1>ipcbench results: {esc(directory.name)}</h1>
+<p>Each point's figures are the median over its repetitions with a 95% interval [low, high]
+(order statistics; the range below six runs). <em>stable</em>: the headline figure's interval
+is within ±5% of its median; <em>noisy (±x%)</em>: wider; <em>host unstable</em>: the host moved
+the cores during some runs even after their retakes. Click a column to sort.</p>
+<table id="points"><thead><tr>{head}</tr></thead><tbody>
+{chr(10).join(body)}
+</tbody></table>
+<h2>Plots</h2>
+{images}
+<script>
+document.querySelectorAll('#points th').forEach((th, i) => th.addEventListener('click', () => {{
+  const tb = th.closest('table').tBodies[0];
+  const rows = Array.from(tb.rows);
+  const key = r => {{ const t = r.cells[i].innerText; const n = parseFloat(t); return isNaN(n) ? t : n; }};
+  const asc = th.dataset.asc !== '1'; th.dataset.asc = asc ? '1' : '0';
+  rows.sort((a, b) => (key(a) > key(b) ? 1 : key(a) < key(b) ? -1 : 0) * (asc ? 1 : -1));
+  rows.forEach(r => tb.appendChild(r));
+}}));
+</script>
+</body></html>
+"""
+    out = directory / "index.html"
+    out.write_text(page, encoding="utf-8")
+    written.append(out)
 
 
 if __name__ == "__main__":

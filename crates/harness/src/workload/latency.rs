@@ -134,11 +134,58 @@ impl PairRole for Task {
         self.client
     }
     fn work(&self, tx: &mut impl Tx, rx: &mut impl Rx) -> anyhow::Result<Measurement> {
-        Ok(if self.client {
-            latency::client(tx, rx, &self.params)?
-        } else {
-            latency::echo(tx, rx, &self.params)?
-        })
+        if self.client {
+            return Ok(latency::client(tx, rx, &self.params)?);
+        }
+        match test_delay(self.endpoint.kind()) {
+            Some(delay) => Ok(latency::echo(&mut Delayed { tx, delay }, rx, &self.params)?),
+            None => Ok(latency::echo(tx, rx, &self.params)?),
+        }
+    }
+}
+
+/// A test knob, never a default: `IPCBENCH_TEST_DELAY=<transport>:<ns>` makes the echo
+/// of that transport wait `ns` (spinning) before each answer, so a build that is slower
+/// by a known amount can be had without rebuilding (how `harness compare` is shown to
+/// catch a slower point).
+fn test_delay(kind: TransportKind) -> Option<std::time::Duration> {
+    let v = std::env::var("IPCBENCH_TEST_DELAY").ok()?;
+    let (t, ns) = v.split_once(':')?;
+    (t == kind.name())
+        .then(|| ns.parse::<u64>().ok())
+        .flatten()
+        .map(std::time::Duration::from_nanos)
+}
+
+/// A sending half that waits `delay` before each frame.
+struct Delayed<'a, T> {
+    tx: &'a mut T,
+    delay: std::time::Duration,
+}
+
+impl<T: Tx> Delayed<'_, T> {
+    fn wait(&self) {
+        let t0 = std::time::Instant::now();
+        while t0.elapsed() < self.delay {
+            std::hint::spin_loop();
+        }
+    }
+}
+
+impl<T: Tx> Tx for Delayed<'_, T> {
+    fn send(&mut self, frame: &[u8]) -> Result<(), ipcbench_transport::SendError> {
+        self.wait();
+        self.tx.send(frame)
+    }
+    fn try_send(&mut self, frame: &[u8]) -> Result<(), ipcbench_transport::TrySendError> {
+        self.wait();
+        self.tx.try_send(frame)
+    }
+    fn flush(&mut self) -> Result<(), ipcbench_transport::SendError> {
+        self.tx.flush()
+    }
+    fn max_frame_len(&self) -> usize {
+        self.tx.max_frame_len()
     }
 }
 

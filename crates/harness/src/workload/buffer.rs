@@ -379,14 +379,16 @@ impl Point for Params {
         FloorUse::Memcpy
     }
     fn floor(&self, floor: &Floor, report: &RoleReport, _: Option<f64>) -> Option<RowFloor> {
-        // One copy of a chunk's data at single-core memcpy speed.
-        let per_chunk = self.role_params().data_bytes() as f64 / floor.memcpy_gb_s;
+        // One cache-resident copy of a chunk's data: the least filling it (pool) or
+        // sending it (copy) costs.
+        let bytes = self.role_params().data_bytes() as u64;
+        let per_chunk = floor.copy_floor_ns(bytes);
         let ratio = (report.count > 0 && per_chunk > 0.0)
             .then(|| report.duration_ns as f64 / report.count as f64 / per_chunk);
         Some(RowFloor {
             ns: per_chunk,
             ratio,
-            of: "memcpy of a chunk at the 64 MiB rate".into(),
+            of: format!("cache-resident copy of a chunk ({bytes} B)"),
         })
     }
     fn plan(&self, run: &RunSpec, dir: &Path, _results: &Path) -> anyhow::Result<Prepared> {

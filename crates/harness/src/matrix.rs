@@ -101,6 +101,8 @@ pub fn run_matrix(
     );
     let mut table = Vec::new();
     let mut results_of_runs = Vec::new();
+    // Each point's headline (or p50, or msgs/s) in its runs so far that ended ok.
+    let mut seen: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     let mut failed = 0;
     // The harness's own private memory after each run that left it something to check.
     let mut peak_private_kib = 0u64;
@@ -155,6 +157,34 @@ pub fn run_matrix(
                     a.discard();
                 }
                 continue;
+            }
+            // A run whose figure falls far outside what its point's earlier runs gave is
+            // taken again too.
+            let far = match (
+                &outcome.status,
+                report::figures(spec, &outcome, reference.as_ref()),
+            ) {
+                (Status::Ok, Ok((f, _))) => outlier(
+                    seen.get(&spec.point_id).map_or(&[][..], Vec::as_slice),
+                    points::primary_value(spec, &f),
+                ),
+                _ => None,
+            };
+            if let Some(why) = far {
+                if watch.retakes < spec.common.retakes && !interrupted.load(Ordering::Relaxed) {
+                    watch.retakes += 1;
+                    tell(
+                        &bar,
+                        format!(
+                            "harness: {}: {why}: taken again ({} of {})",
+                            spec.run_id, watch.retakes, spec.common.retakes
+                        ),
+                    );
+                    if let Some(a) = after.as_mut() {
+                        a.discard();
+                    }
+                    continue;
+                }
             }
             break (outcome, after, dir);
         };
@@ -237,6 +267,9 @@ pub fn run_matrix(
         );
         tell(&bar, line);
         bar.inc(1);
+        if let (Status::Ok, Some(v)) = (&outcome.status, points::primary_value(spec, &figures)) {
+            seen.entry(spec.point_id.clone()).or_default().push(v);
+        }
         results_of_runs.push(points::RunResult::of(
             spec,
             outcome.status == Status::Ok,
@@ -333,6 +366,28 @@ fn tell(bar: &indicatif::ProgressBar, line: String) {
     }
 }
 
+/// How far outside its point's earlier runs a run's figure may fall before it is taken
+/// again: this many times the width of their interval (at least 5 % of their median)
+/// beyond either end.
+pub const OUTLIER_WIDTHS: f64 = 3.0;
+
+/// Why `value` is an outlier among `earlier` (at least three of them), if it is.
+fn outlier(earlier: &[f64], value: Option<f64>) -> Option<String> {
+    let v = value?;
+    if earlier.len() < 3 {
+        return None;
+    }
+    let i = crate::stats::median_interval(earlier)?;
+    let w = (i.high - i.low).max(0.05 * i.median.abs());
+    let (lo, hi) = (i.low - OUTLIER_WIDTHS * w, i.high + OUTLIER_WIDTHS * w);
+    (v < lo || v > hi).then(|| {
+        format!(
+            "its figure {v:.4} is far outside its point's earlier runs ({:.4} [{:.4}, {:.4}])",
+            i.median, i.low, i.high
+        )
+    })
+}
+
 fn moved(now: f64, then: f64) -> bool {
     then > 0.0 && !(1.0 / HOST_MOVED..=HOST_MOVED).contains(&(now / then))
 }
@@ -427,4 +482,31 @@ fn run_once(
         ),
     };
     Ok((outcome, after, dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_outlier_is_far_outside_three_or_more_earlier_runs() {
+        let earlier = [100.0, 102.0, 98.0, 101.0];
+        // Within a few widths of the interval: kept.
+        assert_eq!(outlier(&earlier, Some(104.0)), None);
+        assert_eq!(outlier(&earlier, Some(90.0)), None);
+        // Far outside (the interval [98, 102], 5 % of 100 the least width): taken again.
+        assert!(outlier(&earlier, Some(200.0)).is_some());
+        assert!(outlier(&earlier, Some(50.0)).is_some());
+        // Too few earlier runs to judge, or no figure.
+        assert_eq!(outlier(&earlier[..2], Some(1000.0)), None);
+        assert_eq!(outlier(&earlier, None), None);
+    }
+
+    #[test]
+    fn the_host_moved_beyond_one_and_a_half_either_way() {
+        assert!(!moved(140.0, 100.0));
+        assert!(moved(160.0, 100.0));
+        assert!(moved(60.0, 100.0));
+        assert!(!moved(70.0, 100.0));
+    }
 }

@@ -52,6 +52,15 @@ pub const FIGURES: &[Figure] = &[
 /// A point's spread beyond which it is not called stable: ±5 % around the median.
 pub const STABLE_WITHIN: f64 = 0.05;
 
+/// The figure a run's point rests its verdict on, in that run: the workload's headline,
+/// else p50, else msgs/s.
+pub fn primary_value(spec: &RunSpec, f: &Figures) -> Option<f64> {
+    if let Some((name, _)) = spec.workload.about().headline {
+        return f.metrics.iter().find(|(k, _)| k == name).map(|(_, v)| *v);
+    }
+    f.latency.map(|l| l[0]).or(f.msgs_per_s)
+}
+
 /// What one finished run gives its point.
 #[derive(Debug, Clone)]
 pub struct RunResult {

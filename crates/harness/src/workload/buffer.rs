@@ -383,11 +383,9 @@ impl Point for Params {
         // sending it (copy) costs.
         let bytes = self.role_params().data_bytes() as u64;
         let per_chunk = floor.copy_floor_ns(bytes);
-        let ratio = (report.count > 0 && per_chunk > 0.0)
-            .then(|| report.duration_ns as f64 / report.count as f64 / per_chunk);
         Some(RowFloor {
             ns: per_chunk,
-            ratio,
+            ratio: super::per_op_ratio(report, per_chunk),
             of: format!("cache-resident copy of a chunk ({bytes} B)"),
         })
     }
@@ -399,6 +397,7 @@ impl Point for Params {
             opts.max_frame = opts.max_frame.max(p.chunk_bytes() as u32);
         }
         let pool = self.create_pool()?;
+        let mut made = super::Made::default();
         let endpoints = if self.zero_copy {
             Vec::new()
         } else {
@@ -406,7 +405,7 @@ impl Point for Params {
                 .map(|w| {
                     let sub = dir.join(format!("w{w}"));
                     crate::runner::private_dir(&sub)?;
-                    Ok(Endpoint::prepare(run.common.transport, &sub, &opts)?)
+                    made.prepare(run.common.transport, &sub, &opts)
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?
         };
@@ -425,6 +424,8 @@ impl Point for Params {
                 RolePlan::new(name, cores.get(i).copied(), NAME, &task)
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
+        // Whole: the endpoints are the run's now.
+        made.keep();
         Ok(Prepared {
             plan: RunPlan {
                 run_id: run.run_id.clone(),

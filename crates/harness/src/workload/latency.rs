@@ -12,7 +12,7 @@ use ipcbench_workloads::latency::{self, LatencyParams};
 use ipcbench_workloads::{new_histogram, Measurement};
 use serde::{Deserialize, Serialize};
 
-use super::{check_bare, run_bare, run_pair, two_roles, BareRole, PairRole};
+use super::{check_bare, pair_plan, run_bare, run_pair, BareRole, PairRole};
 use crate::floor::Floor;
 use crate::params::{self, p, ParamDef, ParamType, Value, COUNT, MSG};
 use crate::spec::{
@@ -275,8 +275,6 @@ impl Point for Params {
         })
     }
     fn plan(&self, run: &RunSpec, dir: &Path, _results: &Path) -> anyhow::Result<Prepared> {
-        let endpoint =
-            Endpoint::prepare(run.common.transport, dir, &run.common.endpoint_options())?;
         let params = LatencyParams {
             msg_bytes: self.msg_bytes as usize,
             count: self.count,
@@ -284,13 +282,11 @@ impl Point for Params {
             rate: self.rate,
             zero_copy: self.zero_copy,
         };
-        let plan = two_roles(run, dir, NAME, ROLES, |client| {
-            Ok(serde_json::to_value(Task {
-                endpoint: endpoint.clone(),
-                client,
-                params,
-                bare: self.bare,
-            })?)
+        let (plan, endpoint) = pair_plan(run, dir, NAME, ROLES, |endpoint, client| Task {
+            endpoint: endpoint.clone(),
+            client,
+            params,
+            bare: self.bare,
         })?;
         Ok(Prepared {
             plan,

@@ -57,33 +57,77 @@ pub fn check_bare(bare: bool, common: &Common, out: &mut Vec<Problem>) {
     }
 }
 
-/// A two-role plan over one endpoint: the first role listens.
-pub fn two_roles(
+/// The endpoints a plan has prepared so far: their resources (shm segments) are removed
+/// again if the plan fails before it is whole; [`Made::keep`] hands them to the run.
+#[derive(Debug, Default)]
+pub struct Made(Vec<Endpoint>);
+
+impl Made {
+    /// Prepares an endpoint of `kind` in `dir` and remembers it.
+    pub fn prepare(
+        &mut self,
+        kind: TransportKind,
+        dir: &Path,
+        opts: &ipcbench_transport::EndpointOptions,
+    ) -> anyhow::Result<Endpoint> {
+        let e = Endpoint::prepare(kind, dir, opts)?;
+        self.0.push(e.clone());
+        Ok(e)
+    }
+
+    /// The plan is whole: the endpoints are the run's to clean up.
+    pub fn keep(mut self) -> Vec<Endpoint> {
+        std::mem::take(&mut self.0)
+    }
+}
+
+impl Drop for Made {
+    fn drop(&mut self) {
+        for e in &self.0 {
+            e.cleanup();
+        }
+    }
+}
+
+/// A two-role plan over one endpoint the parent prepares: the first role listens.
+/// `task` makes each role's task from the endpoint and whether it is the first.
+pub fn pair_plan<T: serde::Serialize>(
     run: &RunSpec,
     dir: &Path,
     workload: &'static str,
     names: &[&str],
-    task: impl Fn(bool) -> anyhow::Result<serde_json::Value>,
-) -> anyhow::Result<RunPlan> {
+    task: impl Fn(&Endpoint, bool) -> T,
+) -> anyhow::Result<(RunPlan, Endpoint)> {
+    let mut made = Made::default();
+    let endpoint = made.prepare(run.common.transport, dir, &run.common.endpoint_options())?;
     let roles = names
         .iter()
         .enumerate()
         .map(|(i, name)| {
-            Ok(RolePlan {
-                name: (*name).to_string(),
-                core: run.common.cores.get(i).copied(),
+            RolePlan::new(
+                *name,
+                run.common.cores.get(i).copied(),
                 workload,
-                task: task(i == 0)?,
-            })
+                &task(&endpoint, i == 0),
+            )
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    Ok(RunPlan {
+    let plan = RunPlan {
         run_id: run.run_id.clone(),
         roles,
         setup_timeout: run.setup_timeout(),
         timeout: run.timeout(),
         dir: dir.to_path_buf(),
-    })
+    };
+    made.keep();
+    Ok((plan, endpoint))
+}
+
+/// A row's time per operation over `floor_ns` (the ratio of rows that are not timed
+/// per message), from the measuring role's report.
+pub fn per_op_ratio(report: &RoleReport, floor_ns: f64) -> Option<f64> {
+    (report.count > 0 && floor_ns > 0.0)
+        .then(|| report.duration_ns as f64 / report.count as f64 / floor_ns)
 }
 
 /// A role of a workload over one endpoint (the first role listens, the other connects):

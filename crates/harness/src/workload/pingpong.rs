@@ -21,7 +21,7 @@ use ipcbench_workloads::pingpong::{self, Canvas, PingpongParams, Pixel};
 use ipcbench_workloads::Measurement;
 use serde::{Deserialize, Serialize};
 
-use super::{run_pair, two_roles, PairRole};
+use super::{pair_plan, run_pair, PairRole};
 use crate::floor::Floor;
 use crate::params::{self, p, ParamDef, ParamType, Value, SEED};
 use crate::runner::{RolePlan, RunOutcome, RunPlan, Status};
@@ -241,29 +241,24 @@ impl Point for Params {
         // A turn's lower bound: one one-way handoff (half the cache-line round trip)
         // plus the pick measured alone.
         let bound = floor.rtt_ns / 2.0 + report.metric("pick_ns").unwrap_or(0.0);
-        let ratio = (report.count > 0 && bound > 0.0)
-            .then(|| report.duration_ns as f64 / report.count as f64 / bound);
         Some(RowFloor {
             ns: bound,
-            ratio,
+            ratio: super::per_op_ratio(report, bound),
             of: "half the cache-line round trip and the pick alone".into(),
         })
     }
     fn plan(&self, run: &RunSpec, dir: &Path, results: &Path) -> anyhow::Result<Prepared> {
-        let endpoint =
-            Endpoint::prepare(run.common.transport, dir, &run.common.endpoint_options())?;
         let image = self.image();
+        // The canvas first: it removes itself if what follows fails.
         let canvas = create_canvas(&image)?;
         let path = canvas.path().to_path_buf();
-        let plan = two_roles(run, dir, NAME, ROLES, |ping| {
-            Ok(serde_json::to_value(Task {
-                endpoint: endpoint.clone(),
-                ping,
-                canvas: path.clone(),
-                params: image,
-            })?)
-        })?;
         let file = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+        let (plan, endpoint) = pair_plan(run, dir, NAME, ROLES, |endpoint, ping| Task {
+            endpoint: endpoint.clone(),
+            ping,
+            canvas: path.clone(),
+            params: image,
+        })?;
         Ok(Prepared {
             plan,
             endpoints: vec![endpoint],

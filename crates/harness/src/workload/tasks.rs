@@ -597,10 +597,11 @@ impl Point for TasksPoint {
             spin_us: run.common.spin_us,
             ..Default::default()
         };
-        let prepare = |name: String| -> anyhow::Result<Endpoint> {
+        let mut made = super::Made::default();
+        let mut prepare = |name: String| -> anyhow::Result<Endpoint> {
             let sub = dir.join(name);
             crate::runner::private_dir(&sub)?;
-            Ok(Endpoint::prepare(over, &sub, &opts)?)
+            made.prepare(over, &sub, &opts)
         };
         let n = slots(&p);
         let link = prepare("link".into())?;
@@ -639,6 +640,8 @@ impl Point for TasksPoint {
             .chain(results.iter().cloned())
             .chain(tasks_eps.iter().cloned())
             .collect();
+        // Whole: the endpoints are the run's now.
+        made.keep();
         Ok(Prepared {
             plan: RunPlan {
                 run_id: run.run_id.clone(),

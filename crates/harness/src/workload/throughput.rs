@@ -10,7 +10,7 @@ use ipcbench_workloads::throughput::{self, ThroughputParams};
 use ipcbench_workloads::Measurement;
 use serde::{Deserialize, Serialize};
 
-use super::{check_bare, run_bare, run_pair, two_roles, BareRole, PairRole};
+use super::{check_bare, pair_plan, per_op_ratio, run_bare, run_pair, BareRole, PairRole};
 use crate::floor::Floor;
 use crate::params::{self, p, ParamDef, ParamType, Value, COUNT, MSG};
 use crate::spec::{
@@ -182,25 +182,23 @@ impl Point for Params {
         } else {
             (stream, "line stream between the cores".to_string())
         };
-        let ratio = (report.count > 0 && ns > 0.0)
-            .then(|| report.duration_ns as f64 / report.count as f64 / ns);
-        Some(RowFloor { ns, ratio, of })
+        Some(RowFloor {
+            ns,
+            ratio: per_op_ratio(report, ns),
+            of,
+        })
     }
     fn plan(&self, run: &RunSpec, dir: &Path, _results: &Path) -> anyhow::Result<Prepared> {
-        let endpoint =
-            Endpoint::prepare(run.common.transport, dir, &run.common.endpoint_options())?;
         let params = ThroughputParams {
             msg_bytes: self.msg_bytes as usize,
             count: self.count,
             warmup: self.warmup,
         };
-        let plan = two_roles(run, dir, NAME, ROLES, |sender| {
-            Ok(serde_json::to_value(Task {
-                endpoint: endpoint.clone(),
-                sender,
-                params,
-                bare: self.bare,
-            })?)
+        let (plan, endpoint) = pair_plan(run, dir, NAME, ROLES, |endpoint, sender| Task {
+            endpoint: endpoint.clone(),
+            sender,
+            params,
+            bare: self.bare,
         })?;
         Ok(Prepared {
             plan,

@@ -12,7 +12,7 @@ use ipcbench_workloads::vectors::{self, Distribution, Dtype, NoiseSpec, VectorsP
 use ipcbench_workloads::Measurement;
 use serde::{Deserialize, Serialize};
 
-use super::{run_pair, two_roles, PairRole};
+use super::{pair_plan, run_pair, PairRole};
 use crate::floor::Floor;
 use crate::params::{self, p, ParamDef, ParamType, Value, SECONDS, SEED};
 use crate::runner::RunOutcome;
@@ -331,16 +331,12 @@ impl Point for Params {
         })
     }
     fn plan(&self, run: &RunSpec, dir: &Path, results: &Path) -> anyhow::Result<Prepared> {
-        let endpoint =
-            Endpoint::prepare(run.common.transport, dir, &run.common.endpoint_options())?;
         let params = self.role_params(&run.common);
-        let plan = two_roles(run, dir, NAME, ROLES, |producer| {
-            Ok(serde_json::to_value(Task {
-                endpoint: endpoint.clone(),
-                producer,
-                params,
-                out_dir: results.join("vectors"),
-            })?)
+        let (plan, endpoint) = pair_plan(run, dir, NAME, ROLES, |endpoint, producer| Task {
+            endpoint: endpoint.clone(),
+            producer,
+            params,
+            out_dir: results.join("vectors"),
         })?;
         Ok(Prepared {
             plan,

@@ -954,4 +954,19 @@ mod tests {
             vec!["t.toml:2: key `frobnicate`: unknown key (see `harness list`)"]
         );
     }
+
+    #[test]
+    fn a_data_file_rewritten_between_two_reads_is_read_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let client = dir.path().join("client.txt");
+        std::fs::write(&client, "137.72.95.0:foo\n").unwrap();
+        let text = format!(
+            "[[experiment]]\nname = \"t\"\nworkload = \"tasks\"\ntransport = \"queue\"\nclient_file = \"{}\"\n",
+            client.display()
+        );
+        assert!(parse("t.toml", &text, CORES).is_ok());
+        std::fs::write(&client, "").unwrap();
+        let e = errors(&text);
+        assert!(e.iter().any(|m| m.contains("no client lines")), "{e:?}");
+    }
 }

@@ -501,11 +501,21 @@ impl Workload for Tasks {
     fn point(&self, values: &BTreeMap<String, Value>) -> Result<Box<dyn Point>, String> {
         let p: Params = params::deserialize(PARAMS, values)?;
         // Every data file is read and every line checked now, not when the run starts.
+        // Keyed by what decides the data, the files' identity and change time included,
+        // so a file rewritten between two reads in one process is read again.
+        let stamp = |path: &str| {
+            use std::os::unix::fs::MetadataExt;
+            std::fs::metadata(path)
+                .map(|m| (m.dev(), m.ino(), m.len(), m.mtime(), m.mtime_nsec()))
+                .ok()
+        };
         let key = format!(
             "{:?}",
             (
                 &p.client_file,
+                stamp(&p.client_file),
                 &p.server_file,
+                stamp(&p.server_file),
                 p.generate,
                 p.gen_low_s.to_bits(),
                 p.gen_high_s.to_bits(),

@@ -95,6 +95,7 @@ pub fn env_json(
     runs: &[RunSpec],
     floors: &BTreeMap<[usize; 2], Floor>,
     damon: Option<&str>,
+    watch: &serde_json::Value,
 ) -> anyhow::Result<()> {
     let uts = nix::sys::utsname::uname().ok();
     let mut cores_used: Vec<usize> = runs
@@ -125,6 +126,7 @@ pub fn env_json(
         "damon": damon.unwrap_or("off or unavailable"),
         "virtualisation": if hypervisor { virt.unwrap_or_else(|| "hypervisor present".into()) } else { "none detected".into() },
         "floors": floors.values().collect::<Vec<_>>(),
+        "floor_watch": watch,
         "runs": runs.len(),
         "config": config_text,
     });

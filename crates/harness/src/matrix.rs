@@ -80,13 +80,20 @@ pub fn run_matrix(
              tails (results/README.md, \"Machine notes\")"
         );
     }
-    envinfo::env_json(
-        &results.join("env.json"),
-        config_text,
-        &runs,
-        &floors,
-        damon.as_deref(),
-    )?;
+    let write_env = |watch: &serde_json::Value| {
+        envinfo::env_json(
+            &results.join("env.json"),
+            config_text,
+            &runs,
+            &floors,
+            damon.as_deref(),
+            watch,
+        )
+    };
+    write_env(&serde_json::Value::Null)?;
+    // The round trips taken around every run, by pair of cores: how the host moved over
+    // the matrix beside the reference each row was compared with (env.json, at the end).
+    let mut around: BTreeMap<[usize; 2], Vec<f64>> = BTreeMap::new();
 
     let mut summary = Summary::create(
         &results.join("summary.csv"),
@@ -189,6 +196,10 @@ pub fn run_matrix(
             break (outcome, after, dir);
         };
         let floor = reference;
+        around
+            .entry(spec.core_pair())
+            .or_default()
+            .extend(watch.before_ns.into_iter().chain(watch.after_ns));
         let mut after = after;
         if outcome.status == Status::Interrupted {
             for w in &outcome.last_words {
@@ -282,6 +293,7 @@ pub fn run_matrix(
         });
     }
     bar.finish_and_clear();
+    write_env(&floor_watch(&floors, &around))?;
     // Every point summed up over its repetitions (also after Ctrl-C, from the runs done).
     let points = points::summarize(&results_of_runs);
     if !points.is_empty() {
@@ -356,6 +368,33 @@ pub const REFERENCE_SAMPLES: usize = 5;
 /// How far (a factor, either way) the floor may move before a run counts as taken while
 /// the host moved.
 pub const HOST_MOVED: f64 = 1.5;
+
+/// For env.json: per pair of cores, the round trips taken around the runs (count,
+/// median and range) beside the reference, and whether they moved from it by more than
+/// [`HOST_MOVED`] over the matrix.
+fn floor_watch(
+    floors: &BTreeMap<[usize; 2], Floor>,
+    watched: &BTreeMap<[usize; 2], Vec<f64>>,
+) -> serde_json::Value {
+    let pairs: Vec<serde_json::Value> = watched
+        .iter()
+        .filter_map(|(pair, samples)| {
+            let i = crate::stats::median_interval(samples)?;
+            let min = samples.iter().copied().fold(f64::INFINITY, f64::min);
+            let max = samples.iter().copied().fold(0.0, f64::max);
+            let reference = floors.get(pair).map(|f| f.rtt_ns);
+            Some(serde_json::json!({
+                "cores": pair,
+                "samples": samples.len(),
+                "rtt_median_ns": i.median,
+                "rtt_range_ns": [min, max],
+                "reference_rtt_ns": reference,
+                "moved_over_the_matrix": reference.is_some_and(|r| moved(i.median, r)),
+            }))
+        })
+        .collect();
+    serde_json::Value::Array(pairs)
+}
 
 /// A line above the progress bar, or on stderr where there is no bar (not a terminal).
 fn tell(bar: &indicatif::ProgressBar, line: String) {

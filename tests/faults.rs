@@ -384,25 +384,7 @@ fn the_harness_stopped_at_any_moment_leaves_whole_rows_and_nothing_else() {
 fn a_canvas_truncated_mid_run_fails_the_run_not_the_harness() {
     let _turn = one_at_a_time();
     for transport in ["uds", "shm"] {
-        let mut run = start(&then_ok(&long_run("pingpong", transport)), &[]);
-        let canvas = segment_of(run.pid(), "canvas");
-        run.roles(2);
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open(&canvas)
-            .unwrap()
-            .set_len(4096)
-            .unwrap();
-        assert_eq!(
-            run.exit_code(Duration::from_secs(90)),
-            Some(1),
-            "{}",
-            run.stderr()
-        );
-        let s = run.statuses();
-        assert!(s[0].starts_with("failed: "), "{s:?}");
-        assert_eq!(s[1], "ok");
-        run.assert_clean();
+        truncated_mid_run(&long_run("pingpong", transport), "canvas", 4096);
     }
 }
 
@@ -410,14 +392,21 @@ fn a_canvas_truncated_mid_run_fails_the_run_not_the_harness() {
 #[test]
 fn a_pool_truncated_mid_run_fails_the_run_not_the_harness() {
     let _turn = one_at_a_time();
-    let mut run = start(&then_ok(&long_run("buffer", "shm")), &[]);
-    let pool = segment_of(run.pid(), "pool");
+    truncated_mid_run(&long_run("buffer", "shm"), "pool", 0);
+}
+
+/// Runs `first` then a short run, shrinks `first`'s segment of `kind` to `len` bytes once
+/// its roles run, and checks that the first run failed, the second passed, the harness
+/// exited 1 by itself and nothing is left.
+fn truncated_mid_run(first: &str, kind: &str, len: u64) {
+    let mut run = start(&then_ok(first), &[]);
+    let segment = segment_of(run.pid(), kind);
     run.roles(2);
     std::fs::OpenOptions::new()
         .write(true)
-        .open(&pool)
+        .open(&segment)
         .unwrap()
-        .set_len(0)
+        .set_len(len)
         .unwrap();
     assert_eq!(
         run.exit_code(Duration::from_secs(90)),

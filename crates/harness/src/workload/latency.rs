@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{check_bare, pair_plan, run_bare, run_pair, BareRole, PairRole};
 use crate::floor::Floor;
-use crate::params::{self, p, ParamDef, ParamType, Value, COUNT, MSG};
+use crate::params::{self, p, ParamDef, ParamType, Value, COUNT};
 use crate::spec::{
     About, Common, FloorUse, Frame, Machine, Point, Prepared, Problem, Roles, RowFloor, RunSpec,
     Workload,
@@ -29,12 +29,7 @@ const NAME: &str = "latency";
 const ROLES: &[&str] = &["client", "server"];
 
 const PARAMS: &[ParamDef] = &[
-    p(
-        "msg_bytes",
-        MSG,
-        None,
-        "message size in bytes (>= 8: the sequence number)",
-    ),
+    super::MSG_BYTES,
     p("count", COUNT, Some("10000"), "round trips recorded"),
     p(
         "warmup",
@@ -54,12 +49,7 @@ const PARAMS: &[ParamDef] = &[
         Some("0"),
         "open-loop messages/s, latency from intended send time; 0 = closed loop",
     ),
-    p(
-        "bare",
-        ParamType::Bool,
-        Some("false"),
-        "bare baseline: the same system calls with no framing or checks",
-    ),
+    super::BARE,
     p(
         "zero_copy",
         ParamType::Bool,

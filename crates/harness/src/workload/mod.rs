@@ -15,6 +15,7 @@ use ipcbench_transport::dispatch::{self, WithStream, WithTransport};
 use ipcbench_transport::{Endpoint, Rx, StreamRx, StreamTx, Transport, TransportKind, Tx};
 use ipcbench_workloads::Measurement;
 
+use crate::params::{p, ParamDef, ParamType, MSG};
 use crate::runner::{RolePlan, RunPlan};
 use crate::spec::{Common, Problem, RunSpec, Workload};
 use crate::wire::{connected, RoleJob, RoleReport};
@@ -40,6 +41,22 @@ pub static REGISTRY: &[&dyn Workload] = &[
 pub fn find(name: &str) -> Option<&'static dyn Workload> {
     REGISTRY.iter().copied().find(|w| w.name() == name)
 }
+
+/// The message size of the workloads that send messages of one size.
+pub const MSG_BYTES: ParamDef = p(
+    "msg_bytes",
+    MSG,
+    None,
+    "message size in bytes (>= 8: the sequence number)",
+);
+
+/// The bare baseline switch `latency` and `throughput` share.
+pub const BARE: ParamDef = p(
+    "bare",
+    ParamType::Bool,
+    Some("false"),
+    "bare baseline: the same system calls with no framing or checks",
+);
 
 /// The checks `latency` and `throughput` share: a bare baseline needs a transport that
 /// has one.

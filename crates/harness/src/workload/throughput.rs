@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{check_bare, pair_plan, per_op_ratio, run_bare, run_pair, BareRole, PairRole};
 use crate::floor::Floor;
-use crate::params::{self, p, ParamDef, ParamType, Value, COUNT, MSG};
+use crate::params::{self, p, ParamDef, ParamType, Value, COUNT};
 use crate::spec::{
     About, Common, FloorUse, Frame, Machine, Point, Prepared, Problem, Roles, RowFloor, RunSpec,
     Workload,
@@ -27,12 +27,7 @@ const NAME: &str = "throughput";
 const ROLES: &[&str] = &["sender", "receiver"];
 
 const PARAMS: &[ParamDef] = &[
-    p(
-        "msg_bytes",
-        MSG,
-        None,
-        "message size in bytes (>= 8: the sequence number)",
-    ),
+    super::MSG_BYTES,
     p("count", COUNT, Some("100000"), "messages measured"),
     p(
         "warmup",
@@ -43,12 +38,7 @@ const PARAMS: &[ParamDef] = &[
         Some("1000"),
         "messages before the clock starts",
     ),
-    p(
-        "bare",
-        ParamType::Bool,
-        Some("false"),
-        "bare baseline: the same system calls with no framing or checks",
-    ),
+    super::BARE,
 ];
 
 /// `throughput`'s parameters, typed (keys and docs: [`PARAMS`]).

@@ -9,6 +9,9 @@
 // Test code: a failed unwrap is a failed test, with its message.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+use common::{alive, children};
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -71,34 +74,6 @@ fn harness(dir: &tempfile::TempDir) -> Command {
 
 fn signal(pid: u32, s: Signal) {
     let _ = kill(Pid::from_raw(pid as i32), s);
-}
-
-/// Pids of the live (not zombie) children of `parent`.
-fn children(parent: u32) -> Vec<u32> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let Some(rest) = stat.rsplit_once(')').map(|x| x.1) else {
-            continue;
-        };
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        if f.len() > 2 && f[1].parse::<u32>() == Ok(parent) && f[0] != "Z" {
-            out.push(pid);
-        }
-    }
-    out.sort_unstable();
-    out
-}
-
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| !s.contains(") Z "))
-        .unwrap_or(false)
 }
 
 impl Run {
@@ -188,6 +163,20 @@ impl Run {
                 rec[at].to_string()
             })
             .collect()
+    }
+
+    /// The ending of a fault in the first of two runs (`then_ok`): the harness exits 1 by
+    /// itself within `bound`, the first run's status starts with `starts`, the second is
+    /// ok, nothing is left; the statuses, for further checks.
+    fn first_broke_then_ok(&mut self, bound: Duration, starts: &str, context: &str) -> Vec<String> {
+        let code = self.exit_code(bound);
+        assert_eq!(code, Some(1), "{context}: {}", self.stderr());
+        let s = self.statuses();
+        assert_eq!(s.len(), 2, "{context}: {s:?}");
+        assert!(s[0].starts_with(starts), "{context}: {s:?}");
+        assert_eq!(s[1], "ok", "{context}");
+        self.assert_clean();
+        s
     }
 
     /// Nothing left: no role process, no segment of this harness, no run directory.
@@ -281,18 +270,10 @@ fn a_killed_role_of_any_workload_fails_its_run_and_the_matrix_goes_on() {
             let mut run = start(&then_ok(&long_run(w, transport)), &[]);
             let roles = run.roles(2);
             signal(roles[1], Signal::SIGKILL);
-            let code = run.exit_code(Duration::from_secs(90));
-            assert_eq!(code, Some(1), "{w} over {transport}: {}", run.stderr());
-            let s = run.statuses();
-            assert_eq!(s.len(), 2, "{w} over {transport}: {s:?}");
-            assert!(s[0].starts_with("failed: "), "{w} over {transport}: {s:?}");
-            assert!(s[0].contains("SIGKILL"), "{w} over {transport}: {s:?}");
-            assert!(
-                s[0].contains("logs in logs/"),
-                "{w} over {transport}: {s:?}"
-            );
-            assert_eq!(s[1], "ok", "{w} over {transport}");
-            run.assert_clean();
+            let at = format!("{w} over {transport}");
+            let s = run.first_broke_then_ok(Duration::from_secs(90), "failed: ", &at);
+            assert!(s[0].contains("SIGKILL"), "{at}: {s:?}");
+            assert!(s[0].contains("logs in logs/"), "{at}: {s:?}");
         }
     }
 }
@@ -310,16 +291,7 @@ fn a_stopped_role_times_out_and_is_killed() {
         let mut run = start(&cfg, &[]);
         let roles = run.roles(2);
         signal(roles[0], Signal::SIGSTOP);
-        assert_eq!(
-            run.exit_code(Duration::from_secs(60)),
-            Some(1),
-            "{}",
-            run.stderr()
-        );
-        let s = run.statuses();
-        assert!(s[0].starts_with("timeout: "), "{s:?}");
-        assert_eq!(s[1], "ok");
-        run.assert_clean();
+        run.first_broke_then_ok(Duration::from_secs(60), "timeout: ", transport);
     }
 }
 
@@ -408,16 +380,7 @@ fn truncated_mid_run(first: &str, kind: &str, len: u64) {
         .unwrap()
         .set_len(len)
         .unwrap();
-    assert_eq!(
-        run.exit_code(Duration::from_secs(90)),
-        Some(1),
-        "{}",
-        run.stderr()
-    );
-    let s = run.statuses();
-    assert!(s[0].starts_with("failed: "), "{s:?}");
-    assert_eq!(s[1], "ok");
-    run.assert_clean();
+    run.first_broke_then_ok(Duration::from_secs(90), "failed: ", kind);
 }
 
 /// Faults: garbage written over an shm run's rings (1).
@@ -434,19 +397,8 @@ fn garbage_over_the_rings_is_reported_as_corruption() {
         let mut f = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
         f.write_all(&vec![0x5au8; len]).unwrap();
     }
-    assert_eq!(
-        run.exit_code(Duration::from_secs(90)),
-        Some(1),
-        "{}",
-        run.stderr()
-    );
-    let s = run.statuses();
-    assert!(
-        s[0].starts_with("failed: ") && s[0].contains("corrupt"),
-        "{s:?}"
-    );
-    assert_eq!(s[1], "ok");
-    run.assert_clean();
+    let s = run.first_broke_then_ok(Duration::from_secs(90), "failed: ", "garbage");
+    assert!(s[0].contains("corrupt"), "{s:?}");
 }
 
 /// Faults: stdout and stderr closed under the harness (1), and a reader that leaves

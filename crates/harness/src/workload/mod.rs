@@ -17,7 +17,7 @@ use ipcbench_workloads::Measurement;
 
 use crate::params::{p, ParamDef, ParamType, MSG};
 use crate::runner::{RolePlan, RunPlan};
-use crate::spec::{Common, Problem, RunSpec, Workload};
+use crate::spec::{Common, Frame, Problem, RunSpec, Workload};
 use crate::wire::{connected, RoleJob, RoleReport};
 
 pub mod buffer;
@@ -49,6 +49,16 @@ pub const MSG_BYTES: ParamDef = p(
     None,
     "message size in bytes (>= 8: the sequence number)",
 );
+
+/// The largest frame of a workload that sends `msg_bytes`-byte messages.
+pub fn message_frame(msg_bytes: u32) -> Frame {
+    Frame {
+        bytes: u64::from(msg_bytes),
+        key: "msg_bytes",
+        what: format!("a {msg_bytes}-byte message"),
+        raises_max_frame: false,
+    }
+}
 
 /// The bare baseline switch `latency` and `throughput` share.
 pub const BARE: ParamDef = p(

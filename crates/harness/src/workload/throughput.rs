@@ -143,12 +143,7 @@ impl Point for Params {
         Roles::Fixed(ROLES)
     }
     fn largest_frame(&self, _: &Common) -> Option<Frame> {
-        Some(Frame {
-            bytes: u64::from(self.msg_bytes),
-            key: "msg_bytes",
-            what: format!("a {}-byte message", self.msg_bytes),
-            raises_max_frame: false,
-        })
+        Some(super::message_frame(self.msg_bytes))
     }
     fn validate(&self, common: &Common, _: &Machine) -> Vec<Problem> {
         let mut out = Vec::new();

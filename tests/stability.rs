@@ -64,9 +64,22 @@ fn a_run_taken_while_the_host_moved_is_retaken_and_its_point_marked() {
     assert_eq!(stability, "host unstable (2 of 2 runs)");
     let env: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(results.join("env.json")).unwrap()).unwrap();
-    let range = &env["floors"][0]["rtt_range_ns"];
+    let floor = &env["floors"][0];
+    let range = &floor["rtt_range_ns"];
     assert!(
         range[0].as_f64().unwrap() <= range[1].as_f64().unwrap(),
         "{range}"
     );
+    // The reference is the median of every sample over the matrix: five at the start,
+    // then one before and one after each kept take (two runs).
+    assert_eq!(floor["samples"], 9, "{floor}");
+    // Every row is compared with that one floor, whatever the host did around it.
+    let p50 = floor["rtt_p50_ns"].as_f64().unwrap();
+    for row in &rows {
+        let f: f64 = row[col("floor_ns")].parse().unwrap();
+        assert!((f - p50).abs() < 0.1, "row floor {f} vs reference {p50}");
+    }
+    // The watch kept the start's reference beside the samples around the runs.
+    let watch = &env["floor_watch"][0];
+    assert_eq!(watch["samples"], 4, "{watch}");
 }

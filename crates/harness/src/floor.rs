@@ -82,6 +82,9 @@ pub struct Floor {
     /// For a reference floor: the lowest and highest round trip (`rtt_ns`) of the samples
     /// it is the median of.
     pub rtt_range_ns: Option<[f64; 2]>,
+    /// For a reference floor: how many samples it is the median of (at the start of the
+    /// matrix and around its runs).
+    pub samples: usize,
 }
 
 /// The message sizes whose cache-resident copy the floor measures.
@@ -115,6 +118,7 @@ impl Floor {
         ];
         Some(Floor {
             rtt_range_ns: Some(range),
+            samples: samples.len(),
             rtt_ns: med(&|f| f.rtt_ns),
             rtt_p50_ns: med(&|f| f.rtt_p50_ns),
             one_line_rtt_ns: med(&|f| f.one_line_rtt_ns),
@@ -156,6 +160,7 @@ pub fn calibrate(exe: &Path, cores: [usize; 2], interrupted: &AtomicBool) -> any
             c
         },
         rtt_range_ns: None,
+        samples: 1,
     })
 }
 
@@ -172,6 +177,8 @@ pub fn refresh(exe: &Path, floor: &Floor, interrupted: &AtomicBool) -> anyhow::R
         rtt_p50_ns,
         one_line_rtt_ns,
         stream_ns: report.metric("floor_stream_ns"),
+        rtt_range_ns: None,
+        samples: 1,
         ..*floor
     })
 }

@@ -16,6 +16,7 @@ use crate::points;
 use crate::report::{self, Summary, TableRow, Watch};
 use crate::runner::{self, RunOutcome, Status};
 use crate::spec::{Checking, FloorUse, Prepared, RunSpec};
+use crate::wire::RoleReport;
 
 /// Set by Ctrl-C, SIGTERM or SIGHUP once [`catch_stops`] has run.
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -52,14 +53,19 @@ pub fn run_matrix(
         results.display()
     );
 
+    // Per pair of cores: the reference the runs are watched against (the median of the
+    // samples at the start), and every sample taken, at the start and around the runs:
+    // the rows are compared at the end with the median of them all.
     let mut floors: BTreeMap<[usize; 2], Floor> = BTreeMap::new();
+    let mut samples: BTreeMap<[usize; 2], Vec<Floor>> = BTreeMap::new();
     for r in &runs {
         let pair = r.core_pair();
         if floors.contains_key(&pair) || interrupted.load(Ordering::Relaxed) {
             continue;
         }
         match reference_floor(&exe, pair, interrupted) {
-            Ok(f) => {
+            Ok((f, taken)) => {
+                samples.insert(pair, taken);
                 note!(
                     "harness: floor on cores {}-{} (median of {REFERENCE_SAMPLES} samples): cache-line round trip {:.0} ns (a line each way; timed one at a time, p50 {:.0} ns; \
                      one line both ways {:.0} ns), line stream {}, clock read {:.1} ns, memcpy {:.1} GB/s; \
@@ -80,19 +86,19 @@ pub fn run_matrix(
              tails (results/README.md, \"Machine notes\")"
         );
     }
-    let write_env = |watch: &serde_json::Value| {
+    let write_env = |floors: &BTreeMap<[usize; 2], Floor>, watch: &serde_json::Value| {
         envinfo::env_json(
             &results.join("env.json"),
             config_text,
             &runs,
-            &floors,
+            floors,
             damon.as_deref(),
             watch,
         )
     };
-    write_env(&serde_json::Value::Null)?;
+    write_env(&floors, &serde_json::Value::Null)?;
     // The round trips taken around every run, by pair of cores: how the host moved over
-    // the matrix beside the reference each row was compared with (env.json, at the end).
+    // the matrix beside the reference at the start (env.json, at the end).
     let mut around: BTreeMap<[usize; 2], Vec<f64>> = BTreeMap::new();
 
     let mut summary = Summary::create(
@@ -106,8 +112,8 @@ pub fn run_matrix(
         )
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    let mut table = Vec::new();
-    let mut results_of_runs = Vec::new();
+    // Every row written, to be set against the final reference at the end.
+    let mut rows: Vec<Row> = Vec::new();
     // Each point's headline (or p50, or msgs/s) in its runs so far that ended ok.
     let mut seen: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     let mut failed = 0;
@@ -125,20 +131,23 @@ pub fn run_matrix(
         // it differ, or differ from the reference, by more than HOST_MOVED) is taken
         // again, at most `retakes` times; the row keeps the last take and says how many.
         let (outcome, after, dir) = loop {
-            watch.before_ns = match (watched, reference) {
-                (true, Some(r)) => quick_rtt(&exe, &r, interrupted),
+            let before = match (watched, reference) {
+                (true, Some(r)) => quick_floor(&exe, &r, interrupted),
                 _ => None,
             };
+            watch.before_ns = before.map(|f| f.rtt_ns);
             if interrupted.load(Ordering::Relaxed) {
                 break (interrupted_outcome(), None, runner::run_dir()?);
             }
             let (outcome, mut after, dir) = run_once(&exe, spec, &results, interrupted, &bar)?;
-            watch.after_ns = match (watched, reference, &outcome.status) {
-                (true, Some(r), Status::Ok) => {
-                    quick_rtt(&exe, &r, interrupted).map(|ns| ns * test_floor_scale())
-                }
+            let after_floor = match (watched, reference, &outcome.status) {
+                (true, Some(r), Status::Ok) => quick_floor(&exe, &r, interrupted).map(|f| Floor {
+                    rtt_ns: f.rtt_ns * test_floor_scale(),
+                    ..f
+                }),
                 _ => None,
             };
+            watch.after_ns = after_floor.map(|f| f.rtt_ns);
             watch.moved = match (reference, watch.before_ns, watch.after_ns) {
                 (Some(r), Some(b), Some(a)) => {
                     moved(a, b) || moved(b, r.rtt_ns) || moved(a, r.rtt_ns)
@@ -193,6 +202,11 @@ pub fn run_matrix(
                     continue;
                 }
             }
+            // The kept take's samples count towards the final reference.
+            samples
+                .entry(spec.core_pair())
+                .or_default()
+                .extend(before.into_iter().chain(after_floor));
             break (outcome, after, dir);
         };
         let floor = reference;
@@ -221,6 +235,12 @@ pub fn run_matrix(
                 summary
                     .row(spec, &status, &Default::default())
                     .map_err(|e| stopped_writing(e, &summary))?;
+                rows.push(Row {
+                    spec,
+                    status,
+                    figures: Default::default(),
+                    report: None,
+                });
                 failed += 1;
                 continue;
             }
@@ -281,19 +301,54 @@ pub fn run_matrix(
         if let (Status::Ok, Some(v)) = (&outcome.status, points::primary_value(spec, &figures)) {
             seen.entry(spec.point_id.clone()).or_default().push(v);
         }
-        results_of_runs.push(points::RunResult::of(
+        rows.push(Row {
             spec,
-            outcome.status == Status::Ok,
-            &figures,
-        ));
-        table.push(TableRow {
-            run_id: spec.run_id.clone(),
-            status: outcome.status.text(),
+            report: outcome
+                .reports
+                .first()
+                .cloned()
+                .flatten()
+                .map(|r| RoleReport {
+                    histogram: None,
+                    ..r
+                }),
+            status: outcome.status,
             figures,
         });
     }
     bar.finish_and_clear();
-    write_env(&floor_watch(&floors, &around))?;
+    // One reference per pair of cores for every row: the median of all the samples taken
+    // over the matrix, at the start and around the runs (its range and count in env.json).
+    let watched_floors = floors.clone();
+    for (pair, taken) in &samples {
+        if let (Some(f), Some(m)) = (floors.get_mut(pair), Floor::median_of(taken)) {
+            *f = m;
+        }
+    }
+    for row in &mut rows {
+        if let (Some(report), true) = (&row.report, row.figures.floor_ns.is_some()) {
+            let floor = floors.get(&row.spec.core_pair());
+            report::set_floor(row.spec, report, &mut row.figures, floor);
+        }
+    }
+    if !rows.is_empty() {
+        summary
+            .rewrite(rows.iter().map(|r| (r.spec, &r.status, &r.figures)))
+            .map_err(|e| stopped_writing(e, &summary))?;
+    }
+    write_env(&floors, &floor_watch(&watched_floors, &around))?;
+    let results_of_runs: Vec<points::RunResult> = rows
+        .iter()
+        .map(|r| points::RunResult::of(r.spec, r.status == Status::Ok, &r.figures))
+        .collect();
+    let table: Vec<TableRow> = rows
+        .into_iter()
+        .map(|r| TableRow {
+            run_id: r.spec.run_id.clone(),
+            status: r.status.text(),
+            figures: r.figures,
+        })
+        .collect();
     // Every point summed up over its repetitions (also after Ctrl-C, from the runs done).
     let points = points::summarize(&results_of_runs);
     if !points.is_empty() {
@@ -431,13 +486,14 @@ fn moved(now: f64, then: f64) -> bool {
     then > 0.0 && !(1.0 / HOST_MOVED..=HOST_MOVED).contains(&(now / then))
 }
 
-/// The reference floor of a pair of cores: the full calibration, its round trips and line
-/// stream the median of [`REFERENCE_SAMPLES`] samples.
+/// The reference floor of a pair of cores at the start of a matrix: the full
+/// calibration, its round trips and line stream the median of [`REFERENCE_SAMPLES`]
+/// samples; and the samples.
 fn reference_floor(
     exe: &Path,
     pair: [usize; 2],
     interrupted: &AtomicBool,
-) -> anyhow::Result<Floor> {
+) -> anyhow::Result<(Floor, Vec<Floor>)> {
     let first = floor::calibrate(exe, pair, interrupted)?;
     let mut samples = vec![first];
     for _ in 1..REFERENCE_SAMPLES {
@@ -446,15 +502,22 @@ fn reference_floor(
         }
         samples.push(floor::refresh(exe, &first, interrupted)?);
     }
-    Ok(Floor::median_of(&samples).unwrap_or(first))
+    Ok((Floor::median_of(&samples).unwrap_or(first), samples))
 }
 
-/// The cache-line round trip measured now on `reference`'s cores (a few tens of
-/// milliseconds), `None` if it could not be.
-fn quick_rtt(exe: &Path, reference: &Floor, interrupted: &AtomicBool) -> Option<f64> {
-    floor::refresh(exe, reference, interrupted)
-        .ok()
-        .map(|f| f.rtt_ns)
+/// The round trips and line stream measured now on `reference`'s cores (a few tens of
+/// milliseconds), `None` if they could not be.
+fn quick_floor(exe: &Path, reference: &Floor, interrupted: &AtomicBool) -> Option<Floor> {
+    floor::refresh(exe, reference, interrupted).ok()
+}
+
+/// A row written to `summary.csv`, kept to be set against the final reference.
+struct Row<'a> {
+    spec: &'a RunSpec,
+    status: Status,
+    figures: report::Figures,
+    /// The measuring role's report, its histogram dropped.
+    report: Option<RoleReport>,
 }
 
 /// The fault suite's and the stability tests' hook: `IPCBENCH_TEST_FLOOR_SCALE` scales

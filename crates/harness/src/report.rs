@@ -1,5 +1,6 @@
 //! Results: `DIR/<config-stem>-<UTC timestamp>/` with `summary.csv` (one row per run,
-//! flushed as each run ends), `histograms/<run_id>.hgrm` and `env.json`.
+//! flushed as each run ends, and written again whole at the end with the floor columns set
+//! against the matrix's reference), `histograms/<run_id>.hgrm` and `env.json`.
 //! `results/README.md` is the schema.
 
 use std::fmt::Write as _;
@@ -15,6 +16,7 @@ use crate::exit::{write_whole, WriteError};
 use crate::floor::Floor;
 use crate::runner::{RunOutcome, Status};
 use crate::spec::{Column, RunSpec};
+use crate::wire::RoleReport;
 
 /// The fixed columns of `summary.csv`, in order. A column never changes meaning.
 pub const FIXED_COLUMNS: &[&str] = &[
@@ -229,11 +231,7 @@ pub fn figures(
             h.stdev(),
         ]);
     }
-    if let Some(rf) = floor.and_then(|fl| spec.point.floor(fl, report, f.latency.map(|l| l[0]))) {
-        f.floor_ns = Some(rf.ns);
-        f.ratio = rf.ratio;
-        f.floor_of = Some(rf.of);
-    }
+    set_floor(spec, report, &mut f, floor);
     // Every role's figures; the first role's win where two name the same one.
     f.metrics = report.metrics.clone();
     for other in outcome.reports.iter().skip(1).flatten() {
@@ -244,6 +242,16 @@ pub fn figures(
         }
     }
     Ok((f, hist))
+}
+
+/// Sets a row's floor columns (`floor_ns`, `ratio_to_floor`, `floor_of`) from `floor`:
+/// when the row is made, and again at the end of the matrix against the reference taken
+/// over the whole matrix. `report` is the measuring role's (its histogram not needed).
+pub fn set_floor(spec: &RunSpec, report: &RoleReport, f: &mut Figures, floor: Option<&Floor>) {
+    let row = floor.and_then(|fl| spec.point.floor(fl, report, f.latency.map(|l| l[0])));
+    f.floor_ns = row.as_ref().map(|r| r.ns);
+    f.ratio = row.as_ref().and_then(|r| r.ratio);
+    f.floor_of = row.map(|r| r.of);
 }
 
 fn num(x: Option<f64>, decimals: usize) -> String {
@@ -276,13 +284,6 @@ impl Summary {
                 metric_columns.push(c.name.to_string());
             }
         }
-        let header: Vec<String> = FIXED_COLUMNS
-            .iter()
-            .map(|c| c.to_string())
-            .chain(metric_columns.iter().cloned())
-            .chain(CPU_COLUMNS.iter().map(|c| c.name.to_string()))
-            .chain(WATCH_COLUMNS.iter().map(|c| c.name.to_string()))
-            .collect();
         let file = std::fs::OpenOptions::new()
             .append(true)
             .create_new(true)
@@ -298,6 +299,7 @@ impl Summary {
             rows: 0,
             metric_columns,
         };
+        let header = summary.header();
         if let Err(e) = summary.append(&header) {
             // Not even the header: no empty file stays.
             let _ = std::fs::remove_file(path);
@@ -340,6 +342,57 @@ impl Summary {
 
     /// Appends one run.
     pub fn row(&mut self, spec: &RunSpec, status: &Status, f: &Figures) -> anyhow::Result<()> {
+        let rec = self.record(spec, status, f);
+        self.append(&rec)?;
+        self.rows += 1;
+        Ok(())
+    }
+
+    /// Writes the file anew with `rows` (the same runs, their floor columns set against
+    /// the matrix's final reference): written whole beside it, then renamed over it, so a
+    /// failure leaves the rows as they were.
+    pub fn rewrite<'a>(
+        &mut self,
+        rows: impl IntoIterator<Item = (&'a RunSpec, &'a Status, &'a Figures)>,
+    ) -> anyhow::Result<()> {
+        let mut w = csv::Writer::from_writer(Vec::new());
+        w.write_record(self.header())?;
+        let mut n = 0;
+        for (spec, status, f) in rows {
+            w.write_record(self.record(spec, status, f))?;
+            n += 1;
+        }
+        let bytes = w.into_inner().map_err(|e| e.into_error())?;
+        let name = self
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let new = self.path.with_file_name(format!(".{name}.new"));
+        write_whole(&new, &bytes)?;
+        std::fs::rename(&new, &self.path).map_err(|source| {
+            let _ = std::fs::remove_file(&new);
+            WriteError {
+                path: self.path.clone(),
+                source,
+            }
+        })?;
+        self.len = bytes.len() as u64;
+        self.rows = n;
+        Ok(())
+    }
+
+    fn header(&self) -> Vec<String> {
+        FIXED_COLUMNS
+            .iter()
+            .map(|c| c.to_string())
+            .chain(self.metric_columns.iter().cloned())
+            .chain(CPU_COLUMNS.iter().map(|c| c.name.to_string()))
+            .chain(WATCH_COLUMNS.iter().map(|c| c.name.to_string()))
+            .collect()
+    }
+
+    fn record(&self, spec: &RunSpec, status: &Status, f: &Figures) -> Vec<String> {
         let lat = |i: usize, d: usize| num(f.latency.map(|l| l[i]), d);
         let mut rec = vec![
             spec.run_id.clone(),
@@ -394,9 +447,7 @@ impl Summary {
             },
             f.watch.retakes.to_string(),
         ]);
-        self.append(&rec)?;
-        self.rows += 1;
-        Ok(())
+        rec
     }
 
     /// Runs written so far.

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 
 use crate::exit::{write_whole, UsageError};
+use crate::points::g;
 use crate::points::FIGURES;
 use crate::stats::{compare, Change, Interval};
 
@@ -183,8 +184,8 @@ pub fn run(
                 let _ = writeln!(
                     text,
                     "{id:<id_w$}  {name:<16} {:>30} {:>30} {:>+8.1}%  {v}",
-                    format!("{:.4} [{:.4}, {:.4}]", ia.median, ia.low, ia.high),
-                    format!("{:.4} [{:.4}, {:.4}]", ib.median, ib.low, ib.high),
+                    format!("{} [{}, {}]", g(ia.median), g(ia.low), g(ia.high)),
+                    format!("{} [{}, {}]", g(ib.median), g(ib.low), g(ib.high)),
                     rel * 100.0
                 );
             }

@@ -374,7 +374,7 @@ pub fn table_text(points: &[Point]) -> String {
 }
 
 /// A figure in four significant digits.
-fn g(x: f64) -> String {
+pub fn g(x: f64) -> String {
     if x == 0.0 || !x.is_finite() {
         return format!("{x}");
     }

@@ -124,6 +124,16 @@ fn run_peer(mode: &str) -> Result<(), String> {
 
 // ---- the measuring side -----------------------------------------------------------------
 
+/// Frames up to 1 MiB, or a POSIX queue's message size limit where that is lower (sizes
+/// above it are left out for `mq`).
+fn max_frame<T: Transport>() -> u32 {
+    if T::KIND == ipcbench::transport::TransportKind::Mq {
+        (1u64 << 20).min(ipcbench::transport::mq::msgsize_limit()) as u32
+    } else {
+        1 << 20
+    }
+}
+
 struct Peer<T: Transport> {
     tx: T::Tx,
     rx: T::Rx,
@@ -137,7 +147,7 @@ impl<T: Transport> Peer<T> {
         let dir = tempfile::tempdir().unwrap();
         // Frames up to 1 MiB; shm rings of 4 MiB (the kernel transports ignore it).
         let opts = EndpointOptions {
-            max_frame: 1 << 20,
+            max_frame: max_frame::<T>(),
             shm_capacity: 4 << 20,
             // A queue waits for room (its default retry policy sleeps a second).
             policy: ipcbench::transport::queue::FullPolicy::Block { timeout: SETUP },
@@ -198,7 +208,10 @@ fn bench_transport<T: Transport>(c: &mut Criterion) {
         other => other.kind().to_string(),
     };
     let mut group = c.benchmark_group("roundtrip");
-    for size in SIZES {
+    for size in SIZES
+        .into_iter()
+        .filter(|s| *s <= max_frame::<T>() as usize)
+    {
         let msg = pattern(size);
         let mut back = vec![0u8; size];
         p.tx.send(&msg).unwrap();
@@ -221,7 +234,10 @@ fn bench_transport<T: Transport>(c: &mut Criterion) {
 
     let mut p = Peer::<T>::start("sink", 0);
     let mut group = c.benchmark_group("throughput");
-    for size in SIZES {
+    for size in SIZES
+        .into_iter()
+        .filter(|s| *s <= max_frame::<T>() as usize)
+    {
         let msg = pattern(size);
         let mut ack = [0u8; 8];
         let mut stream = |tx: &mut T::Tx, rx: &mut T::Rx, n: u64| {

@@ -711,3 +711,87 @@ fn render_never_destroys_its_log_hangs_or_leaves_half_an_image() {
         "a temporary image was left: {names:?}"
     );
 }
+
+/// The POSIX queues a harness's runs have open now, read from the `mq.names` files in its
+/// run directories (the queues' own directory, /dev/mqueue, may not be mounted).
+fn queue_names(run: &Run) -> Vec<String> {
+    walk_all(&run.dir.path().join("tmp"))
+        .into_iter()
+        .filter(|p| p.file_name().is_some_and(|n| n == "mq.names"))
+        .flat_map(|p| {
+            std::fs::read_to_string(p)
+                .unwrap_or_default()
+                .lines()
+                .map(String::from)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+fn queue_exists(name: &str) -> bool {
+    let c = std::ffi::CString::new(name).unwrap();
+    match nix::mqueue::mq_open(
+        c.as_c_str(),
+        nix::mqueue::MQ_OFlag::O_RDONLY,
+        nix::sys::stat::Mode::empty(),
+        None,
+    ) {
+        Ok(q) => {
+            let _ = nix::mqueue::mq_close(q);
+            true
+        }
+        Err(nix::errno::Errno::ENOENT) => false,
+        Err(e) => panic!("mq_open {name}: {e}"),
+    }
+}
+
+/// Faults over POSIX queues (2): a killed role fails its run, the queues go and the
+/// matrix goes on; a killed harness's queues are unlinked by the next one.
+#[test]
+fn posix_queues_go_with_their_run_and_with_a_killed_harness() {
+    let _turn = one_at_a_time();
+    let mut run = start(&then_ok(&long_run("latency", "mq")), &[]);
+    let roles = run.roles(2);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut names = queue_names(&run);
+    while names.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "no mq.names in the run directory"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+        names = queue_names(&run);
+    }
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert!(names.iter().all(|n| queue_exists(n)));
+    signal(roles[1], Signal::SIGKILL);
+    let s = run.first_broke_then_ok(Duration::from_secs(90), "failed: ", "latency over mq");
+    assert!(s[0].contains("SIGKILL"), "{s:?}");
+    assert!(
+        names.iter().all(|n| !queue_exists(n)),
+        "queues left: {names:?}"
+    );
+
+    let mut run = start(&long_run("latency", "mq"), &[]);
+    let roles = run.roles(2);
+    let names = queue_names(&run);
+    assert_eq!(names.len(), 2, "{names:?}");
+    signal(run.pid(), Signal::SIGKILL);
+    let _ = run.child.wait();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while roles.iter().any(|p| alive(*p)) {
+        assert!(Instant::now() < deadline, "roles outlived a killed harness");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        names.iter().all(|n| queue_exists(n)),
+        "the queues stay until a sweep"
+    );
+    let o = harness(&run.dir).arg("clean").output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        names.iter().all(|n| !queue_exists(n)),
+        "queues left: {names:?}"
+    );
+    run.assert_clean();
+}

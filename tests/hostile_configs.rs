@@ -312,3 +312,24 @@ fn combinations_a_workload_cannot_run_are_refused() {
         "unknown over `pipe` (known: uds, tcp, shm)",
     );
 }
+
+#[test]
+fn posix_queues_past_the_system_limits_are_refused_naming_the_limit() {
+    if ipcbench_transport::mq::msgsize_limit() >= 16 << 20 {
+        eprintln!("skipped: this process may make queues of any size (CAP_SYS_RESOURCE)");
+        return;
+    }
+    let c = Case::new();
+    c.refused(
+        "[[experiment]]\nname = \"m\"\nworkload = \"latency\"\ntransport = \"mq\"\nmsg_bytes = 16777216\nmax_frame = 16777216\n",
+        5,
+        "msg_bytes",
+        "msgsize_max",
+    );
+    c.refused(
+        "[[experiment]]\nname = \"m\"\nworkload = \"throughput\"\ntransport = \"mq\"\nmsg_bytes = 64\nmq_depth = 65536\n",
+        6,
+        "mq_depth",
+        "msg_max",
+    );
+}

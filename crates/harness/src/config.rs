@@ -494,6 +494,22 @@ fn check_common(run: &RunSpec, machine: &Machine) -> Vec<Problem> {
             ));
         }
     }
+    if c.transport == TransportKind::Mq {
+        let frame = point.largest_frame(c);
+        let bytes = frame.as_ref().map_or(u64::from(c.max_frame), |f| {
+            f.bytes.min(u64::from(c.max_frame))
+        });
+        use ipcbench_transport::mq::LimitProblem;
+        for p in ipcbench_transport::mq::check_limits(bytes, c.mq_depth) {
+            match p {
+                LimitProblem::MsgSize(why) => out.push(Problem::new(
+                    frame.as_ref().map_or("max_frame", |f| f.key),
+                    why,
+                )),
+                LimitProblem::Depth(why) => out.push(Problem::new("mq_depth", why)),
+            }
+        }
+    }
     if point.spins(c) {
         match point.roles() {
             Roles::Fixed(_) => {
@@ -618,6 +634,9 @@ fn expand(
             for k in ["over", "hwm", "policy", "retry_interval_s", "retries"] {
                 labels.remove(k);
             }
+        }
+        if common.transport != TransportKind::Mq {
+            labels.remove("mq_depth");
         }
         if !seen.insert(format!("{labels:?}")) {
             continue;

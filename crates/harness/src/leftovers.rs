@@ -63,6 +63,8 @@ pub fn sweep() -> Swept {
             }
             let path = entry.path();
             let gone = if meta.is_dir() {
+                // The POSIX queues the run made are listed in its directory.
+                unlink_queues(&path, 3);
                 std::fs::remove_dir_all(&path)
             } else {
                 std::fs::remove_file(&path)
@@ -73,6 +75,24 @@ pub fn sweep() -> Swept {
         }
     }
     swept
+}
+
+/// Unlinks the POSIX queues listed in `dir` and its subdirectories (to `depth` levels;
+/// links not followed).
+fn unlink_queues(dir: &std::path::Path, depth: usize) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        if kind.is_dir() && depth > 0 {
+            unlink_queues(&entry.path(), depth - 1);
+        } else if kind.is_file() && entry.file_name() == ipcbench_transport::mq::NAMES_FILE {
+            ipcbench_transport::mq::unlink_listed(&entry.path());
+        }
+    }
 }
 
 #[cfg(test)]

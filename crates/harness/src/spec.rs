@@ -132,6 +132,12 @@ pub const COMMON: &[ParamDef] = &[
         Some("10"),
         "queue, policy = \"retry\": attempts after the first (the original: 10)",
     ),
+    p(
+        "mq_depth",
+        ParamType::Int { min: 1, max: 65_536 },
+        Some("10"),
+        "mq: messages each POSIX queue holds (without CAP_SYS_RESOURCE at most /proc/sys/fs/mqueue/msg_max; both queues within RLIMIT_MSGQUEUE)",
+    ),
 ];
 
 /// How shm halves wait, as configured.
@@ -188,6 +194,7 @@ pub struct Common {
     pub policy: Policy,
     pub retry_interval_s: f64,
     pub retries: u32,
+    pub mq_depth: u32,
 }
 
 impl Common {
@@ -228,6 +235,9 @@ impl Common {
             opts.over = self.over;
             opts.hwm = self.hwm;
             opts.policy = self.queue_policy();
+        }
+        if self.transport == TransportKind::Mq {
+            opts.mq_depth = self.mq_depth;
         }
         if self.over_shm() {
             opts.shm_capacity = self.shm_capacity;
@@ -519,6 +529,21 @@ impl RunSpec {
     pub fn core_pair(&self) -> [usize; 2] {
         let first = self.common.cores.first().copied().unwrap_or(0);
         [first, self.common.cores.get(1).copied().unwrap_or(first)]
+    }
+
+    /// The endpoint options of its point: the common keys', and for `mq` a message size
+    /// of the point's largest frame (a queue's messages are all of its size, and the
+    /// system caps it), not `max_frame`.
+    pub fn endpoint_options(&self) -> EndpointOptions {
+        let mut opts = self.common.endpoint_options();
+        if self.common.transport == TransportKind::Mq {
+            if let Some(f) = self.point.largest_frame(&self.common) {
+                opts.max_frame = opts
+                    .max_frame
+                    .min(f.bytes.clamp(1, u64::from(u32::MAX)) as u32);
+            }
+        }
+        opts
     }
 
     /// The setup bound of its plan: at most 20 s, at least 5 s or the run's own bound.

@@ -21,7 +21,9 @@
 //! assert_eq!(dispatch(&ep, KindOf).unwrap(), TransportKind::Uds);
 //! ```
 
-use crate::{Endpoint, Pipe, Queue, Shm, StreamRx, StreamTx, Tcp, Transport, TransportKind, Uds};
+use crate::{
+    Endpoint, Mq, Pipe, Queue, Shm, StreamRx, StreamTx, Tcp, Transport, TransportKind, Uds,
+};
 
 /// Code generic over a transport, run by [`dispatch`] with the concrete type.
 pub trait WithTransport {
@@ -71,6 +73,7 @@ pub fn dispatch_kind<V: WithTransport>(
         (TransportKind::Uds, _) => code.call::<Uds>(),
         (TransportKind::Tcp, _) => code.call::<Tcp>(),
         (TransportKind::Shm, _) => code.call::<Shm>(),
+        (TransportKind::Mq, _) => code.call::<Mq>(),
         (TransportKind::Queue, TransportKind::Uds) => code.call::<Queue<Uds>>(),
         (TransportKind::Queue, TransportKind::Tcp) => code.call::<Queue<Tcp>>(),
         (TransportKind::Queue, TransportKind::Shm) => code.call::<Queue<Shm>>(),
@@ -88,7 +91,7 @@ pub fn dispatch_bare<V: WithStream>(
         TransportKind::Pipe => code.call::<Pipe>(),
         TransportKind::Uds => code.call::<Uds>(),
         TransportKind::Tcp => code.call::<Tcp>(),
-        other @ (TransportKind::Shm | TransportKind::Queue) => {
+        other @ (TransportKind::Shm | TransportKind::Queue | TransportKind::Mq) => {
             return Err(DispatchError::NoBareBaseline(other))
         }
     })

@@ -27,16 +27,19 @@ pub enum TransportKind {
     Shm,
     /// ZeroMQ-like PUSH/PULL over one of the others.
     Queue,
+    /// POSIX message queues, one per direction (a peer: the kernel's own queues).
+    Mq,
 }
 
 impl TransportKind {
     /// Every kind, in the order `harness list` shows them.
-    pub const ALL: [TransportKind; 5] = [
+    pub const ALL: [TransportKind; 6] = [
         TransportKind::Pipe,
         TransportKind::Uds,
         TransportKind::Tcp,
         TransportKind::Shm,
         TransportKind::Queue,
+        TransportKind::Mq,
     ];
 
     /// The name used in configs and CSV files.
@@ -47,6 +50,7 @@ impl TransportKind {
             TransportKind::Tcp => "tcp",
             TransportKind::Shm => "shm",
             TransportKind::Queue => "queue",
+            TransportKind::Mq => "mq",
         }
     }
 
@@ -63,6 +67,9 @@ impl TransportKind {
             TransportKind::Shm => "two lock-free SPSC rings in one shared segment under /dev/shm",
             TransportKind::Queue => {
                 "ZeroMQ-like PUSH/PULL over `over` (uds, tcp or shm): asynchronous sends with a high-water mark, block or drop after retries"
+            }
+            TransportKind::Mq => {
+                "peer: POSIX message queues (mq_open, one per direction, mode 0600, unlinked after the run), mq_send/mq_timedreceive copying each frame; message size = the run's largest frame, depth `mq_depth`"
             }
         }
     }
@@ -130,6 +137,8 @@ pub struct EndpointOptions {
     pub hwm: u32,
     /// What a `queue` sender does when its queue is full.
     pub policy: crate::queue::FullPolicy,
+    /// Messages each `mq` queue holds.
+    pub mq_depth: u32,
 }
 
 impl Default for EndpointOptions {
@@ -143,6 +152,7 @@ impl Default for EndpointOptions {
             over: TransportKind::Uds,
             hwm: 1000,
             policy: crate::queue::FullPolicy::default(),
+            mq_depth: 10,
         }
     }
 }
@@ -197,6 +207,17 @@ pub enum Endpoint {
         /// What a sender does when its queue is full.
         policy: crate::queue::FullPolicy,
     },
+    /// Two POSIX message queues created by the parent.
+    Mq {
+        /// The queue side A sends on (a name starting with `/`).
+        a_to_b: String,
+        /// The queue side B sends on.
+        b_to_a: String,
+        /// Largest frame (each queue's message size is at least this).
+        max_frame: u32,
+        /// Messages each queue holds.
+        depth: u32,
+    },
 }
 
 impl Endpoint {
@@ -237,6 +258,7 @@ impl Endpoint {
                 max_frame,
             },
             TransportKind::Shm => crate::shm::prepare(opts)?,
+            TransportKind::Mq => crate::mq::prepare(dir, opts)?,
             TransportKind::Queue => {
                 if opts.over == TransportKind::Queue {
                     return Err(SetupError::Invalid(
@@ -260,6 +282,7 @@ impl Endpoint {
                 let _ = std::fs::remove_file(path);
             }
             Endpoint::Queue { over, .. } => over.cleanup(),
+            Endpoint::Mq { a_to_b, b_to_a, .. } => crate::mq::unlink(a_to_b, b_to_a),
             _ => {}
         }
     }
@@ -272,6 +295,7 @@ impl Endpoint {
             Endpoint::Tcp { .. } => TransportKind::Tcp,
             Endpoint::Shm { .. } => TransportKind::Shm,
             Endpoint::Queue { .. } => TransportKind::Queue,
+            Endpoint::Mq { .. } => TransportKind::Mq,
         }
     }
 
@@ -289,7 +313,8 @@ impl Endpoint {
             Endpoint::Pipe { max_frame, .. }
             | Endpoint::Uds { max_frame, .. }
             | Endpoint::Tcp { max_frame, .. }
-            | Endpoint::Shm { max_frame, .. } => *max_frame as usize,
+            | Endpoint::Shm { max_frame, .. }
+            | Endpoint::Mq { max_frame, .. } => *max_frame as usize,
             Endpoint::Queue { over, .. } => over.max_frame(),
         }
     }
@@ -307,6 +332,14 @@ impl fmt::Display for Endpoint {
                 write!(f, "shm {} ({})", path.display(), wait.name())
             }
             Endpoint::Queue { over, hwm, .. } => write!(f, "queue (hwm {hwm}) over {over}"),
+            Endpoint::Mq {
+                a_to_b,
+                b_to_a,
+                depth,
+                ..
+            } => {
+                write!(f, "mq {a_to_b} / {b_to_a} (depth {depth})")
+            }
         }
     }
 }

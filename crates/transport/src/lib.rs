@@ -38,6 +38,7 @@ pub mod baseline;
 pub mod dispatch;
 mod endpoint;
 mod error;
+pub mod mq;
 pub mod names;
 pub mod pool;
 pub mod process;
@@ -51,6 +52,7 @@ pub use endpoint::{Endpoint, EndpointOptions, TransportKind, WaitStrategy, DEFAU
 pub use error::{
     Corruption, RecvError, RecvTimeoutError, SendError, SetupError, TryRecvError, TrySendError,
 };
+pub use mq::{Mq, MqRx, MqTx};
 pub use queue::{Queue, QueueTx};
 pub use shm::{shm_max_frame, SegmentRegion, Shm, ShmFrame, ShmListener, ShmLoan, ShmRx, ShmTx};
 pub use stream::{Pipe, StreamRx, StreamTx, Tcp, Uds};

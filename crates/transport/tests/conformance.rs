@@ -68,8 +68,18 @@ const MIXED: [usize; 12] = [
 ];
 const MIXED_ROUNDS: u64 = 20;
 
-fn mixed_frame(round: u64, i: usize) -> Vec<u8> {
-    let len = MIXED[i];
+/// The `i`-th mixed size for a transport whose frames are at most `max` bytes: as it is,
+/// or scaled down in proportion where `max` is below [`MAX`] (POSIX queues' limit).
+fn mixed_len(i: usize, max: usize) -> usize {
+    if max >= MAX as usize {
+        MIXED[i]
+    } else {
+        MIXED[i] * max / MAX as usize
+    }
+}
+
+fn mixed_frame(round: u64, i: usize, max: usize) -> Vec<u8> {
+    let len = mixed_len(i, max);
     (0..len)
         .map(|j| {
             (j as u64)
@@ -80,25 +90,28 @@ fn mixed_frame(round: u64, i: usize) -> Vec<u8> {
 }
 
 fn send_mixed(tx: &mut impl Tx) {
+    let max = tx.max_frame_len();
     for round in 0..MIXED_ROUNDS {
         for i in 0..MIXED.len() {
-            tx.send(&mixed_frame(round, i)).unwrap();
+            tx.send(&mixed_frame(round, i, max)).unwrap();
         }
     }
 }
 
 /// Receives with recv, try_recv and recv_timeout in turn, so every path meets every size.
 fn recv_mixed(rx: &mut impl Rx) {
+    let max = rx.max_frame_len();
+    let len = |i: usize| mixed_len(i, max);
     let mut buf = vec![0u8; MAX as usize];
     let mut small = [0u8; 100];
     for round in 0..MIXED_ROUNDS {
         for i in 0..MIXED.len() {
-            if i > 0 && MIXED[i - 1] > 32_768 && MIXED[i] > small.len() && round % 2 == 1 {
+            if i > 0 && len(i - 1) > max / 8 && len(i) > small.len() && round % 2 == 1 {
                 // Right after a large frame, a buffer too small for the next one: the
                 // frame must stay queued, whole.
                 assert_eq!(
                     rx.recv(&mut small),
-                    Err(RecvError::Truncated { needed: MIXED[i] }),
+                    Err(RecvError::Truncated { needed: len(i) }),
                     "round {round}, frame {i}"
                 );
             }
@@ -115,9 +128,9 @@ fn recv_mixed(rx: &mut impl Rx) {
             };
             assert_eq!(
                 &buf[..n],
-                &mixed_frame(round, i)[..],
+                &mixed_frame(round, i, max)[..],
                 "round {round}, frame {i} ({} bytes)",
-                MIXED[i]
+                len(i)
             );
         }
     }
@@ -149,7 +162,7 @@ fn wait_for_file(path: &Path) {
 
 // ---- the cases: what the test process does, and what its peer does ---------------------
 
-fn parent_case(case: &str, tx: &mut impl Tx, rx: &mut impl Rx, dir: &Path) {
+fn parent_case(case: &str, tx: &mut (impl Tx + 'static), rx: &mut impl Rx, dir: &Path) {
     match case {
         "order_kept" => {
             send_ordered(tx, ORDER_FRAMES);
@@ -168,7 +181,8 @@ fn parent_case(case: &str, tx: &mut impl Tx, rx: &mut impl Rx, dir: &Path) {
         }
         "max_and_over_max" => {
             let max = tx.max_frame_len();
-            assert_eq!(max, MAX as usize);
+            assert_eq!(max, max_of(&*tx));
+            assert_eq!(max, rx.max_frame_len());
             tx.send(&pattern(max)).unwrap();
             let over = pattern(max + 1);
             assert_eq!(
@@ -208,7 +222,7 @@ fn parent_case(case: &str, tx: &mut impl Tx, rx: &mut impl Rx, dir: &Path) {
             for _ in 0..1000 {
                 // Frames large enough to fill a shared ring, which takes them while the
                 // peer's absence is not yet known, as a kernel buffer does.
-                result = tx.send(&pattern(64 * 1024));
+                result = tx.send(&pattern(chunk_len(tx.max_frame_len())));
                 if result.is_err() {
                     break;
                 }
@@ -223,7 +237,7 @@ fn parent_case(case: &str, tx: &mut impl Tx, rx: &mut impl Rx, dir: &Path) {
                 rx.recv_timeout(&mut buf, Duration::from_millis(50)),
                 Err(RecvTimeoutError::Timeout)
             );
-            let chunk = pattern(64 * 1024);
+            let chunk = pattern(chunk_len(tx.max_frame_len()));
             let mut accepted = 0u64;
             loop {
                 match tx.try_send(&chunk) {
@@ -269,9 +283,40 @@ fn parent_case(case: &str, tx: &mut impl Tx, rx: &mut impl Rx, dir: &Path) {
                 "still corrupt"
             );
         }
+        "foreign_message_is_one_frame" => {
+            // A peer whose messages keep their boundaries in the library or the kernel
+            // has no length prefix of ours to corrupt: what another sender puts in is
+            // one whole frame, neither more nor less.
+            let mut buf = vec![0u8; 64];
+            let n = rx.recv_timeout(&mut buf, SETUP).unwrap();
+            assert_eq!(&buf[..n], FOREIGN);
+            recv_exact(rx, b"after");
+        }
         other => panic!("unknown case {other}"),
     }
 }
+
+/// The largest frame a transport's endpoint is made with in these tests: [`MAX`], or a
+/// POSIX queue's message size limit where that is lower.
+fn max_of(tx: &dyn std::any::Any) -> usize {
+    if tx.is::<ipcbench_transport::MqTx>() {
+        mq_max()
+    } else {
+        MAX as usize
+    }
+}
+
+fn mq_max() -> usize {
+    (MAX as usize).min(ipcbench_transport::mq::msgsize_limit() as usize)
+}
+
+/// The frames that fill a transport: 64 KiB, or its largest frame if smaller.
+fn chunk_len(max: usize) -> usize {
+    max.min(64 * 1024)
+}
+
+/// What a foreign sender puts straight into a peer library's queue.
+const FOREIGN: &[u8] = b"foreign message";
 
 fn peer_case(case: &str, tx: &mut impl Tx, rx: &mut impl Rx, dir: &Path, garbage: &dyn Fn()) {
     match case {
@@ -291,7 +336,7 @@ fn peer_case(case: &str, tx: &mut impl Tx, rx: &mut impl Rx, dir: &Path, garbage
             tx.send(b"done").unwrap();
         }
         "max_and_over_max" => {
-            recv_exact(rx, &pattern(MAX as usize));
+            recv_exact(rx, &pattern(rx.max_frame_len()));
             recv_exact(rx, b"after");
             tx.send(b"done").unwrap();
         }
@@ -317,7 +362,7 @@ fn peer_case(case: &str, tx: &mut impl Tx, rx: &mut impl Rx, dir: &Path, garbage
         "peer_exit_is_disconnected" => std::process::exit(0),
         "try_on_empty_and_full" => {
             wait_for_file(&dir.join("drain"));
-            let chunk = pattern(64 * 1024);
+            let chunk = pattern(chunk_len(rx.max_frame_len()));
             let mut buf = vec![0u8; MAX as usize];
             let mut n_frames = 0u64;
             loop {
@@ -333,6 +378,10 @@ fn peer_case(case: &str, tx: &mut impl Tx, rx: &mut impl Rx, dir: &Path, garbage
         "garbage_length_is_corrupt" => {
             garbage();
             std::thread::sleep(Duration::from_millis(200));
+        }
+        "foreign_message_is_one_frame" => {
+            garbage();
+            tx.send(b"after").unwrap();
         }
         other => panic!("unknown case {other}"),
     }
@@ -468,6 +517,14 @@ fn run_case_with<T: Transport>(
         policy: ipcbench_transport::queue::FullPolicy::Block { timeout: SETUP },
         ..Default::default()
     };
+    let opts = EndpointOptions {
+        max_frame: if T::KIND == TransportKind::Mq {
+            mq_max() as u32
+        } else {
+            MAX
+        },
+        ..opts
+    };
     let spec = T::prepare(dir.path(), &opts).unwrap();
     let _cleanup = Cleanup(spec.clone());
     let listener = T::listen(&spec).unwrap();
@@ -584,6 +641,22 @@ fn garbage_writer(tx: &dyn std::any::Any, endpoint: &Endpoint) -> Box<dyn Fn()> 
         t.garbage_writer(endpoint)
     } else if let Some(t) = tx.downcast_ref::<QueueTx<ShmTx>>() {
         t.garbage_writer(endpoint)
+    } else if let Endpoint::Mq { b_to_a, .. } = endpoint {
+        // Side B's queue, opened afresh as any other process of this user could.
+        let name = std::ffi::CString::new(b_to_a.as_str()).unwrap();
+        Box::new(move || {
+            use nix::mqueue::{mq_open, mq_send, MQ_OFlag};
+            let q = mq_open(
+                name.as_c_str(),
+                MQ_OFlag::O_WRONLY,
+                nix::sys::stat::Mode::empty(),
+                None,
+            )
+            .unwrap();
+            // At the priority of frames (a message at 0 is a sender's goodbye).
+            mq_send(&q, FOREIGN, 1).unwrap();
+            nix::mqueue::mq_close(q).unwrap();
+        })
     } else {
         panic!("no garbage writer for this transport's sending half")
     }
@@ -596,6 +669,9 @@ fn stream_buffered(rx: &dyn std::any::Any) -> Option<usize> {
         r.stream_buffered()
     } else if let Some(r) = rx.downcast_ref::<ShmRx>() {
         r.stream_buffered()
+    } else if rx.is::<ipcbench_transport::MqRx>() {
+        // Messages, not a stream: nothing is read ahead.
+        None
     } else {
         panic!("no read-ahead report for this transport's receiving half")
     }
@@ -645,6 +721,24 @@ fn peer_entry() {
 
 macro_rules! conformance {
     ($module:ident, $transport:ty, $wait:ident) => {
+        conformance!($module, $transport, $wait, {
+            #[test]
+            fn garbage_length_is_corrupt() {
+                super::run_case::<$transport>("garbage_length_is_corrupt", WAIT);
+            }
+        });
+    };
+    // A peer library whose messages keep their boundaries: instead of a corrupt length
+    // (it has none of ours), a foreign sender's message arrives as one frame.
+    ($module:ident, $transport:ty, $wait:ident, peer) => {
+        conformance!($module, $transport, $wait, {
+            #[test]
+            fn foreign_message_is_one_frame() {
+                super::run_case::<$transport>("foreign_message_is_one_frame", WAIT);
+            }
+        });
+    };
+    ($module:ident, $transport:ty, $wait:ident, { $($last:tt)* }) => {
         mod $module {
             use ipcbench_transport::WaitStrategy::$wait as WAIT;
             #[test]
@@ -675,10 +769,7 @@ macro_rules! conformance {
             fn try_on_empty_and_full() {
                 super::run_case::<$transport>("try_on_empty_and_full", WAIT);
             }
-            #[test]
-            fn garbage_length_is_corrupt() {
-                super::run_case::<$transport>("garbage_length_is_corrupt", WAIT);
-            }
+            $($last)*
         }
     };
 }
@@ -706,6 +797,8 @@ conformance!(
     ipcbench_transport::Queue<ipcbench_transport::Shm>,
     Block
 );
+// The peers: the libraries and kernel queues a user would otherwise pick.
+conformance!(mq, ipcbench_transport::Mq, Block, peer);
 
 macro_rules! loans {
     ($module:ident, $wait:ident) => {

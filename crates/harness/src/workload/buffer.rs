@@ -391,7 +391,7 @@ impl Point for Params {
     }
     fn plan(&self, run: &RunSpec, dir: &Path, _results: &Path) -> anyhow::Result<Prepared> {
         let p = self.role_params();
-        let mut opts = run.common.endpoint_options();
+        let mut opts = run.endpoint_options();
         if !self.zero_copy {
             // Frames are whole chunks.
             opts.max_frame = opts.max_frame.max(p.chunk_bytes() as u32);

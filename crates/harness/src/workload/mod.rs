@@ -126,7 +126,7 @@ pub fn pair_plan<T: serde::Serialize>(
     task: impl Fn(&Endpoint, bool) -> T,
 ) -> anyhow::Result<(RunPlan, Endpoint)> {
     let mut made = Made::default();
-    let endpoint = made.prepare(run.common.transport, dir, &run.common.endpoint_options())?;
+    let endpoint = made.prepare(run.common.transport, dir, &run.endpoint_options())?;
     let roles = names
         .iter()
         .enumerate()

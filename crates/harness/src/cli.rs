@@ -299,7 +299,9 @@ pub fn list_text() -> String {
     let mut s = String::new();
     let _ = writeln!(s, "Transports:");
     for t in TransportKind::ALL {
-        let bare = if has_bare_baseline(t) {
+        let bare = if !t.built() {
+            " (NOT IN THIS BUILD: built without its cargo feature)"
+        } else if has_bare_baseline(t) {
             " (bare baseline: bare = true)"
         } else {
             ""

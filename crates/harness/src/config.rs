@@ -494,6 +494,14 @@ fn check_common(run: &RunSpec, machine: &Machine) -> Vec<Problem> {
             ));
         }
     }
+    if c.transport == TransportKind::Zmq
+        && !matches!(c.over, TransportKind::Uds | TransportKind::Tcp)
+    {
+        out.push(Problem::new(
+            "over",
+            format!("zmq runs over uds (ipc://) or tcp, not {}", c.over),
+        ));
+    }
     if c.transport == TransportKind::Mq {
         let frame = point.largest_frame(c);
         let bytes = frame.as_ref().map_or(u64::from(c.max_frame), |f| {
@@ -630,10 +638,18 @@ fn expand(
             labels.insert("wait".into(), Value::Str(w.into()));
         }
         let queue = common.transport == TransportKind::Queue;
+        let zmq = common.transport == TransportKind::Zmq;
         if !queue {
-            for k in ["over", "hwm", "policy", "retry_interval_s", "retries"] {
+            for k in ["policy", "retry_interval_s", "retries"] {
                 labels.remove(k);
             }
+            if !zmq {
+                labels.remove("over");
+                labels.remove("hwm");
+            }
+        }
+        if !zmq {
+            labels.remove("zmq_pattern");
         }
         if common.transport != TransportKind::Mq {
             labels.remove("mq_depth");
@@ -644,7 +660,9 @@ fn expand(
         // Run ids name every key that this experiment sweeps, plus the transport.
         let mut id = vec![name.to_string()];
         for key in &keys {
-            if key.as_str() == "transport" || (axes[*key].0.len() > 1 && key.as_str() != "over") {
+            // `over` and `zmq_pattern` are in the transport's label.
+            let in_label = matches!(key.as_str(), "over" | "zmq_pattern");
+            if key.as_str() == "transport" || (axes[*key].0.len() > 1 && !in_label) {
                 // A key this run does not have (a queue key on another transport).
                 let Some(v) = labels.get(*key) else { continue };
                 id.push(match key.as_str() {

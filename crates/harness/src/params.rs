@@ -316,8 +316,20 @@ fn check_scalar(def: &ParamDef, v: &toml::Value) -> Result<Value, String> {
         }
         (ParamType::Transport, toml::Value::String(s)) => s
             .parse::<TransportKind>()
-            .map(|_| Value::Str(s.clone()))
-            .map_err(|_| {
+            .map_err(|_| None)
+            .and_then(|k| {
+                if k.built() {
+                    Ok(Value::Str(s.clone()))
+                } else {
+                    Err(Some(format!(
+                        "transport `{s}` is not in this build (it was built without the cargo feature `{s}`; `harness list` shows what is)"
+                    )))
+                }
+            })
+            .map_err(|why| {
+                if let Some(why) = why {
+                    return why;
+                }
                 let names: Vec<_> = TransportKind::ALL.iter().map(|k| k.name()).collect();
                 format!(
                     "unknown transport `{}` (known: {})",

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use ipcbench_transport::queue::FullPolicy;
-use ipcbench_transport::{Endpoint, EndpointOptions, TransportKind, WaitStrategy};
+use ipcbench_transport::{Endpoint, EndpointOptions, TransportKind, WaitStrategy, ZmqPattern};
 use serde::Deserialize;
 
 use crate::floor::Floor;
@@ -100,7 +100,7 @@ pub const COMMON: &[ParamDef] = &[
         "over",
         ParamType::QueueOver,
         Some("\"uds\""),
-        "with transport = \"queue\": the transport it runs over",
+        "with transport = \"queue\": the transport it runs over; with transport = \"zmq\": uds (ipc://) or tcp",
     ),
     p(
         "hwm",
@@ -109,7 +109,7 @@ pub const COMMON: &[ParamDef] = &[
             max: 10_000_000,
         },
         Some("1000"),
-        "queue: frames a sender queues before its full policy applies (the high-water mark)",
+        "queue: frames a sender queues before its full policy applies (the high-water mark); zmq: SNDHWM and RCVHWM",
     ),
     p(
         "policy",
@@ -131,6 +131,12 @@ pub const COMMON: &[ParamDef] = &[
         },
         Some("10"),
         "queue, policy = \"retry\": attempts after the first (the original: 10)",
+    ),
+    p(
+        "zmq_pattern",
+        ParamType::Choice(&["pair", "pushpull"]),
+        Some("\"pair\""),
+        "zmq: one PAIR socket each side, or a PUSH and a PULL (one per direction)",
     ),
     p(
         "mq_depth",
@@ -195,6 +201,7 @@ pub struct Common {
     pub retry_interval_s: f64,
     pub retries: u32,
     pub mq_depth: u32,
+    pub zmq_pattern: ZmqPattern,
 }
 
 impl Common {
@@ -239,6 +246,11 @@ impl Common {
         if self.transport == TransportKind::Mq {
             opts.mq_depth = self.mq_depth;
         }
+        if self.transport == TransportKind::Zmq {
+            opts.over = self.over;
+            opts.hwm = self.hwm;
+            opts.zmq_pattern = self.zmq_pattern;
+        }
         if self.over_shm() {
             opts.shm_capacity = self.shm_capacity;
             opts.max_frame = opts
@@ -254,6 +266,15 @@ impl Common {
     pub fn transport_label(&self) -> String {
         match self.transport {
             TransportKind::Queue => format!("queue-{}", self.over),
+            TransportKind::Zmq => format!(
+                "zmq-{}-{}",
+                self.zmq_pattern.name(),
+                if self.over == TransportKind::Tcp {
+                    "tcp"
+                } else {
+                    "ipc"
+                }
+            ),
             t => t.name().to_string(),
         }
     }

@@ -48,6 +48,9 @@ pub enum DispatchError {
     /// The queue over a transport it cannot run over.
     #[error("queue does not run over {0}")]
     QueueOver(TransportKind),
+    /// A peer this build was made without (its cargo feature off).
+    #[error("{0} is not in this build (its cargo feature is off)")]
+    NotBuilt(TransportKind),
     /// A bare baseline was asked of a transport that has none.
     #[error("{0} has no bare baseline (pipe, uds and tcp have)")]
     NoBareBaseline(TransportKind),
@@ -74,6 +77,10 @@ pub fn dispatch_kind<V: WithTransport>(
         (TransportKind::Tcp, _) => code.call::<Tcp>(),
         (TransportKind::Shm, _) => code.call::<Shm>(),
         (TransportKind::Mq, _) => code.call::<Mq>(),
+        #[cfg(feature = "zmq")]
+        (TransportKind::Zmq, _) => code.call::<crate::Zmq>(),
+        #[cfg(not(feature = "zmq"))]
+        (TransportKind::Zmq, _) => return Err(DispatchError::NotBuilt(TransportKind::Zmq)),
         (TransportKind::Queue, TransportKind::Uds) => code.call::<Queue<Uds>>(),
         (TransportKind::Queue, TransportKind::Tcp) => code.call::<Queue<Tcp>>(),
         (TransportKind::Queue, TransportKind::Shm) => code.call::<Queue<Shm>>(),
@@ -91,9 +98,10 @@ pub fn dispatch_bare<V: WithStream>(
         TransportKind::Pipe => code.call::<Pipe>(),
         TransportKind::Uds => code.call::<Uds>(),
         TransportKind::Tcp => code.call::<Tcp>(),
-        other @ (TransportKind::Shm | TransportKind::Queue | TransportKind::Mq) => {
-            return Err(DispatchError::NoBareBaseline(other))
-        }
+        other @ (TransportKind::Shm
+        | TransportKind::Queue
+        | TransportKind::Mq
+        | TransportKind::Zmq) => return Err(DispatchError::NoBareBaseline(other)),
     })
 }
 

@@ -29,17 +29,20 @@ pub enum TransportKind {
     Queue,
     /// POSIX message queues, one per direction (a peer: the kernel's own queues).
     Mq,
+    /// libzmq (a peer): PAIR, or PUSH/PULL one per direction, over ipc:// or tcp://.
+    Zmq,
 }
 
 impl TransportKind {
     /// Every kind, in the order `harness list` shows them.
-    pub const ALL: [TransportKind; 6] = [
+    pub const ALL: [TransportKind; 7] = [
         TransportKind::Pipe,
         TransportKind::Uds,
         TransportKind::Tcp,
         TransportKind::Shm,
         TransportKind::Queue,
         TransportKind::Mq,
+        TransportKind::Zmq,
     ];
 
     /// The name used in configs and CSV files.
@@ -51,6 +54,7 @@ impl TransportKind {
             TransportKind::Shm => "shm",
             TransportKind::Queue => "queue",
             TransportKind::Mq => "mq",
+            TransportKind::Zmq => "zmq",
         }
     }
 
@@ -71,7 +75,15 @@ impl TransportKind {
             TransportKind::Mq => {
                 "peer: POSIX message queues (mq_open, one per direction, mode 0600, unlinked after the run), mq_send/mq_timedreceive copying each frame; message size = the run's largest frame, depth `mq_depth`"
             }
+            TransportKind::Zmq => {
+                "peer: libzmq 4.3 (built from source by the zmq crate): `zmq_pattern` pair (one PAIR socket) or pushpull (PUSH/PULL, one per direction), over `over` uds (ipc://) or tcp; zmq_send/zmq_recv copying each frame; SNDHWM/RCVHWM = `hwm`"
+            }
         }
+    }
+
+    /// Whether this build has the kind (a peer behind a cargo feature may be left out).
+    pub fn built(self) -> bool {
+        self != TransportKind::Zmq || cfg!(feature = "zmq")
     }
 }
 
@@ -139,6 +151,28 @@ pub struct EndpointOptions {
     pub policy: crate::queue::FullPolicy,
     /// Messages each `mq` queue holds.
     pub mq_depth: u32,
+    /// The sockets of a `zmq` endpoint (its `over` and `hwm` are the queue's keys).
+    pub zmq_pattern: ZmqPattern,
+}
+
+/// The ZeroMQ sockets of a `zmq` endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ZmqPattern {
+    /// One PAIR socket each side, both directions.
+    Pair,
+    /// A PUSH and a PULL socket each side, one per direction.
+    PushPull,
+}
+
+impl ZmqPattern {
+    /// The name used in configs and CSV files.
+    pub fn name(self) -> &'static str {
+        match self {
+            ZmqPattern::Pair => "pair",
+            ZmqPattern::PushPull => "pushpull",
+        }
+    }
 }
 
 impl Default for EndpointOptions {
@@ -153,6 +187,7 @@ impl Default for EndpointOptions {
             hwm: 1000,
             policy: crate::queue::FullPolicy::default(),
             mq_depth: 10,
+            zmq_pattern: ZmqPattern::Pair,
         }
     }
 }
@@ -218,6 +253,19 @@ pub enum Endpoint {
         /// Messages each queue holds.
         depth: u32,
     },
+    /// libzmq sockets: side A binds, side B connects.
+    Zmq {
+        /// Which sockets.
+        pattern: ZmqPattern,
+        /// `PAIR`: the one address; `PUSH`/`PULL`: where A pulls (B to A).
+        a: String,
+        /// `PUSH`/`PULL`: where A pushes (A to B); unused by `PAIR`.
+        b: String,
+        /// Largest frame.
+        max_frame: u32,
+        /// Send and receive high-water marks, messages.
+        hwm: u32,
+    },
 }
 
 impl Endpoint {
@@ -259,6 +307,14 @@ impl Endpoint {
             },
             TransportKind::Shm => crate::shm::prepare(opts)?,
             TransportKind::Mq => crate::mq::prepare(dir, opts)?,
+            #[cfg(feature = "zmq")]
+            TransportKind::Zmq => crate::zeromq::prepare(dir, opts)?,
+            #[cfg(not(feature = "zmq"))]
+            TransportKind::Zmq => {
+                return Err(SetupError::Invalid(
+                    "zmq is not in this build (cargo feature `zmq`)".into(),
+                ))
+            }
             TransportKind::Queue => {
                 if opts.over == TransportKind::Queue {
                     return Err(SetupError::Invalid(
@@ -296,6 +352,7 @@ impl Endpoint {
             Endpoint::Shm { .. } => TransportKind::Shm,
             Endpoint::Queue { .. } => TransportKind::Queue,
             Endpoint::Mq { .. } => TransportKind::Mq,
+            Endpoint::Zmq { .. } => TransportKind::Zmq,
         }
     }
 
@@ -314,7 +371,8 @@ impl Endpoint {
             | Endpoint::Uds { max_frame, .. }
             | Endpoint::Tcp { max_frame, .. }
             | Endpoint::Shm { max_frame, .. }
-            | Endpoint::Mq { max_frame, .. } => *max_frame as usize,
+            | Endpoint::Mq { max_frame, .. }
+            | Endpoint::Zmq { max_frame, .. } => *max_frame as usize,
             Endpoint::Queue { over, .. } => over.max_frame(),
         }
     }
@@ -340,6 +398,12 @@ impl fmt::Display for Endpoint {
             } => {
                 write!(f, "mq {a_to_b} / {b_to_a} (depth {depth})")
             }
+            Endpoint::Zmq {
+                pattern, a, b, hwm, ..
+            } => match pattern {
+                ZmqPattern::Pair => write!(f, "zmq pair {a} (hwm {hwm})"),
+                ZmqPattern::PushPull => write!(f, "zmq push/pull {a} / {b} (hwm {hwm})"),
+            },
         }
     }
 }

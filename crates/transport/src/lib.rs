@@ -47,8 +47,12 @@ pub mod segment;
 mod shm;
 mod stream;
 mod sys;
+#[cfg(feature = "zmq")]
+mod zeromq;
 
-pub use endpoint::{Endpoint, EndpointOptions, TransportKind, WaitStrategy, DEFAULT_MAX_FRAME};
+pub use endpoint::{
+    Endpoint, EndpointOptions, TransportKind, WaitStrategy, ZmqPattern, DEFAULT_MAX_FRAME,
+};
 pub use error::{
     Corruption, RecvError, RecvTimeoutError, SendError, SetupError, TryRecvError, TrySendError,
 };
@@ -56,6 +60,8 @@ pub use mq::{Mq, MqRx, MqTx};
 pub use queue::{Queue, QueueTx};
 pub use shm::{shm_max_frame, SegmentRegion, Shm, ShmFrame, ShmListener, ShmLoan, ShmRx, ShmTx};
 pub use stream::{Pipe, StreamRx, StreamTx, Tcp, Uds};
+#[cfg(feature = "zmq")]
+pub use zeromq::{Zmq, ZmqRx, ZmqTx};
 
 /// The sending half of a transport.
 pub trait Tx {

@@ -403,7 +403,7 @@ fn wait_fd(q: &MqdT, flags: PollFlags, wait: Duration) -> bool {
 }
 
 /// Whether process `pid` is gone (or a zombie waiting to be reaped).
-fn gone(pid: u32) -> bool {
+pub(crate) fn gone(pid: u32) -> bool {
     let Ok(p) = i32::try_from(pid) else {
         return true;
     };

@@ -292,6 +292,10 @@ fn parent_case(case: &str, tx: &mut (impl Tx + 'static), rx: &mut impl Rx, dir: 
             assert_eq!(&buf[..n], FOREIGN);
             recv_exact(rx, b"after");
         }
+        "foreign_peer_is_refused" => {
+            // A PAIR socket has one peer: a second sender that connects is not heard.
+            recv_exact(rx, b"after");
+        }
         other => panic!("unknown case {other}"),
     }
 }
@@ -379,7 +383,7 @@ fn peer_case(case: &str, tx: &mut impl Tx, rx: &mut impl Rx, dir: &Path, garbage
             garbage();
             std::thread::sleep(Duration::from_millis(200));
         }
-        "foreign_message_is_one_frame" => {
+        "foreign_message_is_one_frame" | "foreign_peer_is_refused" => {
             garbage();
             tx.send(b"after").unwrap();
         }
@@ -657,8 +661,41 @@ fn garbage_writer(tx: &dyn std::any::Any, endpoint: &Endpoint) -> Box<dyn Fn()> 
             mq_send(&q, FOREIGN, 1).unwrap();
             nix::mqueue::mq_close(q).unwrap();
         })
+    } else if let Some(w) = zmq_garbage(endpoint) {
+        w
     } else {
         panic!("no garbage writer for this transport's sending half")
+    }
+}
+
+/// A foreign sender of side B's kind, connected to side A's address.
+#[cfg(not(feature = "zmq"))]
+fn zmq_garbage(_: &Endpoint) -> Option<Box<dyn Fn()>> {
+    None
+}
+
+#[cfg(feature = "zmq")]
+fn zmq_garbage(endpoint: &Endpoint) -> Option<Box<dyn Fn()>> {
+    if let Endpoint::Zmq { pattern, a, .. } = endpoint {
+        // Another socket of the kind side B has, connected to side A's address from a
+        // context of its own, as any other process could.
+        let (pattern, a) = (*pattern, a.clone());
+        Some(Box::new(move || {
+            let ctx = zmq::Context::new();
+            let kind = match pattern {
+                ipcbench_transport::ZmqPattern::Pair => zmq::PAIR,
+                ipcbench_transport::ZmqPattern::PushPull => zmq::PUSH,
+            };
+            let s = ctx.socket(kind).unwrap();
+            s.set_linger(1000).unwrap();
+            s.connect(&a).unwrap();
+            // PUSH blocks until connected; a refused PAIR may never take it.
+            let _ = s.send_with_timeout(FOREIGN);
+            // Delivered before what side B's own socket sends next.
+            std::thread::sleep(Duration::from_millis(300));
+        }))
+    } else {
+        None
     }
 }
 
@@ -669,12 +706,22 @@ fn stream_buffered(rx: &dyn std::any::Any) -> Option<usize> {
         r.stream_buffered()
     } else if let Some(r) = rx.downcast_ref::<ShmRx>() {
         r.stream_buffered()
-    } else if rx.is::<ipcbench_transport::MqRx>() {
+    } else if rx.is::<ipcbench_transport::MqRx>() || is_zmq_rx(rx) {
         // Messages, not a stream: nothing is read ahead.
         None
     } else {
         panic!("no read-ahead report for this transport's receiving half")
     }
+}
+
+#[cfg(feature = "zmq")]
+fn is_zmq_rx(rx: &dyn std::any::Any) -> bool {
+    rx.is::<ipcbench_transport::ZmqRx>()
+}
+
+#[cfg(not(feature = "zmq"))]
+fn is_zmq_rx(_: &dyn std::any::Any) -> bool {
+    false
 }
 
 /// Stream transports tell how much they have read ahead of the caller.
@@ -735,6 +782,15 @@ macro_rules! conformance {
             #[test]
             fn foreign_message_is_one_frame() {
                 super::run_case::<$transport>("foreign_message_is_one_frame", WAIT);
+            }
+        });
+    };
+    // A PAIR socket: a foreign sender is not heard at all.
+    ($module:ident, $transport:ty, $wait:ident, pair_peer) => {
+        conformance!($module, $transport, $wait, {
+            #[test]
+            fn foreign_peer_is_refused() {
+                super::run_case::<$transport>("foreign_peer_is_refused", WAIT);
             }
         });
     };
@@ -799,6 +855,97 @@ conformance!(
 );
 // The peers: the libraries and kernel queues a user would otherwise pick.
 conformance!(mq, ipcbench_transport::Mq, Block, peer);
+#[cfg(feature = "zmq")]
+conformance!(zmq_pair_ipc, crate::zmq_setups::PairIpc, Block, pair_peer);
+#[cfg(feature = "zmq")]
+conformance!(zmq_pair_tcp, crate::zmq_setups::PairTcp, Block, pair_peer);
+#[cfg(feature = "zmq")]
+conformance!(
+    zmq_pushpull_ipc,
+    crate::zmq_setups::PushPullIpc,
+    Block,
+    peer
+);
+#[cfg(feature = "zmq")]
+conformance!(
+    zmq_pushpull_tcp,
+    crate::zmq_setups::PushPullTcp,
+    Block,
+    peer
+);
+
+#[cfg(feature = "zmq")]
+/// The zmq peer with each of its socket patterns over each of its transports: `Zmq`
+/// prepared with those options (the peer process dispatches on the endpoint, which
+/// carries them).
+mod zmq_setups {
+    use ipcbench_transport::{
+        Endpoint, EndpointOptions, SetupError, Transport, TransportKind, Zmq, ZmqPattern,
+    };
+    use std::time::Duration;
+
+    macro_rules! setup {
+        ($name:ident, $pattern:ident, $over:ident) => {
+            pub struct $name;
+            impl Transport for $name {
+                const KIND: TransportKind = TransportKind::Zmq;
+                type Tx = <Zmq as Transport>::Tx;
+                type Rx = <Zmq as Transport>::Rx;
+                type Listener = <Zmq as Transport>::Listener;
+                fn prepare(
+                    dir: &std::path::Path,
+                    opts: &EndpointOptions,
+                ) -> Result<Endpoint, SetupError> {
+                    let opts = EndpointOptions {
+                        zmq_pattern: ZmqPattern::$pattern,
+                        over: TransportKind::$over,
+                        ..opts.clone()
+                    };
+                    Zmq::prepare(dir, &opts)
+                }
+                fn listen(e: &Endpoint) -> Result<Self::Listener, SetupError> {
+                    Zmq::listen(e)
+                }
+                fn resolved(l: &Self::Listener) -> Endpoint {
+                    Zmq::resolved(l)
+                }
+                fn accept(
+                    l: Self::Listener,
+                    t: Duration,
+                ) -> Result<(Self::Tx, Self::Rx), SetupError> {
+                    Zmq::accept(l, t)
+                }
+                #[allow(clippy::type_complexity)]
+                fn try_accept(
+                    l: Self::Listener,
+                    t: Duration,
+                ) -> Result<Result<(Self::Tx, Self::Rx), Self::Listener>, SetupError> {
+                    Zmq::try_accept(l, t)
+                }
+                fn connect(e: &Endpoint, t: Duration) -> Result<(Self::Tx, Self::Rx), SetupError> {
+                    Zmq::connect(e, t)
+                }
+            }
+        };
+    }
+    setup!(PairIpc, Pair, Uds);
+    setup!(PairTcp, Pair, Tcp);
+    setup!(PushPullIpc, PushPull, Uds);
+    setup!(PushPullTcp, PushPull, Tcp);
+}
+
+/// A send that gives up after a second (a foreign socket that is never connected).
+#[cfg(feature = "zmq")]
+trait SendWithTimeout {
+    fn send_with_timeout(&self, m: &[u8]) -> Result<(), zmq::Error>;
+}
+#[cfg(feature = "zmq")]
+impl SendWithTimeout for zmq::Socket {
+    fn send_with_timeout(&self, m: &[u8]) -> Result<(), zmq::Error> {
+        self.set_sndtimeo(1000)?;
+        self.send(m, 0)
+    }
+}
 
 macro_rules! loans {
     ($module:ident, $wait:ident) => {

@@ -795,3 +795,32 @@ fn posix_queues_go_with_their_run_and_with_a_killed_harness() {
     );
     run.assert_clean();
 }
+
+/// Faults over the library peers (3): a role of each killed mid-run fails its run and
+/// the matrix goes on with nothing left; a killed harness's iceoryx2 memory is swept.
+#[test]
+fn a_killed_role_over_a_library_peer_fails_its_run_and_nothing_is_left() {
+    let _turn = one_at_a_time();
+    for transport in ["zmq", "iceoryx2"] {
+        let mut run = start(&then_ok(&long_run("latency", transport)), &[]);
+        let roles = run.roles(2);
+        signal(roles[1], Signal::SIGKILL);
+        let at = format!("latency over {transport}");
+        let s = run.first_broke_then_ok(Duration::from_secs(90), "failed: ", &at);
+        assert!(s[0].contains("SIGKILL"), "{at}: {s:?}");
+    }
+    let mut run = start(&long_run("latency", "iceoryx2"), &[]);
+    let memory = segment_of(run.pid(), "iox");
+    let roles = run.roles(2);
+    signal(run.pid(), Signal::SIGKILL);
+    let _ = run.child.wait();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while roles.iter().any(|p| alive(*p)) {
+        assert!(Instant::now() < deadline, "roles outlived a killed harness");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(memory.exists(), "iceoryx2's memory stays until a sweep");
+    let o = harness(&run.dir).arg("clean").output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    run.assert_clean();
+}

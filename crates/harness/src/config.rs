@@ -494,6 +494,12 @@ fn check_common(run: &RunSpec, machine: &Machine) -> Vec<Problem> {
             ));
         }
     }
+    if c.transport == TransportKind::Iceoryx2 && c.wait == crate::spec::Wait::Yield {
+        out.push(Problem::new(
+            "wait",
+            "iceoryx2 waits spin (polling receive) or block (its event service), not yield",
+        ));
+    }
     if c.transport == TransportKind::Zmq
         && !matches!(c.over, TransportKind::Uds | TransportKind::Tcp)
     {
@@ -630,12 +636,14 @@ fn expand(
         // queue's keys are the queue's.
         let mut labels = values;
         labels.remove("repetitions");
-        if !common.over_shm() {
+        if !common.own_wait() {
             labels.insert("wait".into(), Value::Str("kernel".into()));
-            labels.remove("shm_capacity");
-            labels.remove("spin_us");
         } else if let Some(w) = point.wait_label() {
             labels.insert("wait".into(), Value::Str(w.into()));
+        }
+        if !common.over_shm() {
+            labels.remove("shm_capacity");
+            labels.remove("spin_us");
         }
         let queue = common.transport == TransportKind::Queue;
         let zmq = common.transport == TransportKind::Zmq;

@@ -9,8 +9,9 @@ use std::path::PathBuf;
 
 use ipcbench_transport::names;
 
-/// The kinds of segment the harness and its transports make.
-const SEGMENTS: &[&str] = &["shm", "pool", "canvas", "floor"];
+/// The kinds of segment the harness and its transports make (`iox`: iceoryx2's, named
+/// with an endpoint's prefix).
+const SEGMENTS: &[&str] = &["shm", "pool", "canvas", "floor", "iox"];
 
 /// What a sweep removed, and what it left because its creator still runs.
 #[derive(Debug, Default)]

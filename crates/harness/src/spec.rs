@@ -212,6 +212,17 @@ impl Common {
             || (self.transport == TransportKind::Queue && self.over == TransportKind::Shm)
     }
 
+    /// Whether the run's halves wait as the `wait` key says: shm's rings (also under a
+    /// queue) and iceoryx2's; the others wait in the kernel.
+    pub fn own_wait(&self) -> bool {
+        self.over_shm() || self.transport == TransportKind::Iceoryx2
+    }
+
+    /// Whether its roles busy-wait (then they need a core each).
+    pub fn spinning(&self) -> bool {
+        self.own_wait() && self.wait == Wait::Spin
+    }
+
     /// The bound on the whole run.
     pub fn timeout(&self) -> Duration {
         // Bounded by MAX_SECONDS when the config was read.
@@ -245,6 +256,9 @@ impl Common {
         }
         if self.transport == TransportKind::Mq {
             opts.mq_depth = self.mq_depth;
+        }
+        if self.transport == TransportKind::Iceoryx2 {
+            opts.wait = self.wait.strategy();
         }
         if self.transport == TransportKind::Zmq {
             opts.over = self.over;
@@ -355,7 +369,7 @@ pub trait Point: fmt::Debug + Send + Sync {
     fn largest_frame(&self, common: &Common) -> Option<Frame>;
     /// Whether its roles busy-wait with these common keys (then they need a core each).
     fn spins(&self, common: &Common) -> bool {
-        common.over_shm() && common.wait == Wait::Spin
+        common.spinning()
     }
     /// The least time a run of it takes, seconds, where it is known before the run (a
     /// paced stream, a set of sleeps): a run that cannot finish inside `timeout_s` is

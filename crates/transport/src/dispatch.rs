@@ -81,6 +81,12 @@ pub fn dispatch_kind<V: WithTransport>(
         (TransportKind::Zmq, _) => code.call::<crate::Zmq>(),
         #[cfg(not(feature = "zmq"))]
         (TransportKind::Zmq, _) => return Err(DispatchError::NotBuilt(TransportKind::Zmq)),
+        #[cfg(feature = "iceoryx2")]
+        (TransportKind::Iceoryx2, _) => code.call::<crate::Iceoryx2>(),
+        #[cfg(not(feature = "iceoryx2"))]
+        (TransportKind::Iceoryx2, _) => {
+            return Err(DispatchError::NotBuilt(TransportKind::Iceoryx2))
+        }
         (TransportKind::Queue, TransportKind::Uds) => code.call::<Queue<Uds>>(),
         (TransportKind::Queue, TransportKind::Tcp) => code.call::<Queue<Tcp>>(),
         (TransportKind::Queue, TransportKind::Shm) => code.call::<Queue<Shm>>(),
@@ -101,7 +107,8 @@ pub fn dispatch_bare<V: WithStream>(
         other @ (TransportKind::Shm
         | TransportKind::Queue
         | TransportKind::Mq
-        | TransportKind::Zmq) => return Err(DispatchError::NoBareBaseline(other)),
+        | TransportKind::Zmq
+        | TransportKind::Iceoryx2) => return Err(DispatchError::NoBareBaseline(other)),
     })
 }
 

@@ -31,11 +31,13 @@ pub enum TransportKind {
     Mq,
     /// libzmq (a peer): PAIR, or PUSH/PULL one per direction, over ipc:// or tcp://.
     Zmq,
+    /// Eclipse iceoryx2 (a peer): a publish-subscribe service per direction.
+    Iceoryx2,
 }
 
 impl TransportKind {
     /// Every kind, in the order `harness list` shows them.
-    pub const ALL: [TransportKind; 7] = [
+    pub const ALL: [TransportKind; 8] = [
         TransportKind::Pipe,
         TransportKind::Uds,
         TransportKind::Tcp,
@@ -43,6 +45,7 @@ impl TransportKind {
         TransportKind::Queue,
         TransportKind::Mq,
         TransportKind::Zmq,
+        TransportKind::Iceoryx2,
     ];
 
     /// The name used in configs and CSV files.
@@ -55,6 +58,7 @@ impl TransportKind {
             TransportKind::Queue => "queue",
             TransportKind::Mq => "mq",
             TransportKind::Zmq => "zmq",
+            TransportKind::Iceoryx2 => "iceoryx2",
         }
     }
 
@@ -78,12 +82,17 @@ impl TransportKind {
             TransportKind::Zmq => {
                 "peer: libzmq 4.3 (built from source by the zmq crate): `zmq_pattern` pair (one PAIR socket) or pushpull (PUSH/PULL, one per direction), over `over` uds (ipc://) or tcp; zmq_send/zmq_recv copying each frame; SNDHWM/RCVHWM = `hwm`"
             }
+            TransportKind::Iceoryx2 => {
+                "peer: Eclipse iceoryx2 0.10, a publish-subscribe service of byte slices per direction (subscriber buffer 16, history 0), each frame copied into a loaned sample and out of the received one; wait spin polls `receive`, block also notifies an event service and sleeps in its listener"
+            }
         }
     }
 
     /// Whether this build has the kind (a peer behind a cargo feature may be left out).
     pub fn built(self) -> bool {
-        self != TransportKind::Zmq || cfg!(feature = "zmq")
+        let zmq = cfg!(feature = "zmq");
+        let iceoryx2 = cfg!(feature = "iceoryx2");
+        (self != TransportKind::Zmq || zmq) && (self != TransportKind::Iceoryx2 || iceoryx2)
     }
 }
 
@@ -266,6 +275,18 @@ pub enum Endpoint {
         /// Send and receive high-water marks, messages.
         hwm: u32,
     },
+    /// iceoryx2 services named by the parent.
+    Iceoryx2 {
+        /// What every file and service of the endpoint is named with.
+        prefix: String,
+        /// Where iceoryx2 keeps its files other than shared memory (in the run's
+        /// directory).
+        root: PathBuf,
+        /// Largest frame.
+        max_frame: u32,
+        /// How a receiver waits: spin (poll) or block (an event service).
+        wait: WaitStrategy,
+    },
 }
 
 impl Endpoint {
@@ -315,6 +336,14 @@ impl Endpoint {
                     "zmq is not in this build (cargo feature `zmq`)".into(),
                 ))
             }
+            #[cfg(feature = "iceoryx2")]
+            TransportKind::Iceoryx2 => crate::iox::prepare(dir, opts)?,
+            #[cfg(not(feature = "iceoryx2"))]
+            TransportKind::Iceoryx2 => {
+                return Err(SetupError::Invalid(
+                    "iceoryx2 is not in this build (cargo feature `iceoryx2`)".into(),
+                ))
+            }
             TransportKind::Queue => {
                 if opts.over == TransportKind::Queue {
                     return Err(SetupError::Invalid(
@@ -339,6 +368,17 @@ impl Endpoint {
             }
             Endpoint::Queue { over, .. } => over.cleanup(),
             Endpoint::Mq { a_to_b, b_to_a, .. } => crate::mq::unlink(a_to_b, b_to_a),
+            // iceoryx2 keeps some of its shared memory (its global management segment)
+            // past its nodes: everything named with the endpoint's prefix goes.
+            Endpoint::Iceoryx2 { prefix, .. } => {
+                if let Ok(entries) = std::fs::read_dir(crate::names::shm_dir()) {
+                    for e in entries.flatten() {
+                        if e.file_name().to_string_lossy().starts_with(prefix.as_str()) {
+                            let _ = std::fs::remove_file(e.path());
+                        }
+                    }
+                }
+            }
             _ => {}
         }
     }
@@ -353,6 +393,7 @@ impl Endpoint {
             Endpoint::Queue { .. } => TransportKind::Queue,
             Endpoint::Mq { .. } => TransportKind::Mq,
             Endpoint::Zmq { .. } => TransportKind::Zmq,
+            Endpoint::Iceoryx2 { .. } => TransportKind::Iceoryx2,
         }
     }
 
@@ -372,7 +413,8 @@ impl Endpoint {
             | Endpoint::Tcp { max_frame, .. }
             | Endpoint::Shm { max_frame, .. }
             | Endpoint::Mq { max_frame, .. }
-            | Endpoint::Zmq { max_frame, .. } => *max_frame as usize,
+            | Endpoint::Zmq { max_frame, .. }
+            | Endpoint::Iceoryx2 { max_frame, .. } => *max_frame as usize,
             Endpoint::Queue { over, .. } => over.max_frame(),
         }
     }
@@ -404,6 +446,9 @@ impl fmt::Display for Endpoint {
                 ZmqPattern::Pair => write!(f, "zmq pair {a} (hwm {hwm})"),
                 ZmqPattern::PushPull => write!(f, "zmq push/pull {a} / {b} (hwm {hwm})"),
             },
+            Endpoint::Iceoryx2 { prefix, wait, .. } => {
+                write!(f, "iceoryx2 {prefix}* ({})", wait.name())
+            }
         }
     }
 }

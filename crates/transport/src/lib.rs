@@ -38,6 +38,8 @@ pub mod baseline;
 pub mod dispatch;
 mod endpoint;
 mod error;
+#[cfg(feature = "iceoryx2")]
+mod iox;
 pub mod mq;
 pub mod names;
 pub mod pool;
@@ -56,6 +58,8 @@ pub use endpoint::{
 pub use error::{
     Corruption, RecvError, RecvTimeoutError, SendError, SetupError, TryRecvError, TrySendError,
 };
+#[cfg(feature = "iceoryx2")]
+pub use iox::{Iceoryx2, IoxRx, IoxTx};
 pub use mq::{Mq, MqRx, MqTx};
 pub use queue::{Queue, QueueTx};
 pub use shm::{shm_max_frame, SegmentRegion, Shm, ShmFrame, ShmListener, ShmLoan, ShmRx, ShmTx};

@@ -663,9 +663,48 @@ fn garbage_writer(tx: &dyn std::any::Any, endpoint: &Endpoint) -> Box<dyn Fn()> 
         })
     } else if let Some(w) = zmq_garbage(endpoint) {
         w
+    } else if let Some(w) = iox_garbage(endpoint) {
+        w
     } else {
         panic!("no garbage writer for this transport's sending half")
     }
+}
+
+/// A second publisher on side B's service, from a node of its own: refused, since each
+/// direction's service takes one publisher.
+#[cfg(feature = "iceoryx2")]
+fn iox_garbage(endpoint: &Endpoint) -> Option<Box<dyn Fn()>> {
+    use iceoryx2::prelude::*;
+    let Endpoint::Iceoryx2 { prefix, root, .. } = endpoint.clone() else {
+        return None;
+    };
+    Some(Box::new(move || {
+        let mut config = Config::default();
+        config.global.prefix = FileName::new(prefix.as_bytes()).unwrap();
+        let root = format!("{}/", root.display());
+        config
+            .global
+            .set_root_path(&iceoryx2::prelude::Path::new(root.as_bytes()).unwrap());
+        let node = NodeBuilder::new()
+            .config(&config)
+            .signal_handling_mode(SignalHandlingMode::Disabled)
+            .create::<ipc_threadsafe::Service>()
+            .unwrap();
+        let service = node
+            .service_builder(&ServiceName::new("ipcbench/b2a").unwrap())
+            .publish_subscribe::<[u8]>()
+            .open()
+            .unwrap();
+        assert!(
+            service.publisher_builder().create().is_err(),
+            "a second publisher was let in"
+        );
+    }))
+}
+
+#[cfg(not(feature = "iceoryx2"))]
+fn iox_garbage(_: &Endpoint) -> Option<Box<dyn Fn()>> {
+    None
 }
 
 /// A foreign sender of side B's kind, connected to side A's address.
@@ -706,12 +745,22 @@ fn stream_buffered(rx: &dyn std::any::Any) -> Option<usize> {
         r.stream_buffered()
     } else if let Some(r) = rx.downcast_ref::<ShmRx>() {
         r.stream_buffered()
-    } else if rx.is::<ipcbench_transport::MqRx>() || is_zmq_rx(rx) {
+    } else if rx.is::<ipcbench_transport::MqRx>() || is_zmq_rx(rx) || is_iox_rx(rx) {
         // Messages, not a stream: nothing is read ahead.
         None
     } else {
         panic!("no read-ahead report for this transport's receiving half")
     }
+}
+
+#[cfg(feature = "iceoryx2")]
+fn is_iox_rx(rx: &dyn std::any::Any) -> bool {
+    rx.is::<ipcbench_transport::IoxRx>()
+}
+
+#[cfg(not(feature = "iceoryx2"))]
+fn is_iox_rx(_: &dyn std::any::Any) -> bool {
+    false
 }
 
 #[cfg(feature = "zmq")]
@@ -855,6 +904,15 @@ conformance!(
 );
 // The peers: the libraries and kernel queues a user would otherwise pick.
 conformance!(mq, ipcbench_transport::Mq, Block, peer);
+#[cfg(feature = "iceoryx2")]
+conformance!(iceoryx2_spin, ipcbench_transport::Iceoryx2, Spin, pair_peer);
+#[cfg(feature = "iceoryx2")]
+conformance!(
+    iceoryx2_block,
+    ipcbench_transport::Iceoryx2,
+    Block,
+    pair_peer
+);
 #[cfg(feature = "zmq")]
 conformance!(zmq_pair_ipc, crate::zmq_setups::PairIpc, Block, pair_peer);
 #[cfg(feature = "zmq")]

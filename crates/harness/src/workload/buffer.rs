@@ -20,7 +20,7 @@ use crate::params::{self, p, ParamDef, ParamType, Value, SEED};
 use crate::runner::{RolePlan, RunOutcome, RunPlan};
 use crate::spec::{
     About, After, Checking, Column, Common, FloorUse, Frame, Machine, Point, Prepared, Problem,
-    Roles, RowFloor, RunSpec, Wait, Workload,
+    Roles, RowFloor, RunSpec, Workload,
 };
 use crate::wire::{emit, emit_ready, wait_for_go, RoleEvent, RoleJob, RoleReport};
 
@@ -338,7 +338,7 @@ impl Point for Params {
     }
     fn spins(&self, common: &Common) -> bool {
         // Copy mode over shm spins in the transport; the pool's waits are its own.
-        !self.zero_copy && common.over_shm() && common.wait == Wait::Spin
+        !self.zero_copy && common.spinning()
     }
     fn validate(&self, common: &Common, machine: &Machine) -> Vec<Problem> {
         let mut out = Vec::new();

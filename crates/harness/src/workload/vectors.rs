@@ -18,7 +18,7 @@ use crate::params::{self, p, ParamDef, ParamType, Value, SECONDS, SEED};
 use crate::runner::RunOutcome;
 use crate::spec::{
     About, After, Checking, Column, Common, FloorUse, Frame, Machine, Point, Prepared, Problem,
-    Roles, RowFloor, RunSpec, Wait, Workload,
+    Roles, RowFloor, RunSpec, Workload,
 };
 use crate::wire::{RoleJob, RoleReport};
 
@@ -187,7 +187,7 @@ impl Params {
             },
             seed: self.seed,
             display_interval_s: self.display_interval_s,
-            spin_pacing: common.over_shm() && common.wait == Wait::Spin,
+            spin_pacing: common.spinning(),
         }
     }
 }

@@ -140,6 +140,10 @@ pub const WATCH_COLUMNS: &[Column] = &[
         name: "retakes",
         doc: "times the run was taken again",
     },
+    Column {
+        name: "how",
+        doc: "how the transport was used: its API, copy or loan, wait, and its own settings",
+    },
 ];
 
 /// The figures of one row.
@@ -446,6 +450,7 @@ impl Summary {
                 String::new()
             },
             f.watch.retakes.to_string(),
+            spec.how(),
         ]);
         rec
     }

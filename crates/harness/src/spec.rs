@@ -386,6 +386,10 @@ pub trait Point: fmt::Debug + Send + Sync {
     fn wait_label(&self) -> Option<&'static str> {
         None
     }
+    /// Whether its frames are lent in place rather than copied (`zero_copy`).
+    fn zero_copy(&self) -> bool {
+        false
+    }
     /// Which floor its rows are compared with.
     fn floor_use(&self) -> FloorUse;
     /// Its row's floor (ns per operation) and the ratio to it, from the measuring role's
@@ -579,6 +583,61 @@ impl RunSpec {
             }
         }
         opts
+    }
+
+    /// How the transport is used in this run, for the `how` column: the API, copy or
+    /// loan, the wait, and the transport's own settings (a peer's buffer sizes and
+    /// high-water marks), so rows of different transports compare like with like.
+    pub fn how(&self) -> String {
+        let c = &self.common;
+        let o = self.endpoint_options();
+        let moved = if self.point.zero_copy() {
+            "loaned in place (no copy)"
+        } else {
+            "copied in and out"
+        };
+        let wait = match (c.own_wait(), c.wait) {
+            (false, _) => "kernel wait".to_string(),
+            (true, Wait::Spin) => "spin wait".to_string(),
+            (true, Wait::Yield) => "yield wait".to_string(),
+            (true, Wait::Block) if c.transport == TransportKind::Iceoryx2 => {
+                "block wait (event service)".to_string()
+            }
+            (true, Wait::Block) => format!("block wait (spin {} µs, then futex)", c.spin_us),
+        };
+        let what = match c.transport {
+            TransportKind::Pipe => "write/read on two FIFOs, u32 length prefix".to_string(),
+            TransportKind::Uds => "send/recv on a Unix stream socket, u32 length prefix".into(),
+            TransportKind::Tcp => "send/recv on loopback TCP, TCP_NODELAY, u32 length prefix".into(),
+            TransportKind::Shm => format!("ipcbench SPSC rings of {} bytes", o.shm_capacity),
+            TransportKind::Queue => format!(
+                "ipcbench queue (PUSH/PULL, hwm {}, policy {:?}) over {}",
+                c.hwm, c.policy, c.over
+            ),
+            TransportKind::Mq => format!(
+                "POSIX mq_send/mq_timedreceive, message size {}, depth {}",
+                o.max_frame, c.mq_depth
+            ),
+            TransportKind::Zmq => format!(
+                "libzmq {} over {}, zmq_send/zmq_recv, SNDHWM=RCVHWM={}, I/O thread on the role's core",
+                match c.zmq_pattern {
+                    ZmqPattern::Pair => "PAIR",
+                    ZmqPattern::PushPull => "PUSH/PULL",
+                },
+                if c.over == TransportKind::Tcp { "tcp://" } else { "ipc://" },
+                c.hwm
+            ),
+            TransportKind::Iceoryx2 => format!(
+                "iceoryx2 publish-subscribe of [u8], loaned sample, subscriber buffer {}",
+                ipcbench_transport::IOX_BUFFER
+            ),
+        };
+        let moved = if c.transport == TransportKind::Iceoryx2 && !self.point.zero_copy() {
+            "copied into the loan and out of the sample"
+        } else {
+            moved
+        };
+        format!("{what}; {moved}; {wait}")
     }
 
     /// The setup bound of its plan: at most 20 s, at least 5 s or the run's own bound.

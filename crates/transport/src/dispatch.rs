@@ -51,6 +51,9 @@ pub enum DispatchError {
     /// A peer this build was made without (its cargo feature off).
     #[error("{0} is not in this build (its cargo feature is off)")]
     NotBuilt(TransportKind),
+    /// Loans were asked of a transport that copies.
+    #[error("{0} does not lend its memory (shm and iceoryx2 do)")]
+    NoLoans(TransportKind),
     /// A bare baseline was asked of a transport that has none.
     #[error("{0} has no bare baseline (pipe, uds and tcp have)")]
     NoBareBaseline(TransportKind),
@@ -110,6 +113,47 @@ pub fn dispatch_bare<V: WithStream>(
         | TransportKind::Zmq
         | TransportKind::Iceoryx2) => return Err(DispatchError::NoBareBaseline(other)),
     })
+}
+
+/// Code generic over a transport whose halves lend their memory ([`LoanTx`],
+/// [`LoanRx`]), run by [`dispatch_loans`].
+pub trait WithLoans {
+    /// What the code returns.
+    type Output;
+    /// Runs the code with `T` the endpoint's transport.
+    fn call<T: Transport>(self) -> Self::Output
+    where
+        T::Tx: crate::LoanTx,
+        T::Rx: crate::LoanRx;
+}
+
+/// Runs `code` with the transport of kind `kind` if its halves lend their memory: the one
+/// list of them.
+pub fn dispatch_loans<V: WithLoans>(
+    kind: TransportKind,
+    code: V,
+) -> Result<V::Output, DispatchError> {
+    Ok(match kind {
+        TransportKind::Shm => code.call::<Shm>(),
+        #[cfg(feature = "iceoryx2")]
+        TransportKind::Iceoryx2 => code.call::<crate::Iceoryx2>(),
+        other => return Err(DispatchError::NoLoans(other)),
+    })
+}
+
+/// Whether `kind` lends its memory: answered by [`dispatch_loans`] itself.
+pub fn lends(kind: TransportKind) -> bool {
+    struct Probe;
+    impl WithLoans for Probe {
+        type Output = ();
+        fn call<T: Transport>(self)
+        where
+            T::Tx: crate::LoanTx,
+            T::Rx: crate::LoanRx,
+        {
+        }
+    }
+    dispatch_loans(kind, Probe).is_ok()
 }
 
 /// Whether `kind` has a bare baseline: answered by [`dispatch_bare`] itself.

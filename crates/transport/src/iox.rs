@@ -13,15 +13,17 @@
 //!
 //! Where iceoryx2 differs from the [`Tx`]/[`Rx`] contract, this module makes up the
 //! difference, so a caller sees the trait's documented behaviour:
-//! - **Back-pressure.** The publisher discards a sample a full subscriber buffer cannot
-//!   take and says so (it reached no subscriber): `try_send` reports that as `Full`
-//!   (nothing of the frame was sent), `send` tries again until there is room.
+//! - **Back-pressure.** A publisher facing a full subscriber buffer asks its handler:
+//!   `try_send` has it discard the sample (`Full`: nothing of the frame was sent); `send`
+//!   and a loan's `commit` have it retry until there is room, as long as the peer runs.
 //! - **Peer exit.** A publisher that is gone leaves the service with no publisher: a
 //!   receiver that finds nothing checks that, and the peer's process id from the
 //!   handshake, at least every [`LIVENESS`], and reports `Disconnected` once every
 //!   frame is taken.
 //! - **Truncation.** A sample longer than the caller's buffer stays borrowed, so the next
 //!   call with `needed` bytes receives it.
+//! - **Loans.** [`LoanTx`]/[`LoanRx`] lend the sample itself: a frame written in place in
+//!   the publisher's pool, and read in place in the received sample (`zero_copy`).
 //! - **Framing.** Samples keep their length in iceoryx2's header: there is no length
 //!   prefix of ours to corrupt.
 
@@ -37,15 +39,15 @@ use iceoryx2::prelude::*;
 use iceoryx2::sample::Sample;
 
 use crate::{
-    Endpoint, EndpointOptions, RecvError, RecvTimeoutError, Rx, SendError, SetupError, Transport,
-    TransportKind, TryRecvError, TrySendError, Tx, WaitStrategy,
+    Endpoint, EndpointOptions, LoanRx, LoanTx, RecvError, RecvTimeoutError, Rx, SendError,
+    SetupError, Transport, TransportKind, TryRecvError, TrySendError, Tx, TxLoan, WaitStrategy,
 };
 
 /// How often a waiting half checks that its peer still runs.
 pub const LIVENESS: Duration = Duration::from_millis(50);
 
 /// Samples a subscriber's buffer holds.
-pub const BUFFER: usize = 16;
+pub const BUFFER: usize = crate::IOX_BUFFER;
 
 type S = ipc_threadsafe::Service;
 type Bytes = [u8];
@@ -53,6 +55,42 @@ type Bytes = [u8];
 /// The handshake: a magic and the sender's process id.
 const HELLO: &[u8; 9] = b"IPCB-IOX1";
 const HELLO_LEN: usize = 13;
+
+/// How a publisher meets a full subscriber buffer, decided per send by its half: give up
+/// at once (`try_send`: `Full`), or retry while the peer runs (`send`, `commit`).
+#[derive(Debug, Default)]
+struct Flow {
+    /// Give up at once rather than wait for room.
+    give_up: std::sync::atomic::AtomicBool,
+    /// The peer's process id once the handshake is done (0 before).
+    peer: std::sync::atomic::AtomicU32,
+    /// The handler found the peer gone (a frame was given up).
+    lost: std::sync::atomic::AtomicBool,
+}
+
+impl Flow {
+    /// iceoryx2's back-pressure handler: called while the subscriber's buffer is full.
+    fn decide(
+        &self,
+        info: &iceoryx2::port::BackpressureInfo,
+    ) -> iceoryx2::port::BackpressureAction {
+        use iceoryx2::port::BackpressureAction;
+        use std::sync::atomic::Ordering::Relaxed;
+        if self.give_up.load(Relaxed) {
+            return BackpressureAction::DiscardData;
+        }
+        let peer = self.peer.load(Relaxed);
+        if info.retries % 1024 == 1023 && peer != 0 && crate::mq::gone(peer) {
+            self.lost.store(true, Relaxed);
+            return BackpressureAction::DiscardDataAndFail;
+        }
+        if info.retries > 64 {
+            // The subscriber is slow: stop burning the core it may share.
+            std::thread::sleep(Duration::from_micros(20));
+        }
+        BackpressureAction::Retry
+    }
+}
 
 /// iceoryx2 as a peer transport.
 #[derive(Debug, Clone, Copy)]
@@ -88,6 +126,7 @@ struct Side {
 /// The ports of one side, before the handshake.
 struct Ports {
     publisher: Publisher<S, Bytes, ()>,
+    flow: Arc<Flow>,
     subscriber: Subscriber<S, Bytes, ()>,
     notifier: Option<Notifier<S>>,
     listener: Option<Listener<S>>,
@@ -152,10 +191,15 @@ fn open(endpoint: &Endpoint, listens: bool) -> Result<Ports, SetupError> {
         _ => None,
     };
     let (out, inbound) = if listens { (0, 1) } else { (1, 0) };
+    let flow = Arc::new(Flow::default());
+    let decides = flow.clone();
     let publisher = services[out]
         .publisher_builder()
         .initial_max_slice_len((*max_frame as usize).max(HELLO_LEN))
-        .backpressure_strategy(BackpressureStrategy::DiscardData)
+        .backpressure_strategy(BackpressureStrategy::RetryUntilDelivered)
+        .set_backpressure_handler(move |info: &iceoryx2::port::BackpressureInfo| {
+            decides.decide(info)
+        })
         .create()
         .map_err(|e| invalid("publisher", e))?;
     let subscriber = services[inbound]
@@ -182,6 +226,7 @@ fn open(endpoint: &Endpoint, listens: bool) -> Result<Ports, SetupError> {
     };
     Ok(Ports {
         publisher,
+        flow,
         subscriber,
         notifier,
         listener,
@@ -214,9 +259,8 @@ fn publish(
         .loan_slice_uninit(frame.len())
         .map_err(|_| SendError::Io(nix::errno::Errno::ENOMEM))?;
     let sample = sample.write_from_slice(frame);
-    let reached = sample
-        .send()
-        .map_err(|_| SendError::Io(nix::errno::Errno::EIO))?;
+    // Undeliverable: the handler gave up on a peer that is gone.
+    let reached = sample.send().map_err(|_| SendError::Disconnected)?;
     if reached > 0 {
         if let Some(n) = notifier {
             let _ = n.notify();
@@ -238,6 +282,9 @@ fn handshake(
         timeout_ms: timeout.as_millis(),
     };
     let send = || -> Result<(), SetupError> {
+        p.flow
+            .give_up
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         loop {
             match publish(&p.publisher, p.notifier.as_ref(), &hello()) {
                 Ok(true) => return Ok(()),
@@ -281,6 +328,7 @@ fn handshake(
 fn halves(p: Ports, peer: u32) -> (IoxTx, IoxRx) {
     let Ports {
         publisher,
+        flow,
         subscriber,
         notifier,
         listener,
@@ -289,9 +337,13 @@ fn halves(p: Ports, peer: u32) -> (IoxTx, IoxRx) {
         max_frame,
         wait,
     } = p;
+    flow.peer.store(peer, std::sync::atomic::Ordering::Relaxed);
+    flow.give_up
+        .store(false, std::sync::atomic::Ordering::Relaxed);
     (
         IoxTx {
             publisher,
+            flow,
             notifier,
             peer,
             outbound: 1 - inbound,
@@ -315,6 +367,7 @@ fn halves(p: Ports, peer: u32) -> (IoxTx, IoxRx) {
 /// The sending half of an `iceoryx2` endpoint.
 pub struct IoxTx {
     publisher: Publisher<S, Bytes, ()>,
+    flow: Arc<Flow>,
     notifier: Option<Notifier<S>>,
     peer: u32,
     /// Index in `side.services` of the service this half publishes on.
@@ -360,42 +413,38 @@ impl IoxTx {
     }
 }
 
+impl IoxTx {
+    fn checked(&self, len: usize) -> Result<(), SendError> {
+        if len > self.max_frame {
+            return Err(SendError::FrameTooLarge {
+                len,
+                max: self.max_frame,
+            });
+        }
+        Ok(())
+    }
+}
+
 impl Tx for IoxTx {
     fn send(&mut self, frame: &[u8]) -> Result<(), SendError> {
-        let mut checked = Instant::now();
-        let mut misses = 0u32;
-        loop {
-            match self.try_send(frame) {
-                Ok(()) => return Ok(()),
-                Err(TrySendError::Full) => {
-                    misses += 1;
-                    if misses < 64 {
-                        std::hint::spin_loop();
-                    } else {
-                        std::thread::sleep(Duration::from_micros(20));
-                    }
-                    if checked.elapsed() >= LIVENESS {
-                        checked = Instant::now();
-                        if self.peer_left() {
-                            return Err(SendError::Disconnected);
-                        }
-                    }
-                }
-                Err(TrySendError::Send(e)) => return Err(e),
-            }
+        self.checked(frame.len())?;
+        // Waits for room in the handler (give_up is false outside try_send).
+        if publish(&self.publisher, self.notifier.as_ref(), frame)? {
+            Ok(())
+        } else {
+            // No subscriber at all: the peer's went.
+            Err(SendError::Disconnected)
         }
     }
     fn try_send(&mut self, frame: &[u8]) -> Result<(), TrySendError> {
-        if frame.len() > self.max_frame {
-            return Err(SendError::FrameTooLarge {
-                len: frame.len(),
-                max: self.max_frame,
-            }
-            .into());
-        }
-        if publish(&self.publisher, self.notifier.as_ref(), frame)? {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.checked(frame.len())?;
+        self.flow.give_up.store(true, Relaxed);
+        let sent = publish(&self.publisher, self.notifier.as_ref(), frame);
+        self.flow.give_up.store(false, Relaxed);
+        if sent? {
             Ok(())
-        } else if crate::mq::gone(self.peer) {
+        } else if self.peer_left() {
             Err(SendError::Disconnected.into())
         } else {
             Err(TrySendError::Full)
@@ -416,47 +465,27 @@ impl IoxRx {
             || crate::mq::gone(self.peer)
     }
 
-    fn hand_over(&mut self, buf: &mut [u8]) -> Result<usize, RecvError> {
-        let Some(s) = self.held.take() else {
-            return Err(RecvError::Disconnected);
-        };
-        let m: &[u8] = s.payload();
-        if m.len() > buf.len() {
-            let needed = m.len();
-            self.held = Some(s);
-            return Err(RecvError::Truncated { needed });
-        }
-        let n = m.len();
-        buf[..n].copy_from_slice(m);
-        Ok(n)
-    }
-
-    /// One receive that does not wait.
-    fn take(&mut self, buf: &mut [u8]) -> Result<Option<usize>, RecvError> {
-        if self.held.is_some() {
-            return self.hand_over(buf).map(Some);
+    /// The next sample if one is there now (a held one first).
+    fn poll_sample(&mut self) -> Result<Option<Sample<S, Bytes, ()>>, RecvError> {
+        if let Some(s) = self.held.take() {
+            return Ok(Some(s));
         }
         if self.closed {
             return Err(RecvError::Disconnected);
         }
-        match self.subscriber.receive() {
-            Ok(Some(s)) => {
-                self.held = Some(s);
-                self.hand_over(buf).map(Some)
-            }
-            Ok(None) => Ok(None),
-            Err(_) => Err(RecvError::Io(nix::errno::Errno::EIO)),
-        }
+        self.subscriber
+            .receive()
+            .map_err(|_| RecvError::Io(nix::errno::Errno::EIO))
     }
 
-    /// Nothing was there: whether the peer left (then `Disconnected` once the last
-    /// frame is taken).
-    fn left(&mut self, buf: &mut [u8]) -> Result<Option<usize>, RecvError> {
+    /// Nothing was there: `Disconnected` if the peer left and nothing is left of what it
+    /// sent, else what is left, or `None` while the peer is there.
+    fn left(&mut self) -> Result<Option<Sample<S, Bytes, ()>>, RecvError> {
         if !self.peer_left() {
             return Ok(None);
         }
-        match self.take(buf)? {
-            Some(n) => Ok(Some(n)),
+        match self.poll_sample()? {
+            Some(s) => Ok(Some(s)),
             None => {
                 self.closed = true;
                 Err(RecvError::Disconnected)
@@ -465,19 +494,18 @@ impl IoxRx {
     }
 
     /// Waits for a sample until `deadline` (spinning or in the event listener).
-    fn wait_until(
+    fn next_sample(
         &mut self,
-        buf: &mut [u8],
         deadline: Option<Instant>,
-    ) -> Result<Option<usize>, RecvError> {
+    ) -> Result<Option<Sample<S, Bytes, ()>>, RecvError> {
         let mut checked = Instant::now();
         loop {
-            if let Some(n) = self.take(buf)? {
-                return Ok(Some(n));
+            if let Some(s) = self.poll_sample()? {
+                return Ok(Some(s));
             }
             let now = Instant::now();
             if deadline.is_some_and(|d| now >= d) {
-                return self.left(buf);
+                return self.left();
             }
             match (&self.listener, self.wait) {
                 (Some(l), WaitStrategy::Block) => {
@@ -485,10 +513,9 @@ impl IoxRx {
                     if let Some(d) = deadline {
                         slice = slice.min(d.saturating_duration_since(now));
                     }
-                    let woke = l.timed_wait(|_| {}, slice).unwrap_or(0);
-                    if woke == 0 {
-                        if let Some(n) = self.left(buf)? {
-                            return Ok(Some(n));
+                    if l.timed_wait(|_| {}, slice).unwrap_or(0) == 0 {
+                        if let Some(s) = self.left()? {
+                            return Ok(Some(s));
                         }
                     }
                 }
@@ -496,40 +523,50 @@ impl IoxRx {
                     std::hint::spin_loop();
                     if now.duration_since(checked) >= LIVENESS {
                         checked = now;
-                        if let Some(n) = self.left(buf)? {
-                            return Ok(Some(n));
+                        if let Some(s) = self.left()? {
+                            return Ok(Some(s));
                         }
                     }
                 }
             }
         }
     }
+
+    /// Copies a sample out, or keeps it when it is longer than `buf`.
+    fn copy_out(&mut self, s: Sample<S, Bytes, ()>, buf: &mut [u8]) -> Result<usize, RecvError> {
+        let m: &[u8] = s.payload();
+        let n = m.len();
+        if n > buf.len() {
+            self.held = Some(s);
+            return Err(RecvError::Truncated { needed: n });
+        }
+        buf[..n].copy_from_slice(m);
+        Ok(n)
+    }
 }
 
 impl Rx for IoxRx {
     fn recv(&mut self, buf: &mut [u8]) -> Result<usize, RecvError> {
         loop {
-            if let Some(n) = self.wait_until(buf, None)? {
-                return Ok(n);
+            if let Some(s) = self.next_sample(None)? {
+                return self.copy_out(s, buf);
             }
         }
     }
     fn try_recv(&mut self, buf: &mut [u8]) -> Result<usize, TryRecvError> {
-        match self.take(buf)? {
-            Some(n) => Ok(n),
-            None => match self.left(buf)? {
-                Some(n) => Ok(n),
-                None => Err(TryRecvError::Empty),
-            },
-        }
+        let s = match self.poll_sample()? {
+            Some(s) => s,
+            None => self.left()?.ok_or(TryRecvError::Empty)?,
+        };
+        Ok(self.copy_out(s, buf)?)
     }
     fn recv_timeout(
         &mut self,
         buf: &mut [u8],
         timeout: Duration,
     ) -> Result<usize, RecvTimeoutError> {
-        match self.wait_until(buf, Some(Instant::now() + timeout))? {
-            Some(n) => Ok(n),
+        match self.next_sample(Some(Instant::now() + timeout))? {
+            Some(s) => Ok(self.copy_out(s, buf)?),
             None => Err(RecvTimeoutError::Timeout),
         }
     }
@@ -592,5 +629,112 @@ impl Transport for Iceoryx2 {
         let ports = open(endpoint, false)?;
         let peer = handshake(&ports, Instant::now() + timeout, &target, timeout, true)?;
         Ok(halves(ports, peer))
+    }
+}
+
+/// A frame lent in place: a sample of the publisher's pool, sent by `commit`.
+pub struct IoxLoan<'a> {
+    sample: iceoryx2::sample_mut::SampleMut<S, Bytes, ()>,
+    notifier: Option<&'a Notifier<S>>,
+}
+
+impl std::fmt::Debug for IoxLoan<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IoxLoan")
+            .field("len", &self.sample.payload().len())
+            .finish()
+    }
+}
+
+impl std::ops::Deref for IoxLoan<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        self.sample.payload()
+    }
+}
+
+impl std::ops::DerefMut for IoxLoan<'_> {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        self.sample.payload_mut()
+    }
+}
+
+impl TxLoan for IoxLoan<'_> {
+    fn commit(self) {
+        // Waits for room in the handler as `send` does; a peer that went meanwhile loses
+        // the frame, and the next `loan` reports it.
+        if let Ok(reached) = self.sample.send() {
+            if reached > 0 {
+                if let Some(n) = self.notifier {
+                    let _ = n.notify();
+                }
+            }
+        }
+    }
+}
+
+impl LoanTx for IoxTx {
+    type Loan<'a> = IoxLoan<'a>;
+
+    fn loan(&mut self, len: usize) -> Result<IoxLoan<'_>, SendError> {
+        self.checked(len)?;
+        // A commit that found the peer gone gave its frame up: say so now.
+        if self.flow.lost.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(SendError::Disconnected);
+        }
+        let sample = self
+            .publisher
+            .loan_slice_uninit(len)
+            .map_err(|_| SendError::Io(nix::errno::Errno::ENOMEM))?;
+        Ok(IoxLoan {
+            sample: assume_bytes(sample),
+            notifier: self.notifier.as_ref(),
+        })
+    }
+}
+
+/// A loaned sample's bytes as they are, as the other transports' loans lend theirs (the
+/// caller writes what it sends; nothing is zeroed first).
+#[allow(unsafe_code)]
+fn assume_bytes(
+    sample: iceoryx2::sample_mut_uninit::SampleMutUninit<S, [std::mem::MaybeUninit<u8>], ()>,
+) -> iceoryx2::sample_mut::SampleMut<S, Bytes, ()> {
+    // SAFETY: the payload lies in the publisher's data segment, a shared-memory mapping of
+    // a file that ftruncate sized (zero-filled by the kernel) and that samples have been
+    // written into since: every byte of it holds a value, and any value is a valid `u8`.
+    // iceoryx2 types it `MaybeUninit` because it cannot know the payload type's validity;
+    // for bytes, `assume_init` only states what the mapping guarantees.
+    unsafe { sample.assume_init() }
+}
+
+/// A frame read in place: the received sample, released when dropped.
+pub struct IoxFrame {
+    sample: Sample<S, Bytes, ()>,
+}
+
+impl std::fmt::Debug for IoxFrame {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IoxFrame")
+            .field("len", &self.sample.payload().len())
+            .finish()
+    }
+}
+
+impl std::ops::Deref for IoxFrame {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        self.sample.payload()
+    }
+}
+
+impl LoanRx for IoxRx {
+    type Frame<'a> = IoxFrame;
+
+    fn recv_borrowed(&mut self) -> Result<IoxFrame, RecvError> {
+        loop {
+            if let Some(sample) = self.next_sample(None)? {
+                return Ok(IoxFrame { sample });
+            }
+        }
     }
 }

@@ -67,6 +67,9 @@ pub use stream::{Pipe, StreamRx, StreamTx, Tcp, Uds};
 #[cfg(feature = "zmq")]
 pub use zeromq::{Zmq, ZmqRx, ZmqTx};
 
+/// Samples an `iceoryx2` subscriber buffers (its service's `subscriber_max_buffer_size`).
+pub const IOX_BUFFER: usize = 16;
+
 /// The sending half of a transport.
 pub trait Tx {
     /// Sends one frame, blocking until the transport has accepted all of it.

@@ -16,7 +16,8 @@
 //!   part is empty (every frame is one part), which the peer reads as `Disconnected` after
 //!   every frame before it; a peer killed before it could say goodbye is found by its
 //!   process id, exchanged in the handshake: blocking waits wake at least every
-//!   [`LIVENESS`] to check it still runs. (Between hosts a process id means nothing: this
+//!   [`LIVENESS`] to check it still runs, and once it is gone what it sent has 200 ms to
+//!   come out of the kernel and libzmq's I/O thread before `Disconnected`. (Between hosts a process id means nothing: this
 //!   check is for roles on one host.)
 //! - **Truncation.** `zmq_recv` into a short buffer drops the rest of the message; a
 //!   buffer shorter than the largest frame is therefore filled from a message taken whole
@@ -38,6 +39,9 @@ use crate::{
 
 /// How often a blocked send or receive checks that its peer still runs.
 pub const LIVENESS: Duration = Duration::from_millis(50);
+
+/// How long frames of a peer that is gone may still take to arrive.
+const GRACE: Duration = Duration::from_millis(200);
 
 /// How long a closing socket waits for its last messages to leave, ms.
 const LINGER_MS: i32 = 1000;
@@ -296,6 +300,8 @@ pub struct ZmqRx {
     /// A message taken whole and not yet handed over (its length in `held`).
     msg: zmq::Message,
     held: Option<usize>,
+    /// When the peer was first found gone.
+    gone_since: Option<Instant>,
     _ctx: zmq::Context,
 }
 
@@ -329,6 +335,7 @@ fn halves(s: Sockets, peer: u32, max_frame: usize) -> (ZmqTx, ZmqRx) {
             max_frame,
             msg: zmq::Message::new(),
             held: None,
+            gone_since: None,
             _ctx: ctx,
         },
     )
@@ -423,12 +430,15 @@ impl ZmqRx {
             if !gone(self.peer) {
                 return Ok(None);
             }
-            // Everything it sent first.
-            got = self.take(buf);
-            if got.is_err() {
-                self.closed.store(true, Ordering::Relaxed);
-                return Err(RecvError::Disconnected);
+            // The peer is gone without a goodbye (killed), or its goodbye is still on its
+            // way: what it sent may still be in the kernel or in libzmq's I/O thread, so
+            // it gets GRACE to arrive before the peer counts as disconnected.
+            let since = *self.gone_since.get_or_insert_with(Instant::now);
+            if since.elapsed() < GRACE {
+                return Ok(None);
             }
+            self.closed.store(true, Ordering::Relaxed);
+            return Err(RecvError::Disconnected);
         }
         match got {
             Ok(Taken::Goodbye) => {

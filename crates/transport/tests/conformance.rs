@@ -800,9 +800,20 @@ fn peer_entry() {
     };
     let endpoint: Endpoint = serde_json::from_str(&endpoint).unwrap();
     let dir = PathBuf::from(dir);
-    if endpoint.kind() == TransportKind::Shm && case.starts_with("loan") {
-        let (mut tx, mut rx) = Shm::connect(&endpoint, SETUP).unwrap();
-        peer_loan_case(&case, &mut tx, &mut rx);
+    if case.starts_with("loan") {
+        match endpoint.kind() {
+            TransportKind::Shm => {
+                let (mut tx, mut rx) = Shm::connect(&endpoint, SETUP).unwrap();
+                peer_loan_case(&case, &mut tx, &mut rx);
+            }
+            #[cfg(feature = "iceoryx2")]
+            TransportKind::Iceoryx2 => {
+                let (mut tx, mut rx) =
+                    ipcbench_transport::Iceoryx2::connect(&endpoint, SETUP).unwrap();
+                peer_loan_case(&case, &mut tx, &mut rx);
+            }
+            other => panic!("{other} lends no frames"),
+        }
         return;
     }
     struct Peer<'a>(&'a str, &'a Endpoint, &'a std::path::Path);
@@ -1006,11 +1017,11 @@ impl SendWithTimeout for zmq::Socket {
 }
 
 macro_rules! loans {
-    ($module:ident, $wait:ident) => {
+    ($module:ident, $transport:ty, $wait:ident) => {
         mod $module {
             use ipcbench_transport::WaitStrategy::$wait as WAIT;
             fn run(case: &str) {
-                super::run_case_with::<ipcbench_transport::Shm>(case, WAIT, |tx, rx, _| {
+                super::run_case_with::<$transport>(case, WAIT, |tx, rx, _| {
                     super::parent_loan_case(case, tx, rx)
                 });
             }
@@ -1030,5 +1041,9 @@ macro_rules! loans {
     };
 }
 
-loans!(shm_spin_loans, Spin);
-loans!(shm_block_loans, Block);
+loans!(shm_spin_loans, ipcbench_transport::Shm, Spin);
+loans!(shm_block_loans, ipcbench_transport::Shm, Block);
+#[cfg(feature = "iceoryx2")]
+loans!(iceoryx2_spin_loans, ipcbench_transport::Iceoryx2, Spin);
+#[cfg(feature = "iceoryx2")]
+loans!(iceoryx2_block_loans, ipcbench_transport::Iceoryx2, Block);

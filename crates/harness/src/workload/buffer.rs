@@ -375,6 +375,9 @@ impl Point for Params {
         out
     }
     fn quick(&mut self) {}
+    fn zero_copy(&self) -> bool {
+        self.zero_copy
+    }
     fn floor_use(&self) -> FloorUse {
         FloorUse::Memcpy
     }

@@ -1,13 +1,15 @@
 //! `latency`: ping-pong round trips between a client (measures) and a server (echoes),
-//! framed over any transport, in place over shm loans (`zero_copy`), or as the bare
+//! framed over any transport, in place over loans (`zero_copy`: shm, iceoryx2), or as the bare
 //! system calls of a stream transport (`bare`).
 
 use std::collections::BTreeMap;
 use std::io::BufRead;
 use std::path::Path;
 
-use anyhow::bail;
-use ipcbench_transport::{baseline, Endpoint, Rx, Shm, StreamRx, StreamTx, TransportKind, Tx};
+use ipcbench_transport::dispatch::{dispatch_loans, WithLoans};
+use ipcbench_transport::{
+    baseline, Endpoint, LoanRx, LoanTx, Rx, StreamRx, StreamTx, Transport, TransportKind, Tx,
+};
 use ipcbench_workloads::latency::{self, LatencyParams};
 use ipcbench_workloads::{new_histogram, Measurement};
 use serde::{Deserialize, Serialize};
@@ -54,7 +56,7 @@ const PARAMS: &[ParamDef] = &[
         "zero_copy",
         ParamType::Bool,
         Some("false"),
-        "shm only: write the sequence number in place in a loaned slot and read the echo in place (no payload copy)",
+        "shm or iceoryx2: write the sequence number in place in a loaned slot (sample) and read the echo in place (no payload copy)",
     ),
 ];
 
@@ -101,16 +103,25 @@ impl Workload for Latency {
             return run_bare(job, &task, stdin);
         }
         if task.params.zero_copy {
-            if task.endpoint.kind() != TransportKind::Shm {
-                bail!("zero_copy needs shm");
+            struct InPlace<'a>(&'a RoleJob, &'a Task, &'a mut dyn BufRead);
+            impl WithLoans for InPlace<'_> {
+                type Output = anyhow::Result<RoleReport>;
+                fn call<T: Transport>(self) -> anyhow::Result<RoleReport>
+                where
+                    T::Tx: LoanTx,
+                    T::Rx: LoanRx,
+                {
+                    let InPlace(job, task, stdin) = self;
+                    connected::<T>(job, &task.endpoint, task.client, stdin, |tx, rx| {
+                        Ok(if task.client {
+                            latency::client_in_place(tx, rx, &task.params)?
+                        } else {
+                            latency::echo_in_place(tx, rx, &task.params)?
+                        })
+                    })
+                }
             }
-            return connected::<Shm>(job, &task.endpoint, task.client, stdin, |tx, rx| {
-                Ok(if task.client {
-                    latency::client_in_place(tx, rx, &task.params)?
-                } else {
-                    latency::echo_in_place(tx, rx, &task.params)?
-                })
-            });
+            return dispatch_loans(task.endpoint.kind(), InPlace(job, &task, stdin))?;
         }
         run_pair(job, &task, stdin)
     }
@@ -230,10 +241,10 @@ impl Point for Params {
     fn validate(&self, common: &Common, _: &Machine) -> Vec<Problem> {
         let mut out = Vec::new();
         check_bare(self.bare, common, &mut out);
-        if self.zero_copy && common.transport != TransportKind::Shm {
+        if self.zero_copy && !ipcbench_transport::dispatch::lends(common.transport) {
             out.push(Problem::new(
                 "zero_copy",
-                "zero_copy = true needs transport = \"shm\" (the only transport that lends its memory)",
+                "zero_copy = true needs a transport that lends its memory: shm or iceoryx2",
             ));
         }
         if self.zero_copy && self.bare {
@@ -247,6 +258,9 @@ impl Point for Params {
     fn quick(&mut self) {
         self.count = (self.count / 10).max(100.min(self.count));
         self.warmup = (self.warmup / 10).max(10.min(self.warmup));
+    }
+    fn zero_copy(&self) -> bool {
+        self.zero_copy
     }
     fn floor_use(&self) -> FloorUse {
         FloorUse::CoreTransfers

@@ -332,11 +332,16 @@ mod tests {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../results/README.md");
         let doc = std::fs::read_to_string(path).unwrap_or_default();
         let rows: Vec<&str> = doc.lines().filter(|l| l.starts_with('|')).collect();
-        let names = crate::report::FIXED_COLUMNS.iter().copied().chain(
-            REGISTRY
-                .iter()
-                .flat_map(|w| w.columns().iter().map(|c| c.name)),
-        );
+        let names = crate::report::FIXED_COLUMNS
+            .iter()
+            .copied()
+            .chain(
+                REGISTRY
+                    .iter()
+                    .flat_map(|w| w.columns().iter().map(|c| c.name)),
+            )
+            .chain(crate::report::CPU_COLUMNS.iter().map(|c| c.name))
+            .chain(crate::report::WATCH_COLUMNS.iter().map(|c| c.name));
         for name in names {
             let quoted = format!("`{name}`");
             assert!(

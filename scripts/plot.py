@@ -14,6 +14,9 @@ Reads summary.csv and histograms/*.hgrm and writes PNGs beside them:
 - pingpong_image.png: the final image of the largest pingpong run that saved one;
 - vectors_timeline.png: for each paced vectors run, one-way latency (p50 and max per
   display interval) and the sliding-window rate over time, drops marked;
+- peers.png: when a run has library peers (mq, zmq, iceoryx2): round trips at the smallest
+  and largest size and one-way messages per second, a bar per transport setup, ours solid
+  and the peers hatched, with the CPU each role burned;
 - vectors_max_rate.png: vectors per second at rate = 0 against vector size, per transport;
 - buffer_gbps.png: GB/s through the chunk pool against chunk size, zero-copy beside each
   copy transport, one panel per processing kind, one line per worker count;
@@ -262,6 +265,68 @@ def plot_throughput(directory, rows, placements, written):
     ax_msgs.set_title("One-way throughput: messages")
     fig.suptitle("Median over repetitions with its 95% interval; every frame's sequence number and payload bytes verified (bare: none)")
     save(fig, directory / "throughput.png", written)
+
+
+def is_peer(transport):
+    """A library a user would otherwise pick (not one of ipcbench's own transports)."""
+    return transport in ("mq", "iceoryx2") or transport.startswith("zmq")
+
+
+def plot_peers(directory, rows, placements, written):
+    """peers.png: round trips at the smallest and largest size and one-way messages per
+    second, one bar per transport setup (ours solid, the peers hatched), p50 bars with the
+    p99 marked, and the CPU each role burned (a polling wait costs a core)."""
+    if not any(is_peer(r["transport"]) for r in rows):
+        return
+    # Placements of these two workloads only (tasks spreads its roles differently).
+    placements = {r["cores"] for r in rows if r["workload"] in ("latency", "throughput")}
+    panels = []
+    for workload, column, title, scale, unit in (
+        ("latency", "p50_ns", "round trip", 1000, "µs"),
+        ("throughput", "msgs_per_s", "one-way", 1, "messages/s"),
+    ):
+        series = grouped(rows, workload, placements)
+        sizes = sorted({s for pts in series.values() for s, _ in pts})
+        for size in ([sizes[0], sizes[-1]] if len(sizes) > 1 else sizes):
+            bars = []
+            for label, pts in series.items():
+                for s, rs in pts:
+                    if s == size:
+                        iv = interval(rs, column)
+                        if iv:
+                            p99 = median(rs, "p99_ns") if workload == "latency" else None
+                            cpu = [median(rs, c) for c in ("cpu0_pct", "cpu1_pct")]
+                            bars.append((label, rs[0]["transport"], iv, p99, cpu))
+            if bars:
+                panels.append((workload, column, f"{title}, {size_label(size)}", scale, unit, bars))
+    if not panels:
+        return
+    height = max(4.0, 0.32 * max(len(p[5]) for p in panels) + 1.5)
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels), height), squeeze=False)
+    for ax, (workload, column, title, scale, unit, bars) in zip(axes[0], panels):
+        # Fastest first: the bottom of a latency panel, the top of a throughput one.
+        bars.sort(key=lambda b: b[2][0], reverse=(workload == "latency"))
+        ys = range(len(bars))
+        for y, (label, transport, (med, low, high), p99, cpu) in zip(ys, bars):
+            peer = is_peer(transport)
+            ax.barh(y, med / scale, xerr=[[max(0, (med - low) / scale)], [max(0, (high - med) / scale)]],
+                    color="C1" if peer else "C0", hatch="//" if peer else None, alpha=0.85,
+                    edgecolor="black", linewidth=0.4, capsize=2)
+            if p99:
+                ax.plot(p99 / scale, y, marker="|", color="black", markersize=10)
+            if all(c is not None for c in cpu):
+                ax.annotate(f" cpu {cpu[0]:.0f}/{cpu[1]:.0f}%", (med / scale, y), fontsize=7,
+                            va="center", ha="left")
+        ax.set_yticks(list(ys))
+        ax.set_yticklabels([b[0] for b in bars], fontsize=8)
+        ax.set_xscale("log")
+        ax.grid(True, axis="x", which="major", alpha=0.3)
+        what = "p50 (bar, 95% interval), p99 (|)" if workload == "latency" else "median (bar, 95% interval)"
+        ax.set_xlabel(f"{unit}, log scale: {what}")
+        ax.set_title(title)
+    fig.suptitle("ipcbench's transports (solid) beside the libraries (hatched: mq, zmq, iceoryx2), "
+                 "same processes, pinning and checks; cpu: each role's CPU over its window")
+    save(fig, directory / "peers.png", written)
 
 
 # The original's published times (WORKLOADS.md section 3): square side -> seconds.
@@ -514,6 +579,7 @@ def main():
     plot_latency_percentiles(args.results_dir, rows, placements, written)
     plot_latency_vs_size(args.results_dir, rows, placements, written)
     plot_throughput(args.results_dir, rows, placements, written)
+    plot_peers(args.results_dir, rows, placements, written)
     plot_pingpong(args.results_dir, rows, placements, written)
     plot_vectors(args.results_dir, rows, placements, written)
     plot_buffer(args.results_dir, rows, written)

@@ -611,8 +611,10 @@ impl RunSpec {
             TransportKind::Tcp => "send/recv on loopback TCP, TCP_NODELAY, u32 length prefix".into(),
             TransportKind::Shm => format!("ipcbench SPSC rings of {} bytes", o.shm_capacity),
             TransportKind::Queue => format!(
-                "ipcbench queue (PUSH/PULL, hwm {}, policy {:?}) over {}",
-                c.hwm, c.policy, c.over
+                "ipcbench queue (PUSH/PULL, hwm {}, policy {}) over {}",
+                c.hwm,
+                format!("{:?}", c.policy).to_lowercase(),
+                c.over
             ),
             TransportKind::Mq => format!(
                 "POSIX mq_send/mq_timedreceive, message size {}, depth {}",

@@ -333,3 +333,38 @@ fn posix_queues_past_the_system_limits_are_refused_naming_the_limit() {
         "msg_max",
     );
 }
+
+#[test]
+fn peers_asked_for_what_they_cannot_do_are_refused() {
+    let c = Case::new();
+    c.refused(
+        "[[experiment]]\nname = \"z\"\nworkload = \"latency\"\ntransport = \"zmq\"\nover = \"shm\"\nmsg_bytes = 64\n",
+        5,
+        "over",
+        "zmq runs over uds (ipc://) or tcp",
+    );
+    c.refused(
+        "[[experiment]]\nname = \"i\"\nworkload = \"latency\"\ntransport = \"iceoryx2\"\nwait = \"yield\"\nmsg_bytes = 64\n",
+        5,
+        "wait",
+        "spin (polling receive) or block (its event service)",
+    );
+    c.refused(
+        "[[experiment]]\nname = \"z\"\nworkload = \"latency\"\ntransport = \"zmq\"\nzero_copy = true\nmsg_bytes = 64\n",
+        5,
+        "zero_copy",
+        "lends its memory: shm or iceoryx2",
+    );
+    c.refused(
+        "[[experiment]]\nname = \"m\"\nworkload = \"latency\"\ntransport = \"mq\"\nbare = true\nmsg_bytes = 64\n",
+        5,
+        "bare",
+        "bare baseline",
+    );
+    c.refused(
+        "[[experiment]]\nname = \"t\"\nworkload = \"tasks\"\ntransport = \"zmq\"\n",
+        4,
+        "transport",
+        "tasks runs over queue sockets",
+    );
+}

@@ -15,7 +15,7 @@ const FIXED: &str = "run_id,workload,transport,wait,msg_bytes,params,cores,rep,s
 
 /// The columns every row has after the workloads' own.
 const CPU: &str =
-    "cpu0_pct,cpu1_pct,cpu_rest_pct,floor_of,floor_before_ns,floor_after_ns,host_moved,retakes";
+    "cpu0_pct,cpu1_pct,cpu_rest_pct,floor_of,floor_before_ns,floor_after_ns,host_moved,retakes,how";
 
 struct Scratch {
     dir: tempfile::TempDir,

@@ -297,7 +297,7 @@ fn combinations_a_workload_cannot_run_are_refused() {
         &format!("{LAT}transport = \"tcp\"\nzero_copy = true\n"),
         6,
         "zero_copy",
-        "needs transport = \"shm\"",
+        "needs a transport that lends its memory: shm or iceoryx2",
     );
     c.refused(
         &format!("{LAT}transport = \"shm\"\nbare = true\n"),

@@ -63,7 +63,8 @@ pub fn order_runs(runs: &mut [RunSpec], order: Order) {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Parse a config, expand its matrix and check its cores; run nothing.
+    /// Parse a config, expand its matrix and check its cores; run nothing. The runs are
+    /// listed in the order a run takes them (`--order`).
     Validate {
         /// The config to check.
         #[arg(long, value_name = "FILE")]
@@ -190,7 +191,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Some(Command::Validate { config }) => {
             let (label, text) = read_config(&config)?;
-            let runs = parse_config(&label, &text)?;
+            let mut runs = parse_config(&label, &text)?;
+            // In the order a run takes them (`--order`; repetitions interleaved by default).
+            order_runs(&mut runs, cli.order);
             let mut text = format!("{label}: ok, {} runs\n", runs.len());
             for r in &runs {
                 text += &format!(

@@ -6,18 +6,23 @@
 //! Side A binds, side B connects; each frame is one ZeroMQ message, sent with `zmq_send`
 //! (libzmq copies it) and received with `zmq_recv` into the caller's buffer. Both sides'
 //! high-water marks (`SNDHWM`, `RCVHWM`) are the `hwm` key's; a receiving socket refuses
-//! messages over the largest frame (`MAXMSGSIZE`); `LINGER` is 1 s, so a closing side
-//! waits at most that long for its last messages to leave.
+//! messages over the largest frame (`MAXMSGSIZE`); `LINGER` is 10 s, so a closing side
+//! waits at most that long for its last messages to leave (a slow reader loses nothing,
+//! a dead one holds nothing for ever).
 //!
 //! Where ZeroMQ differs from the [`Tx`]/[`Rx`] contract, this module makes up the
 //! difference, so a caller sees the trait's documented behaviour:
 //! - **Peer exit.** ZeroMQ reconnects quietly and never tells a socket that its peer is
 //!   gone. A sending half that is dropped sends a goodbye, a two-part message whose first
 //!   part is empty (every frame is one part), which the peer reads as `Disconnected` after
-//!   every frame before it; a peer killed before it could say goodbye is found by its
+//!   every frame before it, and acknowledges; a side whose halves are both dropped waits
+//!   (at most 5 s, and only while the peer runs) for that acknowledgement before its
+//!   sockets close, since libzmq may drop what a receiver has not read yet when its
+//!   sender disconnects; a peer killed before it could say goodbye is found by its
 //!   process id, exchanged in the handshake: blocking waits wake at least every
-//!   [`LIVENESS`] to check it still runs, and once it is gone what it sent has 200 ms to
-//!   come out of the kernel and libzmq's I/O thread before `Disconnected`. (Between hosts a process id means nothing: this
+//!   [`LIVENESS`] to check it still runs, and once it is gone `Disconnected` comes after
+//!   200 ms with nothing arriving (what it sent may still be in the kernel or libzmq's
+//!   I/O thread). (Between hosts a process id means nothing: this
 //!   check is for roles on one host.)
 //! - **Truncation.** `zmq_recv` into a short buffer drops the rest of the message; a
 //!   buffer shorter than the largest frame is therefore filled from a message taken whole
@@ -43,8 +48,14 @@ pub const LIVENESS: Duration = Duration::from_millis(50);
 /// How long frames of a peer that is gone may still take to arrive.
 const GRACE: Duration = Duration::from_millis(200);
 
-/// How long a closing socket waits for its last messages to leave, ms.
-const LINGER_MS: i32 = 1000;
+/// How long a closing socket waits for its last messages to leave, ms: a slow reader
+/// (a loaded machine) must not lose the end of a stream, and a dead one must not hold
+/// the process for ever.
+const LINGER_MS: i32 = 10_000;
+
+/// How long a dropped sending half waits for room for its goodbye (checking that the
+/// peer still runs).
+const GOODBYE_WAIT: Duration = Duration::from_secs(5);
 
 /// The handshake: a magic and the sender's process id.
 const HELLO: &[u8; 9] = b"IPCB-ZMQ1";
@@ -280,71 +291,131 @@ fn gone(pid: u32) -> bool {
     crate::mq::gone(pid)
 }
 
+/// What both halves of a side share: the sockets, the peer, and the end of the
+/// conversation. When both halves are gone it waits (bounded) for the peer to have read
+/// everything (see [`Side`]'s `Drop`) before the sockets close.
+struct Side {
+    send: Shared,
+    recv: Shared,
+    peer: u32,
+    /// The peer said goodbye, or is gone.
+    closed: AtomicBool,
+    /// The peer acknowledged this side's goodbye: it read every frame before it.
+    acked: AtomicBool,
+    /// Fields drop in order: the sockets above before the context, whose end waits for
+    /// them.
+    _ctx: zmq::Context,
+}
+
+/// The two-part messages of the end of a conversation (no frame has two parts): a
+/// sending half's goodbye, and the acknowledgement of one.
+const BYE: &[u8] = b"bye";
+const ACK: &[u8] = b"ack";
+
+fn send_two_part(s: &zmq::Socket, second: &[u8]) -> bool {
+    s.send(&[][..], zmq::DONTWAIT | zmq::SNDMORE).is_ok() && s.send(second, zmq::DONTWAIT).is_ok()
+}
+
+impl Side {
+    fn peer_left(&self) -> bool {
+        self.closed.load(Ordering::Relaxed) || gone(self.peer)
+    }
+
+    /// The peer's goodbye was read: acknowledge it (best effort: a peer that gets no
+    /// answer stops waiting when its bound runs out).
+    fn acknowledge(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+        let sock = lock(&self.send);
+        let _ = send_two_part(&sock, ACK);
+    }
+}
+
+impl Drop for Side {
+    /// Both halves are gone: until the peer has acknowledged this side's goodbye (so it
+    /// read every frame; libzmq may drop what a receiver has not read when its sender
+    /// disconnects), read what comes, answering the peer's own goodbye, for at most
+    /// [`GOODBYE_WAIT`] and only while the peer runs.
+    fn drop(&mut self) {
+        let deadline = Instant::now() + GOODBYE_WAIT;
+        let mut msg = zmq::Message::new();
+        while !self.acked.load(Ordering::Relaxed) && Instant::now() < deadline && !gone(self.peer) {
+            let sock = lock(&self.recv);
+            match sock.recv(&mut msg, zmq::DONTWAIT) {
+                Ok(()) if msg.is_empty() && sock.get_rcvmore().unwrap_or(false) => {
+                    let _ = sock.recv(&mut msg, zmq::DONTWAIT);
+                    if &msg[..] == ACK {
+                        self.acked.store(true, Ordering::Relaxed);
+                    } else {
+                        drop(sock);
+                        self.acknowledge();
+                    }
+                }
+                // A frame nobody will read.
+                Ok(()) => {}
+                Err(_) => {
+                    let _ = sock.poll(zmq::POLLIN, ms(LIVENESS));
+                }
+            }
+        }
+    }
+}
+
 /// The sending half of a `zmq` endpoint.
 pub struct ZmqTx {
-    sock: Shared,
-    peer: u32,
-    /// Set by this side's receiving half when the peer said goodbye.
-    closed: Arc<AtomicBool>,
+    side: Arc<Side>,
     max_frame: usize,
-    _ctx: zmq::Context,
 }
 
 /// The receiving half of a `zmq` endpoint.
 pub struct ZmqRx {
-    sock: Shared,
-    peer: u32,
-    /// The peer said goodbye (or is gone): shared with this side's sending half.
-    closed: Arc<AtomicBool>,
+    side: Arc<Side>,
     max_frame: usize,
     /// A message taken whole and not yet handed over (its length in `held`).
     msg: zmq::Message,
     held: Option<usize>,
-    /// When the peer was first found gone.
+    /// When the peer was first found gone, since the last frame.
     gone_since: Option<Instant>,
-    _ctx: zmq::Context,
 }
 
 impl std::fmt::Debug for ZmqTx {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ZmqTx").field("peer", &self.peer).finish()
+        f.debug_struct("ZmqTx")
+            .field("peer", &self.side.peer)
+            .finish()
     }
 }
 
 impl std::fmt::Debug for ZmqRx {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ZmqRx").field("peer", &self.peer).finish()
+        f.debug_struct("ZmqRx")
+            .field("peer", &self.side.peer)
+            .finish()
     }
 }
 
 fn halves(s: Sockets, peer: u32, max_frame: usize) -> (ZmqTx, ZmqRx) {
-    let closed = Arc::new(AtomicBool::new(false));
     let Sockets { send, recv, ctx } = s;
+    let side = Arc::new(Side {
+        send,
+        recv,
+        peer,
+        closed: AtomicBool::new(false),
+        acked: AtomicBool::new(false),
+        _ctx: ctx,
+    });
     (
         ZmqTx {
-            sock: send,
-            peer,
-            closed: closed.clone(),
+            side: side.clone(),
             max_frame,
-            _ctx: ctx.clone(),
         },
         ZmqRx {
-            sock: recv,
-            peer,
-            closed,
+            side,
             max_frame,
             msg: zmq::Message::new(),
             held: None,
             gone_since: None,
-            _ctx: ctx,
         },
     )
-}
-
-impl ZmqTx {
-    fn peer_left(&self) -> bool {
-        self.closed.load(Ordering::Relaxed) || gone(self.peer)
-    }
 }
 
 impl Tx for ZmqTx {
@@ -353,8 +424,8 @@ impl Tx for ZmqTx {
             match self.try_send(frame) {
                 Ok(()) => return Ok(()),
                 Err(TrySendError::Full) => {
-                    let ready = lock(&self.sock).poll(zmq::POLLOUT, ms(LIVENESS));
-                    if !matches!(ready, Ok(n) if n > 0) && self.peer_left() {
+                    let ready = lock(&self.side.send).poll(zmq::POLLOUT, ms(LIVENESS));
+                    if !matches!(ready, Ok(n) if n > 0) && self.side.peer_left() {
                         return Err(SendError::Disconnected);
                     }
                 }
@@ -370,10 +441,10 @@ impl Tx for ZmqTx {
             }
             .into());
         }
-        match lock(&self.sock).send(frame, zmq::DONTWAIT) {
+        match lock(&self.side.send).send(frame, zmq::DONTWAIT) {
             Ok(()) => Ok(()),
             Err(zmq::Error::EAGAIN) => {
-                if self.peer_left() {
+                if self.side.peer_left() {
                     Err(SendError::Disconnected.into())
                 } else {
                     Err(TrySendError::Full)
@@ -388,22 +459,18 @@ impl Tx for ZmqTx {
 }
 
 impl Drop for ZmqTx {
-    /// Says goodbye (an empty part, then one more: no frame has two parts), waiting at
-    /// most [`LIVENESS`] for room.
+    /// Says goodbye after every frame: waits for room at most [`GOODBYE_WAIT`], and not
+    /// at all for a peer that is gone.
     fn drop(&mut self) {
-        let sock = lock(&self.sock);
-        let deadline = Instant::now() + LIVENESS;
-        loop {
-            match sock.send(&[][..], zmq::DONTWAIT | zmq::SNDMORE) {
-                Ok(()) => {
-                    let _ = sock.send(&b"bye"[..], zmq::DONTWAIT);
-                    return;
-                }
-                Err(zmq::Error::EAGAIN) if Instant::now() < deadline => {
-                    let _ = sock.poll(zmq::POLLOUT, 5);
-                }
-                Err(_) => return,
+        let sock = lock(&self.side.send);
+        let deadline = Instant::now() + GOODBYE_WAIT;
+        while !send_two_part(&sock, BYE) {
+            if Instant::now() >= deadline || gone(self.side.peer) {
+                // Nobody will acknowledge it.
+                self.side.acked.store(true, Ordering::Relaxed);
+                return;
             }
+            let _ = sock.poll(zmq::POLLOUT, ms(LIVENESS));
         }
     }
 }
@@ -418,52 +485,69 @@ impl ZmqRx {
         if let Some(len) = self.held {
             return self.hand_over(len, buf).map(Some);
         }
-        if self.closed.load(Ordering::Relaxed) {
+        if self.side.closed.load(Ordering::Relaxed) {
             return Err(RecvError::Disconnected);
         }
         let mut got = self.take(buf);
-        if let (Err(zmq::Error::EAGAIN), Some(w)) = (&got, wait) {
-            let _ = lock(&self.sock).poll(zmq::POLLIN, ms(w));
+        if let (Ok(Taken::Nothing), Some(w)) = (&got, wait) {
+            let _ = lock(&self.side.recv).poll(zmq::POLLIN, ms(w));
             got = self.take(buf);
         }
-        if let Err(zmq::Error::EAGAIN | zmq::Error::EINTR) = got {
-            if !gone(self.peer) {
-                return Ok(None);
-            }
-            // The peer is gone without a goodbye (killed), or its goodbye is still on its
-            // way: what it sent may still be in the kernel or in libzmq's I/O thread, so
-            // it gets GRACE to arrive before the peer counts as disconnected.
-            let since = *self.gone_since.get_or_insert_with(Instant::now);
-            if since.elapsed() < GRACE {
-                return Ok(None);
-            }
-            self.closed.store(true, Ordering::Relaxed);
-            return Err(RecvError::Disconnected);
-        }
         match got {
-            Ok(Taken::Goodbye) => {
-                self.closed.store(true, Ordering::Relaxed);
+            Ok(Taken::Nothing) => {
+                if !gone(self.side.peer) {
+                    return Ok(None);
+                }
+                // The peer is gone without a goodbye (killed), or its goodbye is still
+                // on its way: what it sent may still be in the kernel or in libzmq's I/O
+                // thread, so it counts as disconnected only after GRACE with nothing
+                // arriving.
+                let since = *self.gone_since.get_or_insert_with(Instant::now);
+                if since.elapsed() < GRACE {
+                    return Ok(None);
+                }
+                self.side.closed.store(true, Ordering::Relaxed);
                 Err(RecvError::Disconnected)
             }
-            Ok(Taken::Direct(n)) => Ok(Some(n)),
-            Ok(Taken::Held(n)) => self.hand_over(n, buf).map(Some),
+            Ok(Taken::Goodbye) => {
+                self.side.acknowledge();
+                Err(RecvError::Disconnected)
+            }
+            Ok(Taken::Direct(n)) => {
+                self.gone_since = None;
+                Ok(Some(n))
+            }
+            Ok(Taken::Held(n)) => {
+                self.gone_since = None;
+                self.hand_over(n, buf).map(Some)
+            }
             Err(e) => Err(RecvError::Io(errno(e))),
         }
     }
 
     /// One receive that does not wait: into `buf` when it holds the largest frame, else
-    /// whole into this half's own message.
+    /// whole into this half's own message. An acknowledgement of this side's goodbye is
+    /// noted and passed over.
     fn take(&mut self, buf: &mut [u8]) -> Result<Taken, zmq::Error> {
-        let sock = lock(&self.sock);
-        let (n, direct) = if buf.len() >= self.max_frame {
-            (sock.recv_into(buf, zmq::DONTWAIT)?, true)
+        let sock = lock(&self.side.recv);
+        let got = if buf.len() >= self.max_frame {
+            sock.recv_into(buf, zmq::DONTWAIT).map(|n| (n, true))
         } else {
-            sock.recv(&mut self.msg, zmq::DONTWAIT)?;
-            (self.msg.len(), false)
+            sock.recv(&mut self.msg, zmq::DONTWAIT)
+                .map(|()| (self.msg.len(), false))
+        };
+        let (n, direct) = match got {
+            Ok(x) => x,
+            Err(zmq::Error::EAGAIN | zmq::Error::EINTR) => return Ok(Taken::Nothing),
+            Err(e) => return Err(e),
         };
         if n == 0 && sock.get_rcvmore().unwrap_or(false) {
-            // The goodbye: take its last part.
-            let _ = sock.recv(&mut self.msg, zmq::DONTWAIT);
+            let mut second = zmq::Message::new();
+            let _ = sock.recv(&mut second, zmq::DONTWAIT);
+            if &second[..] == ACK {
+                self.side.acked.store(true, Ordering::Relaxed);
+                return Ok(Taken::Nothing);
+            }
             return Ok(Taken::Goodbye);
         }
         Ok(if direct {
@@ -521,6 +605,8 @@ impl Rx for ZmqRx {
 
 /// What one receive took.
 enum Taken {
+    /// Nothing there now.
+    Nothing,
     /// A frame of this many bytes, in the caller's buffer.
     Direct(usize),
     /// A frame of this many bytes, in this half's own message.

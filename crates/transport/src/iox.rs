@@ -80,7 +80,7 @@ impl Flow {
             return BackpressureAction::DiscardData;
         }
         let peer = self.peer.load(Relaxed);
-        if info.retries % 1024 == 1023 && peer != 0 && crate::mq::gone(peer) {
+        if info.retries % 1024 == 1023 && peer != 0 && crate::sys::gone(peer) {
             self.lost.store(true, Relaxed);
             return BackpressureAction::DiscardDataAndFail;
         }
@@ -409,7 +409,7 @@ impl IoxTx {
             .dynamic_config()
             .number_of_subscribers()
             == 0
-            || crate::mq::gone(self.peer)
+            || crate::sys::gone(self.peer)
     }
 }
 
@@ -462,7 +462,7 @@ impl IoxRx {
             .dynamic_config()
             .number_of_publishers()
             == 0
-            || crate::mq::gone(self.peer)
+            || crate::sys::gone(self.peer)
     }
 
     /// The next sample if one is there now (a held one first).

@@ -402,27 +402,6 @@ fn wait_fd(q: &MqdT, flags: PollFlags, wait: Duration) -> bool {
     matches!(nix::poll::poll(&mut fds, ms), Ok(n) if n > 0)
 }
 
-/// Whether process `pid` is gone (or a zombie waiting to be reaped).
-pub(crate) fn gone(pid: u32) -> bool {
-    let Ok(p) = i32::try_from(pid) else {
-        return true;
-    };
-    if matches!(
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), None),
-        Err(Errno::ESRCH)
-    ) {
-        return true;
-    }
-    // "pid (comm) S ...": the state follows the last ')'.
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            let (_, rest) = s.rsplit_once(')')?;
-            rest.trim_start().chars().next()
-        })
-        .is_some_and(|state| state == 'Z' || state == 'X')
-}
-
 /// The sending half of an `mq` endpoint.
 #[derive(Debug)]
 pub struct MqTx {
@@ -510,7 +489,7 @@ impl Tx for MqTx {
 impl MqTx {
     /// Whether the peer said goodbye or is gone.
     fn peer_left(&self) -> bool {
-        self.closed.load(Ordering::Relaxed) || gone(self.peer)
+        self.closed.load(Ordering::Relaxed) || crate::sys::gone(self.peer)
     }
 }
 
@@ -585,7 +564,7 @@ impl MqRx {
         match self.take(buf, wait) {
             Ok(got) => self.taken(got, buf).map(Some),
             Err(Errno::EAGAIN | Errno::ETIMEDOUT | Errno::EINTR) => {
-                if gone(self.peer) {
+                if crate::sys::gone(self.peer) {
                     // Everything it sent first.
                     match self.take(buf, None) {
                         Ok(got) => self.taken(got, buf).map(Some),

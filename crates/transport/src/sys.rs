@@ -1,5 +1,5 @@
 //! The few system calls the shared-memory code needs beyond the mapping: futex wait and
-//! wake on a word of a shared mapping, and a liveness check of a peer process.
+//! wake on a word of a shared mapping, and liveness checks of a peer process.
 #![allow(unsafe_code)]
 
 use std::sync::atomic::AtomicU64;
@@ -62,4 +62,25 @@ pub(crate) fn alive(token: Option<u64>) -> bool {
             )
         }
     }
+}
+
+/// Whether process `pid` is gone (or a zombie waiting to be reaped).
+pub(crate) fn gone(pid: u32) -> bool {
+    let Ok(p) = i32::try_from(pid) else {
+        return true;
+    };
+    if matches!(
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), None),
+        Err(nix::errno::Errno::ESRCH)
+    ) {
+        return true;
+    }
+    // "pid (comm) S ...": the state follows the last ')'.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            let (_, rest) = s.rsplit_once(')')?;
+            rest.trim_start().chars().next()
+        })
+        .is_some_and(|state| state == 'Z' || state == 'X')
 }

@@ -286,11 +286,6 @@ fn take_hello(s: &Shared, deadline: Instant, target: &str) -> Result<Option<u32>
     }
 }
 
-/// Whether process `pid` is gone (or a zombie waiting to be reaped).
-fn gone(pid: u32) -> bool {
-    crate::mq::gone(pid)
-}
-
 /// What both halves of a side share: the sockets, the peer, and the end of the
 /// conversation. When both halves are gone it waits (bounded) for the peer to have read
 /// everything (see [`Side`]'s `Drop`) before the sockets close.
@@ -318,7 +313,7 @@ fn send_two_part(s: &zmq::Socket, second: &[u8]) -> bool {
 
 impl Side {
     fn peer_left(&self) -> bool {
-        self.closed.load(Ordering::Relaxed) || gone(self.peer)
+        self.closed.load(Ordering::Relaxed) || crate::sys::gone(self.peer)
     }
 
     /// The peer's goodbye was read: acknowledge it (best effort: a peer that gets no
@@ -338,7 +333,10 @@ impl Drop for Side {
     fn drop(&mut self) {
         let deadline = Instant::now() + GOODBYE_WAIT;
         let mut msg = zmq::Message::new();
-        while !self.acked.load(Ordering::Relaxed) && Instant::now() < deadline && !gone(self.peer) {
+        while !self.acked.load(Ordering::Relaxed)
+            && Instant::now() < deadline
+            && !crate::sys::gone(self.peer)
+        {
             let sock = lock(&self.recv);
             match sock.recv(&mut msg, zmq::DONTWAIT) {
                 Ok(()) if msg.is_empty() && sock.get_rcvmore().unwrap_or(false) => {
@@ -465,7 +463,7 @@ impl Drop for ZmqTx {
         let sock = lock(&self.side.send);
         let deadline = Instant::now() + GOODBYE_WAIT;
         while !send_two_part(&sock, BYE) {
-            if Instant::now() >= deadline || gone(self.side.peer) {
+            if Instant::now() >= deadline || crate::sys::gone(self.side.peer) {
                 // Nobody will acknowledge it.
                 self.side.acked.store(true, Ordering::Relaxed);
                 return;
@@ -495,7 +493,7 @@ impl ZmqRx {
         }
         match got {
             Ok(Taken::Nothing) => {
-                if !gone(self.side.peer) {
+                if !crate::sys::gone(self.side.peer) {
                     return Ok(None);
                 }
                 // The peer is gone without a goodbye (killed), or its goodbye is still

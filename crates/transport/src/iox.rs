@@ -38,13 +38,13 @@ use iceoryx2::port::subscriber::Subscriber;
 use iceoryx2::prelude::*;
 use iceoryx2::sample::Sample;
 
+use crate::peer::{Hello, HELLO_LEN};
 use crate::{
     Endpoint, EndpointOptions, LoanRx, LoanTx, RecvError, RecvTimeoutError, Rx, SendError,
     SetupError, Transport, TransportKind, TryRecvError, TrySendError, Tx, TxLoan, WaitStrategy,
 };
 
-/// How often a waiting half checks that its peer still runs.
-pub const LIVENESS: Duration = Duration::from_millis(50);
+pub use crate::peer::LIVENESS;
 
 /// Samples a subscriber's buffer holds.
 pub const BUFFER: usize = crate::IOX_BUFFER;
@@ -53,8 +53,10 @@ type S = ipc_threadsafe::Service;
 type Bytes = [u8];
 
 /// The handshake: a magic and the sender's process id.
-const HELLO: &[u8; 9] = b"IPCB-IOX1";
-const HELLO_LEN: usize = 13;
+const HELLO: Hello = Hello {
+    magic: b"IPCB-IOX",
+    name: "iceoryx2",
+};
 
 /// How a publisher meets a full subscriber buffer, decided per send by its half: give up
 /// at once (`try_send`: `Full`), or retry while the peer runs (`send`, `commit`).
@@ -241,13 +243,6 @@ fn open(endpoint: &Endpoint, listens: bool) -> Result<Ports, SetupError> {
     })
 }
 
-fn hello() -> [u8; HELLO_LEN] {
-    let mut h = [0u8; HELLO_LEN];
-    h[..9].copy_from_slice(HELLO);
-    h[9..].copy_from_slice(&std::process::id().to_le_bytes());
-    h
-}
-
 /// Publishes one frame (and notifies, with block waits); `Ok(false)` when it reached no
 /// subscriber (a full buffer, or none connected yet).
 fn publish(
@@ -286,7 +281,7 @@ fn handshake(
             .give_up
             .store(true, std::sync::atomic::Ordering::Relaxed);
         loop {
-            match publish(&p.publisher, p.notifier.as_ref(), &hello()) {
+            match publish(&p.publisher, p.notifier.as_ref(), &HELLO.bytes()) {
                 Ok(true) => return Ok(()),
                 Ok(false) if Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_micros(200));
@@ -301,19 +296,7 @@ fn handshake(
     }
     let peer = loop {
         match p.subscriber.receive() {
-            Ok(Some(s)) => {
-                let m: &[u8] = s.payload();
-                if m.len() != HELLO_LEN || &m[..9] != HELLO {
-                    return Err(SetupError::Handshake {
-                        target: target.to_string(),
-                        reason: format!(
-                            "expected an ipcbench iceoryx2 hello, got {} bytes",
-                            m.len()
-                        ),
-                    });
-                }
-                break u32::from_le_bytes([m[9], m[10], m[11], m[12]]);
-            }
+            Ok(Some(s)) => break HELLO.parse(s.payload(), target)?,
             Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_micros(200)),
             Ok(None) => return Err(timed_out("the hello of the peer on")),
             Err(e) => return Err(invalid("receiving the hello", e)),
@@ -411,9 +394,7 @@ impl IoxTx {
             == 0
             || crate::sys::gone(self.peer)
     }
-}
 
-impl IoxTx {
     fn checked(&self, len: usize) -> Result<(), SendError> {
         if len > self.max_frame {
             return Err(SendError::FrameTooLarge {
@@ -498,10 +479,25 @@ impl IoxRx {
         &mut self,
         deadline: Option<Instant>,
     ) -> Result<Option<Sample<S, Bytes, ()>>, RecvError> {
+        // The clock is read only once a poll found nothing, and while spinning every
+        // SPINS_PER_CLOCK polls: a sample that is there costs no clock read.
+        const SPINS_PER_CLOCK: u32 = 256;
+        if let Some(s) = self.poll_sample()? {
+            return Ok(Some(s));
+        }
         let mut checked = Instant::now();
+        let mut spins = 0u32;
         loop {
             if let Some(s) = self.poll_sample()? {
                 return Ok(Some(s));
+            }
+            let spinning = !matches!((&self.listener, self.wait), (Some(_), WaitStrategy::Block));
+            if spinning {
+                spins += 1;
+                if spins % SPINS_PER_CLOCK != 0 {
+                    std::hint::spin_loop();
+                    continue;
+                }
             }
             let now = Instant::now();
             if deadline.is_some_and(|d| now >= d) {

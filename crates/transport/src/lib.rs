@@ -42,6 +42,7 @@ mod error;
 mod iox;
 pub mod mq;
 pub mod names;
+mod peer;
 pub mod pool;
 pub mod process;
 pub mod queue;

@@ -38,13 +38,13 @@ use nix::mqueue::{self, MQ_OFlag, MqAttr, MqdT};
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::stat::Mode;
 
+use crate::peer::{Attempt, Hello, HELLO_LEN};
 use crate::{
     Endpoint, EndpointOptions, RecvError, RecvTimeoutError, Rx, SendError, SetupError, Transport,
     TransportKind, TryRecvError, TrySendError, Tx,
 };
 
-/// How often a blocked send or receive checks that its peer still runs.
-pub const LIVENESS: Duration = Duration::from_millis(50);
+pub use crate::peer::LIVENESS;
 
 /// The file in a run's directory that names the queues made there.
 pub const NAMES_FILE: &str = "mq.names";
@@ -60,8 +60,10 @@ const FRAME: u32 = 1;
 const GOODBYE: u32 = 0;
 
 /// The handshake: a magic and the sender's process id.
-const HELLO: &[u8; 8] = b"IPCB-MQ1";
-const HELLO_LEN: usize = 12;
+const HELLO: Hello = Hello {
+    magic: b"IPCB-MQ1",
+    name: "mq",
+};
 
 /// The least message size a queue is made with (the handshake must fit).
 const MIN_MSGSIZE: u32 = HELLO_LEN as u32;
@@ -286,6 +288,7 @@ impl Drop for Mqd {
 
 /// The open queues of one side: where it sends, where it receives (each opened twice, to
 /// block and not to block), and the peer's process id once the handshake is done.
+#[derive(Debug)]
 struct Opened {
     send: Mqd,
     recv: Mqd,
@@ -331,20 +334,14 @@ fn open_side(endpoint: &Endpoint, listens: bool) -> Result<Opened, SetupError> {
     })
 }
 
-fn hello() -> [u8; HELLO_LEN] {
-    let mut h = [0u8; HELLO_LEN];
-    h[..8].copy_from_slice(HELLO);
-    h[8..].copy_from_slice(&std::process::id().to_le_bytes());
-    h
-}
-
-/// Waits until `deadline` for the peer's hello on `q`; its process id.
+/// Waits at most `timeout` for the peer's hello on `q`; its process id.
 fn take_hello(
     q: &MqdT,
     msgsize: usize,
-    deadline: Instant,
+    timeout: Duration,
     target: &str,
 ) -> Result<u32, SetupError> {
+    let deadline = Instant::now() + timeout;
     let mut buf = vec![0u8; msgsize];
     loop {
         let now = Instant::now();
@@ -352,26 +349,16 @@ fn take_hello(
             return Err(SetupError::Timeout {
                 what: "the hello of the peer on",
                 target: target.to_string(),
-                timeout_ms: 0,
+                timeout_ms: timeout.as_millis(),
             });
         }
         let mut prio = 0;
         match timed_receive(q, &mut buf, &mut prio, (deadline - now).min(LIVENESS)) {
-            Ok(n) => return parse_hello(&buf[..n], target),
+            Ok(n) => return HELLO.parse(&buf[..n], target),
             Err(Errno::ETIMEDOUT | Errno::EINTR | Errno::EAGAIN) => continue,
             Err(e) => return Err(SetupError::io("mq_receive", target, e)),
         }
     }
-}
-
-fn parse_hello(m: &[u8], target: &str) -> Result<u32, SetupError> {
-    if m.len() != HELLO_LEN || &m[..8] != HELLO {
-        return Err(SetupError::Handshake {
-            target: target.to_string(),
-            reason: format!("expected an ipcbench mq hello, got {} bytes", m.len()),
-        });
-    }
-    Ok(u32::from_le_bytes([m[8], m[9], m[10], m[11]]))
 }
 
 /// `mq_timedreceive` with a relative timeout.
@@ -385,7 +372,7 @@ fn timed_receive(q: &MqdT, buf: &mut [u8], prio: &mut u32, wait: Duration) -> ni
 
 fn send_hello(q: &MqdT, deadline: Instant, target: &str) -> Result<(), SetupError> {
     loop {
-        match mqueue::mq_send(q, &hello(), FRAME) {
+        match mqueue::mq_send(q, &HELLO.bytes(), FRAME) {
             Ok(()) => return Ok(()),
             Err(Errno::EAGAIN) if Instant::now() < deadline => {
                 let _ = wait_fd(q, PollFlags::POLLOUT, LIVENESS);
@@ -549,7 +536,9 @@ impl MqRx {
             (Some(n), None) => Ok(n),
         }
     }
+}
 
+impl Attempt for MqRx {
     fn attempt(
         &mut self,
         buf: &mut [u8],
@@ -584,33 +573,17 @@ impl MqRx {
 
 impl Rx for MqRx {
     fn recv(&mut self, buf: &mut [u8]) -> Result<usize, RecvError> {
-        loop {
-            if let Some(n) = self.attempt(buf, Some(LIVENESS))? {
-                return Ok(n);
-            }
-        }
+        crate::peer::recv(self, buf)
     }
     fn try_recv(&mut self, buf: &mut [u8]) -> Result<usize, TryRecvError> {
-        match self.attempt(buf, None)? {
-            Some(n) => Ok(n),
-            None => Err(TryRecvError::Empty),
-        }
+        crate::peer::try_recv(self, buf)
     }
     fn recv_timeout(
         &mut self,
         buf: &mut [u8],
         timeout: Duration,
     ) -> Result<usize, RecvTimeoutError> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if let Some(n) = self.attempt(buf, Some(left.min(LIVENESS)))? {
-                return Ok(n);
-            }
-            if left.is_zero() {
-                return Err(RecvTimeoutError::Timeout);
-            }
-        }
+        crate::peer::recv_timeout(self, buf, timeout)
     }
     fn max_frame_len(&self) -> usize {
         self.max_frame
@@ -621,17 +594,7 @@ impl Rx for MqRx {
 #[derive(Debug)]
 pub struct MqListener {
     endpoint: Endpoint,
-    opened: OpenedBox,
-}
-
-/// [`Opened`] behind a Debug that says what it is.
-struct OpenedBox(Opened);
-impl std::fmt::Debug for OpenedBox {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Opened")
-            .field("max_frame", &self.0.max_frame)
-            .finish()
-    }
+    opened: Opened,
 }
 
 impl Transport for Mq {
@@ -643,7 +606,7 @@ impl Transport for Mq {
     fn listen(endpoint: &Endpoint) -> Result<MqListener, SetupError> {
         Ok(MqListener {
             endpoint: endpoint.clone(),
-            opened: OpenedBox(open_side(endpoint, true)?),
+            opened: open_side(endpoint, true)?,
         })
     }
     fn resolved(listener: &MqListener) -> Endpoint {
@@ -651,16 +614,9 @@ impl Transport for Mq {
     }
     fn accept(listener: MqListener, timeout: Duration) -> Result<(MqTx, MqRx), SetupError> {
         let deadline = Instant::now() + timeout;
-        let o = listener.opened.0;
+        let o = listener.opened;
         let target = listener.endpoint.to_string();
-        let peer = take_hello(o.recv.get(), o.msgsize, deadline, &target).map_err(|e| match e {
-            SetupError::Timeout { what, target, .. } => SetupError::Timeout {
-                what,
-                target,
-                timeout_ms: timeout.as_millis(),
-            },
-            e => e,
-        })?;
+        let peer = take_hello(o.recv.get(), o.msgsize, timeout, &target)?;
         send_hello(o.send.get(), deadline, &target)?;
         Ok(halves(o, peer))
     }
@@ -668,13 +624,13 @@ impl Transport for Mq {
         listener: MqListener,
         timeout: Duration,
     ) -> Result<Result<(MqTx, MqRx), MqListener>, SetupError> {
-        let mut buf = vec![0u8; listener.opened.0.msgsize];
+        let mut buf = vec![0u8; listener.opened.msgsize];
         let mut prio = 0;
-        match mqueue::mq_receive(listener.opened.0.recv_nb.get(), &mut buf, &mut prio) {
+        match mqueue::mq_receive(listener.opened.recv_nb.get(), &mut buf, &mut prio) {
             Ok(n) => {
                 let target = listener.endpoint.to_string();
-                let peer = parse_hello(&buf[..n], &target)?;
-                let o = listener.opened.0;
+                let peer = HELLO.parse(&buf[..n], &target)?;
+                let o = listener.opened;
                 send_hello(o.send.get(), Instant::now() + timeout, &target)?;
                 Ok(Ok(halves(o, peer)))
             }
@@ -683,21 +639,14 @@ impl Transport for Mq {
         }
     }
     fn accept_fd(listener: &MqListener) -> Option<std::os::fd::BorrowedFd<'_>> {
-        Some(listener.opened.0.recv_nb.get().as_fd())
+        Some(listener.opened.recv_nb.get().as_fd())
     }
     fn connect(endpoint: &Endpoint, timeout: Duration) -> Result<(MqTx, MqRx), SetupError> {
         let deadline = Instant::now() + timeout;
         let target = endpoint.to_string();
         let o = open_side(endpoint, false)?;
         send_hello(o.send.get(), deadline, &target)?;
-        let peer = take_hello(o.recv.get(), o.msgsize, deadline, &target).map_err(|e| match e {
-            SetupError::Timeout { what, target, .. } => SetupError::Timeout {
-                what,
-                target,
-                timeout_ms: timeout.as_millis(),
-            },
-            e => e,
-        })?;
+        let peer = take_hello(o.recv.get(), o.msgsize, timeout, &target)?;
         Ok(halves(o, peer))
     }
 }

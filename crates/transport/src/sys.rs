@@ -66,13 +66,7 @@ pub(crate) fn alive(token: Option<u64>) -> bool {
 
 /// Whether process `pid` is gone (or a zombie waiting to be reaped).
 pub(crate) fn gone(pid: u32) -> bool {
-    let Ok(p) = i32::try_from(pid) else {
-        return true;
-    };
-    if matches!(
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), None),
-        Err(nix::errno::Errno::ESRCH)
-    ) {
+    if pid == 0 || !alive(Some(u64::from(pid))) {
         return true;
     }
     // "pid (comm) S ...": the state follows the last ')'.

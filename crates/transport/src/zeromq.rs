@@ -37,13 +37,13 @@ use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 
+use crate::peer::{Attempt, Hello, HELLO_LEN};
 use crate::{
     Endpoint, EndpointOptions, RecvError, RecvTimeoutError, Rx, SendError, SetupError, Transport,
     TransportKind, TryRecvError, TrySendError, Tx, ZmqPattern,
 };
 
-/// How often a blocked send or receive checks that its peer still runs.
-pub const LIVENESS: Duration = Duration::from_millis(50);
+pub use crate::peer::LIVENESS;
 
 /// How long frames of a peer that is gone may still take to arrive.
 const GRACE: Duration = Duration::from_millis(200);
@@ -58,8 +58,10 @@ const LINGER_MS: i32 = 10_000;
 const GOODBYE_WAIT: Duration = Duration::from_secs(5);
 
 /// The handshake: a magic and the sender's process id.
-const HELLO: &[u8; 9] = b"IPCB-ZMQ1";
-const HELLO_LEN: usize = 13;
+const HELLO: Hello = Hello {
+    magic: b"IPCB-ZMQ",
+    name: "zmq",
+};
 
 /// The longest `ipc://` path libzmq takes (a Unix socket's `sun_path`, less its NUL).
 const IPC_PATH_MAX: usize = 107;
@@ -219,23 +221,6 @@ fn open(endpoint: &Endpoint, listens: bool) -> Result<(Sockets, Endpoint), Setup
     Ok((sockets, resolved))
 }
 
-fn hello() -> [u8; HELLO_LEN] {
-    let mut h = [0u8; HELLO_LEN];
-    h[..9].copy_from_slice(HELLO);
-    h[9..].copy_from_slice(&std::process::id().to_le_bytes());
-    h
-}
-
-fn parse_hello(m: &[u8], target: &str) -> Result<u32, SetupError> {
-    if m.len() != HELLO_LEN || &m[..9] != HELLO {
-        return Err(SetupError::Handshake {
-            target: target.to_string(),
-            reason: format!("expected an ipcbench zmq hello, got {} bytes", m.len()),
-        });
-    }
-    Ok(u32::from_le_bytes([m[9], m[10], m[11], m[12]]))
-}
-
 fn ms(d: Duration) -> i64 {
     d.as_millis().min(60_000) as i64
 }
@@ -248,7 +233,7 @@ fn send_hello(
 ) -> Result<(), SetupError> {
     loop {
         let sock = lock(s);
-        match sock.send(&hello()[..], zmq::DONTWAIT) {
+        match sock.send(&HELLO.bytes()[..], zmq::DONTWAIT) {
             Ok(()) => return Ok(()),
             Err(zmq::Error::EAGAIN) => {
                 let left = deadline.saturating_duration_since(Instant::now());
@@ -273,7 +258,7 @@ fn take_hello(s: &Shared, deadline: Instant, target: &str) -> Result<Option<u32>
     loop {
         let sock = lock(s);
         match sock.recv_into(&mut buf, zmq::DONTWAIT) {
-            Ok(n) => return parse_hello(&buf[..n.min(buf.len())], target).map(Some),
+            Ok(n) => return HELLO.parse(&buf[..n.min(buf.len())], target).map(Some),
             Err(zmq::Error::EAGAIN) => {
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {
@@ -473,7 +458,7 @@ impl Drop for ZmqTx {
     }
 }
 
-impl ZmqRx {
+impl Attempt for ZmqRx {
     /// One receive (waiting at most `wait`, or not at all): `Ok(None)` when nothing came.
     fn attempt(
         &mut self,
@@ -522,7 +507,9 @@ impl ZmqRx {
             Err(e) => Err(RecvError::Io(errno(e))),
         }
     }
+}
 
+impl ZmqRx {
     /// One receive that does not wait: into `buf` when it holds the largest frame, else
     /// whole into this half's own message. An acknowledgement of this side's goodbye is
     /// noted and passed over.
@@ -568,33 +555,17 @@ impl ZmqRx {
 
 impl Rx for ZmqRx {
     fn recv(&mut self, buf: &mut [u8]) -> Result<usize, RecvError> {
-        loop {
-            if let Some(n) = self.attempt(buf, Some(LIVENESS))? {
-                return Ok(n);
-            }
-        }
+        crate::peer::recv(self, buf)
     }
     fn try_recv(&mut self, buf: &mut [u8]) -> Result<usize, TryRecvError> {
-        match self.attempt(buf, None)? {
-            Some(n) => Ok(n),
-            None => Err(TryRecvError::Empty),
-        }
+        crate::peer::try_recv(self, buf)
     }
     fn recv_timeout(
         &mut self,
         buf: &mut [u8],
         timeout: Duration,
     ) -> Result<usize, RecvTimeoutError> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if let Some(n) = self.attempt(buf, Some(left.min(LIVENESS)))? {
-                return Ok(n);
-            }
-            if left.is_zero() {
-                return Err(RecvTimeoutError::Timeout);
-            }
-        }
+        crate::peer::recv_timeout(self, buf, timeout)
     }
     fn max_frame_len(&self) -> usize {
         self.max_frame

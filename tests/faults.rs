@@ -179,6 +179,18 @@ impl Run {
         s
     }
 
+    /// Kills the harness with SIGKILL and waits (at most 10 s) for its `roles` to die
+    /// with it.
+    fn kill_harness(&mut self, roles: &[u32]) {
+        signal(self.pid(), Signal::SIGKILL);
+        let _ = self.child.wait();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while roles.iter().any(|p| alive(*p)) {
+            assert!(Instant::now() < deadline, "roles outlived a killed harness");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Nothing left: no role process, no segment of this harness, no run directory.
     fn assert_clean(&self) {
         for pid in &self.seen {
@@ -616,14 +628,8 @@ fn what_a_killed_harness_leaves_is_swept() {
     let mut run = start(&long_run("pingpong", "shm"), &[]);
     let canvas = segment_of(run.pid(), "canvas");
     let roles = run.roles(2);
-    signal(run.pid(), Signal::SIGKILL);
-    let _ = run.child.wait();
     // The roles die with it (their parent-death signal)...
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while roles.iter().any(|p| alive(*p)) {
-        assert!(Instant::now() < deadline, "roles outlived a killed harness");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    run.kill_harness(&roles);
     // ...but its segments and run directory stay, until the next harness sweeps them.
     assert!(canvas.exists());
     let o = harness(&run.dir).arg("clean").output().unwrap();
@@ -776,13 +782,7 @@ fn posix_queues_go_with_their_run_and_with_a_killed_harness() {
     let roles = run.roles(2);
     let names = queue_names(&run);
     assert_eq!(names.len(), 2, "{names:?}");
-    signal(run.pid(), Signal::SIGKILL);
-    let _ = run.child.wait();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while roles.iter().any(|p| alive(*p)) {
-        assert!(Instant::now() < deadline, "roles outlived a killed harness");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    run.kill_harness(&roles);
     assert!(
         names.iter().all(|n| queue_exists(n)),
         "the queues stay until a sweep"
@@ -812,13 +812,7 @@ fn a_killed_role_over_a_library_peer_fails_its_run_and_nothing_is_left() {
     let mut run = start(&long_run("latency", "iceoryx2"), &[]);
     let memory = segment_of(run.pid(), "iox");
     let roles = run.roles(2);
-    signal(run.pid(), Signal::SIGKILL);
-    let _ = run.child.wait();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while roles.iter().any(|p| alive(*p)) {
-        assert!(Instant::now() < deadline, "roles outlived a killed harness");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    run.kill_harness(&roles);
     assert!(memory.exists(), "iceoryx2's memory stays until a sweep");
     let o = harness(&run.dir).arg("clean").output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));

@@ -751,23 +751,70 @@ timeout_s = 60
 }
 
 #[test]
+fn tasks_over_real_zeromq_deal_every_batch_once_to_workers_all_started_first() {
+    let s = Scratch::new();
+    let (_, header, rows) = s.run_ok(
+        "t.toml",
+        r#"
+[[experiment]]
+name = "tasks-zmq"
+workload = "tasks"
+transport = "zmq"
+zmq_pattern = "pushpull"
+over = ["uds", "tcp"]
+max_workers = 8
+wait_s = 0.1
+timeout_s = 60
+"#,
+    );
+    let col = |name: &str| header.iter().position(|h| h == name).unwrap();
+    assert_eq!(rows.len(), 2);
+    for r in &rows {
+        assert_eq!(&r[col("status")], "ok", "{r:?}");
+        assert!(r[col("transport")].starts_with("zmq-pushpull-"), "{r:?}");
+        assert!(r[col("how")].contains("libzmq PUSH/PULL"), "{r:?}");
+        let num = |name: &str| r[col(name)].parse::<f64>().unwrap();
+        assert_eq!(num("results_ok"), 32.0);
+        assert_eq!(num("response_sum"), 512.0);
+        assert_eq!(num("duplicates"), 0.0);
+        assert_eq!(num("dropped"), 0.0);
+        // All eight at once.
+        assert_eq!(num("workers_started"), 8.0);
+    }
+    s.assert_clean();
+}
+
+#[test]
 fn ctrl_c_hands_every_tasks_worker_a_poison_pill() {
+    // Over the queue and over ZeroMQ's own PUSH/PULL.
+    for transport in [
+        "transport = \"queue\"",
+        "transport = \"zmq\"\nzmq_pattern = \"pushpull\"",
+    ] {
+        ctrl_c_over(transport);
+    }
+}
+
+fn ctrl_c_over(transport: &str) {
     let s = Scratch::new();
     // 320 batches of 0.2 s on 8 threaded workers (a 10-s job), interrupted once the
-    // workers run: each takes its pill when its batch is done, ahead of the batches left.
+    // workers run: each takes its pill when its batch is done, ahead of the batches left
+    // (over ZeroMQ, after the batches already dealt to it).
     let (mut h, _out, roles) = start_long_run(
         &s,
-        r#"
+        &format!(
+            r#"
 [[experiment]]
 name = "tasks-int"
 workload = "tasks"
-transport = "queue"
+{transport}
 over = "uds"
 generate = 5120
 max_workers = 8
 wait_s = 0.2
 timeout_s = 120
-"#,
+"#
+        ),
     );
     // The gateway's fork server and its workers.
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -214,6 +214,23 @@ impl Run {
     }
 }
 
+/// The live processes of process group `pgid` (a gateway and its workers).
+fn group(pgid: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            // Field 5 of stat, after the command in parentheses, is the group; a zombie
+            // (state Z) has ended.
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let rest = stat.rsplit_once(") ").map_or("", |(_, r)| r);
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            f.len() > 2 && f[0] != "Z" && f[2] == pgid.to_string()
+        })
+        .collect()
+}
+
 /// The first segment of `kind` this harness made, once it exists.
 fn segment_of(pid: u32, kind: &str) -> PathBuf {
     let prefix = format!("ipcbench-{kind}-{pid}-");
@@ -253,13 +270,11 @@ fn long_run(workload: &str, transport: &str) -> String {
         "tasks" => format!("{t}\nover = \"{}\"\ngenerate = 64\ngen_low_s = 5\ngen_high_s = 5\nmax_workers = 2\nbatch = 4", if transport == "shm" { "shm" } else { "uds" }),
         other => panic!("no long run of {other}"),
     };
-    let t = if workload == "tasks" {
-        body.replace(
-            &format!("transport = \"{transport}\""),
-            "transport = \"queue\"",
-        )
-    } else {
-        body
+    // Tasks runs over the queue, or over ZeroMQ's own PUSH/PULL.
+    let t = match (workload, transport) {
+        ("tasks", "zmq") => body.replace(&t, &format!("{t}\nzmq_pattern = \"pushpull\"")),
+        ("tasks", _) => body.replace(&t, "transport = \"queue\""),
+        _ => body,
     };
     format!("[[experiment]]\nname = \"long\"\nworkload = \"{workload}\"\n{t}")
 }
@@ -796,8 +811,9 @@ fn posix_queues_go_with_their_run_and_with_a_killed_harness() {
     run.assert_clean();
 }
 
-/// Faults over the library peers (3): a role of each killed mid-run fails its run and
-/// the matrix goes on with nothing left; a killed harness's iceoryx2 memory is swept.
+/// Faults over the library peers (5): a role of each killed mid-run fails its run and
+/// the matrix goes on with nothing left (tasks over ZeroMQ: its client or its gateway,
+/// and no worker outlives them); a killed harness's iceoryx2 memory is swept.
 #[test]
 fn a_killed_role_over_a_library_peer_fails_its_run_and_nothing_is_left() {
     let _turn = one_at_a_time();
@@ -808,6 +824,24 @@ fn a_killed_role_over_a_library_peer_fails_its_run_and_nothing_is_left() {
         let at = format!("latency over {transport}");
         let s = run.first_broke_then_ok(Duration::from_secs(90), "failed: ", &at);
         assert!(s[0].contains("SIGKILL"), "{at}: {s:?}");
+    }
+    // Tasks over ZeroMQ: the gateway killed while its workers sleep; no worker is left.
+    for victim in [0, 1] {
+        let mut run = start(&then_ok(&long_run("tasks", "zmq")), &[]);
+        let roles = run.roles(2);
+        let gateway = roles[1];
+        // Its two workers, started at once, are in its process group.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while group(gateway).len() < 4 {
+            assert!(Instant::now() < deadline, "the workers never started");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        signal(roles[victim], Signal::SIGKILL);
+        let at = format!("tasks over zmq, role {victim} killed");
+        let s = run.first_broke_then_ok(Duration::from_secs(90), "failed: ", &at);
+        assert!(s[0].contains("SIGKILL"), "{at}: {s:?}");
+        assert!(group(gateway).is_empty(), "{at}: {:?} left", group(gateway));
+        run.assert_clean();
     }
     let mut run = start(&long_run("latency", "iceoryx2"), &[]);
     let memory = segment_of(run.pid(), "iox");

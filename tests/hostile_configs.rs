@@ -363,8 +363,20 @@ fn peers_asked_for_what_they_cannot_do_are_refused() {
     );
     c.refused(
         "[[experiment]]\nname = \"t\"\nworkload = \"tasks\"\ntransport = \"zmq\"\n",
+        1,
+        "zmq_pattern",
+        "the original's PUSH/PULL sockets",
+    );
+    c.refused(
+        "[[experiment]]\nname = \"t\"\nworkload = \"tasks\"\ntransport = \"zmq\"\nzmq_pattern = \"pushpull\"\nkill_worker_after = 3\n",
+        6,
+        "kill_worker_after",
+        "never hands a dead worker's batch to another",
+    );
+    c.refused(
+        "[[experiment]]\nname = \"t\"\nworkload = \"tasks\"\ntransport = \"iceoryx2\"\n",
         4,
         "transport",
-        "tasks runs over queue sockets",
+        "or over real ZeroMQ",
     );
 }

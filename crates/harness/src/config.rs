@@ -647,14 +647,14 @@ fn expand(
         }
         let queue = common.transport == TransportKind::Queue;
         let zmq = common.transport == TransportKind::Zmq;
-        if !queue {
+        if !point.uses_policy(&common) {
             for k in ["policy", "retry_interval_s", "retries"] {
                 labels.remove(k);
             }
-            if !zmq {
-                labels.remove("over");
-                labels.remove("hwm");
-            }
+        }
+        if !queue && !zmq {
+            labels.remove("over");
+            labels.remove("hwm");
         }
         if !zmq {
             labels.remove("zmq_pattern");

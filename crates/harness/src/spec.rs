@@ -390,6 +390,17 @@ pub trait Point: fmt::Debug + Send + Sync {
     fn zero_copy(&self) -> bool {
         false
     }
+    /// What the `how` column adds for this workload: how its roles use the transport,
+    /// where that is its own (`tasks`: who gets the batches, how the pill travels).
+    fn how_note(&self, common: &Common) -> Option<&'static str> {
+        let _ = common;
+        None
+    }
+    /// Whether the queue's full-policy keys (`policy`, `retry_interval_s`, `retries`)
+    /// decide how it runs: over the queue; `tasks` over ZeroMQ too.
+    fn uses_policy(&self, common: &Common) -> bool {
+        common.transport == TransportKind::Queue
+    }
     /// Which floor its rows are compared with.
     fn floor_use(&self) -> FloorUse;
     /// Its row's floor (ns per operation) and the ratio to it, from the measuring role's
@@ -639,7 +650,10 @@ impl RunSpec {
         } else {
             moved
         };
-        format!("{what}; {moved}; {wait}")
+        match self.point.how_note(c) {
+            Some(note) => format!("{what}; {moved}; {wait}; {note}"),
+            None => format!("{what}; {moved}; {wait}"),
+        }
     }
 
     /// The setup bound of its plan: at most 20 s, at least 5 s or the run's own bound.

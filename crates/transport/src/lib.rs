@@ -66,6 +66,8 @@ pub use queue::{Queue, QueueTx};
 pub use shm::{shm_max_frame, SegmentRegion, Shm, ShmFrame, ShmListener, ShmLoan, ShmRx, ShmTx};
 pub use stream::{Pipe, StreamRx, StreamTx, Tcp, Uds};
 #[cfg(feature = "zmq")]
+pub use zeromq::pattern as zmq_pattern;
+#[cfg(feature = "zmq")]
 pub use zeromq::{Zmq, ZmqRx, ZmqTx};
 
 /// Samples an `iceoryx2` subscriber buffers (its service's `subscriber_max_buffer_size`).

@@ -37,6 +37,8 @@ use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 
+pub mod pattern;
+
 use crate::peer::{Attempt, Hello, HELLO_LEN};
 use crate::{
     Endpoint, EndpointOptions, RecvError, RecvTimeoutError, Rx, SendError, SetupError, Transport,

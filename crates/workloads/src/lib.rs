@@ -35,6 +35,8 @@ pub mod pingpong;
 pub mod tasks;
 pub mod tasks_data;
 pub mod tasks_exec;
+#[cfg(feature = "zmq")]
+pub mod tasks_zmq;
 pub mod throughput;
 pub mod vectors;
 

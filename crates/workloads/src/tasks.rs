@@ -57,16 +57,16 @@ pub struct TasksParams {
 }
 
 /// A handshake with a peer that has arrived takes at most this long.
-const HANDSHAKE: Duration = Duration::from_secs(5);
+pub(crate) const HANDSHAKE: Duration = Duration::from_secs(5);
 /// How long workers have to take their poison pills and leave when the gateway stops
 /// early, before they are killed.
-const PILL_GRACE: Duration = Duration::from_secs(2);
+pub(crate) const PILL_GRACE: Duration = Duration::from_secs(2);
 
 /// Largest message: a batch of `MAX_BATCH` commands, roughly.
-const BUF: usize = 1 << 20;
+pub(crate) const BUF: usize = 1 << 20;
 
 impl TasksParams {
-    fn deadline(&self, from: Instant) -> Instant {
+    pub(crate) fn deadline(&self, from: Instant) -> Instant {
         from + Duration::from_millis(self.timeout_ms)
     }
 }
@@ -108,6 +108,172 @@ pub fn ideal_s(waits: &[f64], batch: usize, workers: usize, threads: bool) -> f6
     free_at.into_iter().fold(0.0, f64::max)
 }
 
+/// The client's account of its batches: when each was sent, which came back, and what
+/// the results said (shared by the roles over `queue` and over ZeroMQ).
+#[derive(Debug)]
+pub(crate) struct Tally {
+    submitted: BTreeMap<u32, Instant>,
+    done: BTreeSet<u32>,
+    duplicates: u64,
+    sum: i64,
+    cpu_ns: u64,
+    commands: u64,
+    workers_seen: BTreeSet<u32>,
+    hist: hdrhistogram::Histogram<u64>,
+    start: Instant,
+    last: Instant,
+}
+
+impl Tally {
+    /// A tally whose makespan runs from `start`.
+    pub(crate) fn new(start: Instant) -> Tally {
+        Tally {
+            submitted: BTreeMap::new(),
+            done: BTreeSet::new(),
+            duplicates: 0,
+            sum: 0,
+            cpu_ns: 0,
+            commands: 0,
+            workers_seen: BTreeSet::new(),
+            hist: new_histogram(),
+            start,
+            last: start,
+        }
+    }
+
+    /// Batch `id` was queued at `at`.
+    pub(crate) fn sent(&mut self, id: u32, at: Instant) {
+        self.submitted.insert(id, at);
+    }
+
+    /// Every batch sent has its result.
+    pub(crate) fn complete(&self) -> bool {
+        self.done.len() >= self.submitted.len()
+    }
+
+    /// Takes one message from a worker: a result for a batch sent (a second one is
+    /// counted as a duplicate and dropped); anything else is an integrity error.
+    pub(crate) fn take(&mut self, frame: &[u8]) -> Result<(), WorkloadError> {
+        let now = Instant::now();
+        match Message::decode(frame)? {
+            Message::TaskDone {
+                id,
+                worker,
+                result,
+                cpu_ns: c,
+            } => {
+                let Some(at) = self.submitted.get(&id) else {
+                    return Err(WorkloadError::Integrity(format!(
+                        "a result for batch {id}, which was never sent"
+                    )));
+                };
+                if !self.done.insert(id) {
+                    self.duplicates += 1;
+                    return Ok(());
+                }
+                let _ = self.hist.record((now - *at).as_nanos().max(1) as u64);
+                self.sum += result;
+                self.cpu_ns += c.iter().sum::<u64>();
+                self.commands += c.len() as u64;
+                self.workers_seen.insert(worker);
+                self.last = now;
+                Ok(())
+            }
+            other => Err(WorkloadError::Integrity(format!(
+                "the client got {other:?} instead of a result"
+            ))),
+        }
+    }
+
+    /// The error of a job whose results did not all come within `timeout_ms`.
+    pub(crate) fn missing(&self, timeout_ms: u64) -> WorkloadError {
+        let missing: Vec<u32> = self
+            .submitted
+            .keys()
+            .filter(|id| !self.done.contains(id))
+            .copied()
+            .collect();
+        WorkloadError::Integrity(format!(
+            "{} of {} batches had no result within {timeout_ms} ms (first missing: {:?})",
+            missing.len(),
+            self.submitted.len(),
+            &missing[..missing.len().min(8)]
+        ))
+    }
+
+    /// The client's measurement: `tasks` lines in `batches` batches, `dropped` of them
+    /// given up by the full-queue policy.
+    pub(crate) fn measurement(self, tasks: usize, batches: usize, dropped: u64) -> Measurement {
+        let makespan = self.last - self.start;
+        Measurement {
+            histogram: Some(self.hist),
+            count: self.done.len() as u64,
+            bytes: 0,
+            duration: makespan,
+            metrics: vec![
+                ("makespan_s".into(), makespan.as_secs_f64()),
+                ("tasks".into(), tasks as f64),
+                ("batches".into(), batches as f64),
+                ("results_ok".into(), self.done.len() as f64),
+                ("duplicates".into(), self.duplicates as f64),
+                ("response_sum".into(), self.sum as f64),
+                ("dropped".into(), dropped as f64),
+                (
+                    "cpu_ms_per_command".into(),
+                    if self.commands > 0 {
+                        self.cpu_ns as f64 / self.commands as f64 / 1e6
+                    } else {
+                        0.0
+                    },
+                ),
+                ("workers_seen".into(), self.workers_seen.len() as f64),
+            ],
+        }
+    }
+}
+
+/// A batch's frame: `LINES` with its id.
+pub(crate) fn lines_frame(id: usize, lines: &[ClientLine]) -> Vec<u8> {
+    Message::Lines {
+        id: id as u32,
+        lines: lines.to_vec(),
+    }
+    .encode()
+}
+
+/// The gateway's look-up of a batch's lines: the work of each line the table knows; the
+/// others are counted in `unknown`.
+pub(crate) fn look_up(
+    lines: Vec<ClientLine>,
+    table: &HashMap<(Ipv4Addr, Command), Answer>,
+    p: &TasksParams,
+    unknown: &mut u64,
+) -> Vec<Work> {
+    let mut work = Vec::with_capacity(lines.len());
+    for l in lines {
+        match table.get(&(l.ip, l.command)) {
+            Some(a) => work.push(Work {
+                response: a.response,
+                wait_s: if p.wait_s > 0.0 { p.wait_s } else { a.wait_s },
+            }),
+            None => *unknown += 1,
+        }
+    }
+    work
+}
+
+/// A worker's run of batch `id`: its `TASK_DONE` frame.
+pub(crate) fn run_task(id: u32, index: u32, work: &[Work], p: &TasksParams) -> Vec<u8> {
+    let (result, cpu) = run_batch(work, p.kind, p.threads);
+    Message::TaskDone {
+        id,
+        worker: index,
+        result,
+        cpu_ns: cpu.iter().map(|d| d.as_nanos() as u64).collect(),
+    }
+    .encode()
+}
+
 /// The client: pushes every batch to the gateway over `gateway`, pulls the results from
 /// the workers that connect on `results`, and says when the job is done.
 pub fn client<X: Transport>(
@@ -120,21 +286,14 @@ pub fn client<X: Transport>(
     let mut pull: Pull<X::Tx, X::Rx> =
         Pull::open(p.hwm.max(1), ipcbench_transport::queue::AckMode::OnReceipt);
     let batches: Vec<&[ClientLine]> = lines.chunks(p.batch.max(1) as usize).collect();
-    let mut hist = new_histogram();
-    let mut submitted: BTreeMap<u32, Instant> = BTreeMap::new();
     let start = Instant::now();
+    let mut tally = Tally::new(start);
     let deadline = p.deadline(start);
     for (id, b) in batches.iter().enumerate() {
-        let frame = Message::Lines {
-            id: id as u32,
-            lines: b.to_vec(),
-        }
-        .encode();
+        let frame = lines_frame(id, b);
         let at = Instant::now();
         match push.send(&frame) {
-            Ok(()) => {
-                submitted.insert(id as u32, at);
-            }
+            Ok(()) => tally.sent(id as u32, at),
             // Given up by the full-queue policy: counted (`dropped`), never waited for.
             Err(ipcbench_transport::queue::OutboxError::Dropped { .. }) => {}
             Err(e) => {
@@ -144,100 +303,29 @@ pub fn client<X: Transport>(
             }
         }
     }
-    let mut done: BTreeSet<u32> = BTreeSet::new();
-    let (mut duplicates, mut sum, mut cpu_ns, mut commands) = (0u64, 0i64, 0u64, 0u64);
-    let mut workers_seen = BTreeSet::new();
-    let mut last = start;
     let mut buf = vec![0u8; BUF];
-    while done.len() < submitted.len() {
+    while !tally.complete() {
         for (_, tx, rx) in results.poll(HANDSHAKE).map_err(setup)? {
             pull.add_peer(tx, rx);
         }
-        let n = match pull.recv_timeout(&mut buf, Duration::from_millis(1)) {
-            Ok(n) => n,
+        match pull.recv_timeout(&mut buf, Duration::from_millis(1)) {
+            Ok(n) => tally.take(&buf[..n])?,
             Err(PullError::Timeout | PullError::Disconnected) => {
                 if Instant::now() >= deadline {
-                    let missing: Vec<u32> = submitted
-                        .keys()
-                        .filter(|id| !done.contains(id))
-                        .copied()
-                        .collect();
-                    return Err(WorkloadError::Integrity(format!(
-                        "{} of {} batches had no result within {} ms (first missing: {:?})",
-                        missing.len(),
-                        submitted.len(),
-                        p.timeout_ms,
-                        &missing[..missing.len().min(8)]
-                    )));
+                    return Err(tally.missing(p.timeout_ms));
                 }
-                continue;
             }
             Err(PullError::Truncated { needed }) => {
                 return Err(WorkloadError::Integrity(format!(
                     "a result of {needed} bytes (at most {BUF})"
                 )))
             }
-        };
-        let now = Instant::now();
-        match Message::decode(&buf[..n])? {
-            Message::TaskDone {
-                id,
-                worker,
-                result,
-                cpu_ns: c,
-            } => {
-                let Some(at) = submitted.get(&id) else {
-                    return Err(WorkloadError::Integrity(format!(
-                        "a result for batch {id}, which was never sent"
-                    )));
-                };
-                if !done.insert(id) {
-                    duplicates += 1;
-                    continue;
-                }
-                let _ = hist.record((now - *at).as_nanos().max(1) as u64);
-                sum += result;
-                cpu_ns += c.iter().sum::<u64>();
-                commands += c.len() as u64;
-                workers_seen.insert(worker);
-                last = now;
-            }
-            other => {
-                return Err(WorkloadError::Integrity(format!(
-                    "the client got {other:?} instead of a result"
-                )))
-            }
         }
     }
-    let makespan = last - start;
     // Job complete: the gateway sends the poison pills.
     let _ = push.send(&Message::JobDone.encode());
     push.finish(Duration::from_secs(5));
-    let counts = push.counts();
-    Ok(Measurement {
-        histogram: Some(hist),
-        count: done.len() as u64,
-        bytes: 0,
-        duration: makespan,
-        metrics: vec![
-            ("makespan_s".into(), makespan.as_secs_f64()),
-            ("tasks".into(), lines.len() as f64),
-            ("batches".into(), batches.len() as f64),
-            ("results_ok".into(), done.len() as f64),
-            ("duplicates".into(), duplicates as f64),
-            ("response_sum".into(), sum as f64),
-            ("dropped".into(), counts.dropped as f64),
-            (
-                "cpu_ms_per_command".into(),
-                if commands > 0 {
-                    cpu_ns as f64 / commands as f64 / 1e6
-                } else {
-                    0.0
-                },
-            ),
-            ("workers_seen".into(), workers_seen.len() as f64),
-        ],
-    })
+    Ok(tally.measurement(lines.len(), batches.len(), push.counts().dropped))
 }
 
 fn setup(e: ipcbench_transport::SetupError) -> WorkloadError {
@@ -277,11 +365,29 @@ pub struct GatewayCounts {
     pub failed: u64,
 }
 
+impl GatewayCounts {
+    /// The gateway's metrics.
+    pub(crate) fn metrics(&self) -> Vec<(String, f64)> {
+        vec![
+            ("unknown".into(), self.unknown as f64),
+            ("redispatched".into(), self.redispatched as f64),
+            ("workers_started".into(), self.started as f64),
+            ("workers_peak".into(), self.peak as f64),
+            ("workers_reaped".into(), self.reaped as f64),
+            ("workers_killed".into(), self.killed as f64),
+            ("workers_failed".into(), self.failed as f64),
+        ]
+    }
+}
+
 /// Why the gateway stopped early, told when it reports it: an interrupt that arrived
 /// while the workers took their pills wins over what was noticed first (on Ctrl-C every
 /// role gets SIGTERM, and the client's leaving can be seen before the gateway's own
 /// signal is).
-fn stopped_because<'a>(stopping: &'a Option<String>, interrupt: &AtomicBool) -> Option<&'a str> {
+pub(crate) fn stopped_because<'a>(
+    stopping: &'a Option<String>,
+    interrupt: &AtomicBool,
+) -> Option<&'a str> {
     stopping.as_deref().map(|why| {
         if interrupt.load(Ordering::Relaxed) {
             "interrupted"
@@ -328,16 +434,7 @@ pub fn gateway<X: Transport>(
             match from_client.recv_timeout(&mut buf, wait) {
                 Ok(n) => match Message::decode(&buf[..n])? {
                     Message::Lines { id, lines } => {
-                        let mut work = Vec::with_capacity(lines.len());
-                        for l in lines {
-                            match table.get(&(l.ip, l.command)) {
-                                Some(a) => work.push(Work {
-                                    response: a.response,
-                                    wait_s: if p.wait_s > 0.0 { p.wait_s } else { a.wait_s },
-                                }),
-                                None => c.unknown += 1,
-                            }
-                        }
+                        let work = look_up(lines, table, p, &mut c.unknown);
                         if let Err(e) = push.send(&Message::Task { id, work }.encode()) {
                             return Err(WorkloadError::Integrity(format!(
                                 "push to the workers: {e}"
@@ -479,15 +576,7 @@ pub fn gateway<X: Transport>(
         count: 0,
         bytes: 0,
         duration: start.elapsed(),
-        metrics: vec![
-            ("unknown".into(), c.unknown as f64),
-            ("redispatched".into(), c.redispatched as f64),
-            ("workers_started".into(), c.started as f64),
-            ("workers_peak".into(), c.peak as f64),
-            ("workers_reaped".into(), c.reaped as f64),
-            ("workers_killed".into(), c.killed as f64),
-            ("workers_failed".into(), c.failed as f64),
-        ],
+        metrics: c.metrics(),
     })
 }
 
@@ -530,14 +619,8 @@ pub fn worker<X: Transport>(
         };
         match Message::decode(&buf[..n])? {
             Message::Task { id, work } => {
-                let (result, cpu) = run_batch(&work, p.kind, p.threads);
-                let done = Message::TaskDone {
-                    id,
-                    worker: index,
-                    result,
-                    cpu_ns: cpu.iter().map(|d| d.as_nanos() as u64).collect(),
-                };
-                push.send(&done.encode())
+                let done = run_task(id, index, &work, p);
+                push.send(&done)
                     .map_err(|e| WorkloadError::Integrity(format!("push to the client: {e}")))?;
                 // Acknowledge the batch only once its result is on its way.
                 if !push.flush(Duration::from_millis(p.timeout_ms)) {

@@ -19,7 +19,9 @@ use std::time::Duration;
 use anyhow::Context;
 use ipcbench_transport::dispatch::{self, WithTransport};
 use ipcbench_transport::queue::Acceptor;
-use ipcbench_transport::{Endpoint, EndpointOptions, Transport, TransportKind, WaitStrategy};
+use ipcbench_transport::{
+    Endpoint, EndpointOptions, Transport, TransportKind, WaitStrategy, ZmqPattern,
+};
 use ipcbench_workloads::tasks::{self, TasksParams, WorkerExit, Workers};
 use ipcbench_workloads::tasks_data::{self, Answer, ClientLine, Command as Cmd};
 use ipcbench_workloads::tasks_exec::TaskKind;
@@ -476,6 +478,9 @@ struct Task {
     /// Task slots, one per worker (the gateway listens on them; a worker gets its own
     /// only).
     tasks: Vec<Endpoint>,
+    /// Over ZeroMQ: the gateway's control socket (its `PUB` of the poison pill).
+    #[serde(default)]
+    control: Option<Endpoint>,
     /// Cores the workers take in turn (the gateway's list).
     worker_cores: Vec<usize>,
     /// The client's lines (client) or the table (gateway), as file text.
@@ -536,6 +541,10 @@ impl Workload for Tasks {
     }
     fn role(&self, job: &RoleJob, stdin: &mut dyn BufRead) -> anyhow::Result<RoleReport> {
         let task: Task = job.task()?;
+        #[cfg(feature = "zmq")]
+        if matches!(task.link, Endpoint::Zmq { .. }) {
+            return zmq_role(job, &task, stdin);
+        }
         dispatch::dispatch(
             &task.link,
             Role {
@@ -573,16 +582,45 @@ impl Point for TasksPoint {
     }
     fn validate(&self, common: &Common, _: &Machine) -> Vec<Problem> {
         let mut out = Vec::new();
-        if common.transport != TransportKind::Queue {
-            out.push(Problem::new(
+        match common.transport {
+            TransportKind::Queue => {}
+            TransportKind::Zmq if cfg!(feature = "zmq") => {
+                if common.zmq_pattern != ZmqPattern::PushPull {
+                    out.push(Problem::new(
+                        "zmq_pattern",
+                        "tasks over zmq replays the original's PUSH/PULL sockets: set zmq_pattern = \"pushpull\"",
+                    ));
+                }
+                if self.p.kill_worker_after > 0 {
+                    out.push(Problem::new(
+                        "kill_worker_after",
+                        "ZeroMQ's PUSH never hands a dead worker's batch to another (the original's fault): killing a worker needs transport = \"queue\"",
+                    ));
+                }
+            }
+            TransportKind::Zmq => out.push(Problem::new(
                 "transport",
-                "tasks runs over queue sockets: set transport = \"queue\" and over = \"uds\", \"tcp\" or \"shm\"",
-            ));
+                "tasks over zmq needs the harness built with its `zmq` feature",
+            )),
+            _ => out.push(Problem::new(
+                "transport",
+                "tasks runs over queue sockets (transport = \"queue\", over = \"uds\", \"tcp\" or \"shm\") or over real ZeroMQ (transport = \"zmq\", zmq_pattern = \"pushpull\", over = \"uds\" or \"tcp\")",
+            )),
         }
         if let Err((m, key)) = self.data.as_ref() {
             out.push(Problem::new(key, m.clone()));
         }
         out
+    }
+    fn how_note(&self, common: &Common) -> Option<&'static str> {
+        Some(if common.transport == TransportKind::Zmq {
+            "the original's sockets: every worker started at once, batches dealt in turn by the gateway's PUSH, the poison pill published on a PUB"
+        } else {
+            "batches handed first-free to lazily started workers over a reliable PUSH (redelivered if a worker dies)"
+        })
+    }
+    fn uses_policy(&self, common: &Common) -> bool {
+        matches!(common.transport, TransportKind::Queue | TransportKind::Zmq)
     }
     fn floor_use(&self) -> FloorUse {
         FloorUse::None
@@ -600,21 +638,36 @@ impl Point for TasksPoint {
         let p = self.p.role_params(&run.common);
         let over = run.common.over;
         let frame = self.p.frame();
-        let opts = EndpointOptions {
+        let mut opts = EndpointOptions {
             max_frame: frame.max(4096) as u32,
             shm_capacity: (4 * frame).next_power_of_two().max(64 << 10) as u32,
             wait: WaitStrategy::Block,
             spin_us: run.common.spin_us,
             ..Default::default()
         };
+        // Over ZeroMQ, one socket each where the queue has a slot per worker.
+        let zmq = run.common.transport == TransportKind::Zmq;
+        let kind = if zmq {
+            opts.over = over;
+            opts.zmq_pattern = ZmqPattern::PushPull;
+            opts.hwm = run.common.hwm;
+            TransportKind::Zmq
+        } else {
+            over
+        };
         let mut made = super::Made::default();
         let mut prepare = |name: String| -> anyhow::Result<Endpoint> {
             let sub = dir.join(name);
             crate::runner::private_dir(&sub)?;
-            made.prepare(over, &sub, &opts)
+            made.prepare(kind, &sub, &opts)
         };
-        let n = slots(&p);
+        let n = if zmq { 1 } else { slots(&p) };
         let link = prepare("link".into())?;
+        let control = if zmq {
+            Some(prepare("control".into())?)
+        } else {
+            None
+        };
         let results = (0..n)
             .map(|k| prepare(format!("r{k}")))
             .collect::<anyhow::Result<Vec<_>>>()?;
@@ -627,6 +680,7 @@ impl Point for TasksPoint {
             link: link.clone(),
             results: results.clone(),
             tasks: tasks_eps.clone(),
+            control: control.clone(),
             worker_cores: cores.iter().skip(2).copied().collect(),
             data: data.to_string(),
             data_name: name.to_string(),
@@ -647,6 +701,7 @@ impl Point for TasksPoint {
             )?,
         ];
         let endpoints = std::iter::once(link.clone())
+            .chain(control.iter().cloned())
             .chain(results.iter().cloned())
             .chain(tasks_eps.iter().cloned())
             .collect();
@@ -816,6 +871,106 @@ impl WithTransport for Role<'_> {
     }
 }
 
+/// A tasks role over real ZeroMQ (`ipcbench_workloads::tasks_zmq`): the client binds a
+/// `PUSH` on the link and a `PULL` for the results, the gateway connects a `PULL` to the
+/// link and binds a `PUSH` for the tasks and a `PUB` for the poison pill, every worker
+/// connects to all three.
+#[cfg(feature = "zmq")]
+fn zmq_role(job: &RoleJob, t: &Task, stdin: &mut dyn BufRead) -> anyhow::Result<RoleReport> {
+    use ipcbench_transport::zmq_pattern::{Context, Kind, Socket};
+    use ipcbench_workloads::tasks_zmq;
+    let setup = job.setup_timeout();
+    let params = &t.params;
+    let first = |eps: &[Endpoint], what: &str| -> anyhow::Result<Endpoint> {
+        eps.first()
+            .cloned()
+            .with_context(|| format!("the {what} endpoint is missing"))
+    };
+    match t.role {
+        TasksRole::Client => {
+            let lines = tasks_data::parse_client(&t.data_name, &t.data)?;
+            let ctx = Context::new();
+            let (mut link, link_at) = Socket::bind(&ctx, Kind::Push, &t.link)?;
+            let (mut results, results_at) =
+                Socket::bind(&ctx, Kind::Pull, &first(&t.results, "results")?)?;
+            emit(&RoleEvent::Ready {
+                endpoint: Some(link_at),
+                more: vec![results_at],
+            })?;
+            link.wait_peers(1, setup)?;
+            emit(&RoleEvent::Connected)?;
+            wait_for_go(stdin)?;
+            let m = tasks_zmq::client(&mut link, &mut results, &lines, params)?;
+            RoleReport::from_measurement(&m)
+        }
+        TasksRole::Gateway => {
+            let (link, results) = match job.resolved.split_first() {
+                Some((link, results)) => (link.clone(), first(results, "results")?),
+                None => (t.link.clone(), first(&t.results, "results")?),
+            };
+            // First, while this process has a single thread (libzmq's context starts
+            // one): the workers' fork server.
+            let mut procs = ForkServer::start(job, &t.worker_cores, *params)?;
+            static STOP: AtomicBool = AtomicBool::new(false);
+            ctrlc::set_handler(|| STOP.store(true, Ordering::Relaxed))
+                .context("installing the gateway's SIGTERM handler")?;
+            let table = tasks_data::parse_server(&t.data_name, &t.data)?;
+            let ctx = Context::new();
+            let (mut tasks, tasks_at) = Socket::bind(&ctx, Kind::Push, &first(&t.tasks, "tasks")?)?;
+            let control = t
+                .control
+                .as_ref()
+                .context("the control endpoint is missing")?;
+            let (mut control, control_at) = Socket::bind(&ctx, Kind::Pub, control)?;
+            emit(&RoleEvent::Ready {
+                endpoint: None,
+                more: vec![],
+            })?;
+            let mut from_client = Socket::connect(&ctx, Kind::Pull, &link)?;
+            from_client.wait_peers(1, setup)?;
+            emit(&RoleEvent::Connected)?;
+            wait_for_go(stdin)?;
+            // Every worker connects to the same two sockets.
+            let n = slots(params);
+            procs.tasks = vec![tasks_at; n];
+            procs.results = vec![results; n];
+            procs.control = Some(control_at);
+            let r = tasks_zmq::gateway(
+                &mut from_client,
+                &mut tasks,
+                &mut control,
+                &table,
+                &mut procs,
+                params,
+                &STOP,
+            );
+            procs.stop();
+            RoleReport::from_measurement(&r?)
+        }
+        TasksRole::Worker { slot } => {
+            let ctx = Context::new();
+            let mut from_gateway = Socket::connect(&ctx, Kind::Pull, &first(&t.tasks, "tasks")?)?;
+            let control = t
+                .control
+                .as_ref()
+                .context("the control endpoint is missing")?;
+            let mut control = Socket::connect(&ctx, Kind::Sub, control)?;
+            let mut to_client = Socket::connect(&ctx, Kind::Push, &first(&t.results, "results")?)?;
+            tasks_zmq::worker(
+                slot,
+                &mut from_gateway,
+                &mut control,
+                &mut to_client,
+                params,
+            )?;
+            RoleReport::from_measurement(&ipcbench_workloads::Measurement {
+                metrics: vec![("left".into(), 0.0)],
+                ..Default::default()
+            })
+        }
+    }
+}
+
 /// The gateway's workers: processes forked, without exec, by a server process that the
 /// gateway forks as its first act, while it still has a single thread. An exec of this
 /// binary cost 1.2-1.4 ms of CPU here (the loader, relocations, page faults at ~8 µs
@@ -843,6 +998,7 @@ struct ForkServer {
     params: TasksParams,
     tasks: Vec<Endpoint>,
     results: Vec<Endpoint>,
+    control: Option<Endpoint>,
     cores: Vec<usize>,
 }
 
@@ -874,6 +1030,7 @@ impl ForkServer {
                     params,
                     tasks: Vec::new(),
                     results: Vec::new(),
+                    control: None,
                     cores: cores.to_vec(),
                 })
             }
@@ -932,6 +1089,7 @@ impl Workers for ForkServer {
             link: self.tasks[slot].clone(),
             results: vec![self.results[slot].clone()],
             tasks: vec![self.tasks[slot].clone()],
+            control: self.control.clone(),
             worker_cores: vec![],
             data: String::new(),
             data_name: String::new(),

@@ -34,6 +34,7 @@ import argparse
 import csv
 import html
 import math
+import re
 import statistics
 import sys
 from collections import defaultdict
@@ -79,6 +80,9 @@ def series_label(row, placements):
     label = row["transport"]
     if row.get("wait") and row["wait"] not in ("kernel", "spin"):
         label += f" {row['wait']}"
+    batch = re.search(r"written up to (\d+) per system call", row.get("how", ""))
+    if batch:
+        label += f" batch {batch.group(1)}"
     if p.get("bare") == "true":
         label += " (bare)"
     if p.get("zero_copy") == "true":

@@ -656,6 +656,9 @@ fn expand(
             labels.remove("over");
             labels.remove("hwm");
         }
+        if !queue {
+            labels.remove("queue_batch");
+        }
         if !zmq {
             labels.remove("zmq_pattern");
         }

@@ -133,6 +133,15 @@ pub const COMMON: &[ParamDef] = &[
         "queue, policy = \"retry\": attempts after the first (the original: 10)",
     ),
     p(
+        "queue_batch",
+        ParamType::Int {
+            min: 1,
+            max: 1024,
+        },
+        Some("1"),
+        "queue: frames its sender writes per system call; 1 sends each straight out when nothing is queued (lowest latency), more queues every frame for the sending thread, which writes them in batches (throughput; a thread hop per message, as libzmq's I/O thread)",
+    ),
+    p(
         "zmq_pattern",
         ParamType::Choice(&["pair", "pushpull"]),
         Some("\"pair\""),
@@ -200,6 +209,7 @@ pub struct Common {
     pub policy: Policy,
     pub retry_interval_s: f64,
     pub retries: u32,
+    pub queue_batch: u32,
     pub mq_depth: u32,
     pub zmq_pattern: ZmqPattern,
 }
@@ -253,6 +263,7 @@ impl Common {
             opts.over = self.over;
             opts.hwm = self.hwm;
             opts.policy = self.queue_policy();
+            opts.batch = self.queue_batch;
         }
         if self.transport == TransportKind::Mq {
             opts.mq_depth = self.mq_depth;
@@ -622,9 +633,14 @@ impl RunSpec {
             TransportKind::Tcp => "send/recv on loopback TCP, TCP_NODELAY, u32 length prefix".into(),
             TransportKind::Shm => format!("ipcbench SPSC rings of {} bytes", o.shm_capacity),
             TransportKind::Queue => format!(
-                "ipcbench queue (PUSH/PULL, hwm {}, policy {}) over {}",
+                "ipcbench queue (PUSH/PULL, hwm {}, policy {}, {}) over {}",
                 c.hwm,
                 format!("{:?}", c.policy).to_lowercase(),
+                if c.queue_batch > 1 {
+                    format!("every frame queued, written up to {} per system call", c.queue_batch)
+                } else {
+                    "each frame straight out when none is queued".to_string()
+                },
                 c.over
             ),
             TransportKind::Mq => format!(

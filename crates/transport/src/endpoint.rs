@@ -158,6 +158,9 @@ pub struct EndpointOptions {
     pub hwm: u32,
     /// What a `queue` sender does when its queue is full.
     pub policy: crate::queue::FullPolicy,
+    /// Frames a `queue` sender writes per system call (1: each straight out when nothing
+    /// is queued; more: all queued and written in batches).
+    pub batch: u32,
     /// Messages each `mq` queue holds.
     pub mq_depth: u32,
     /// The sockets of a `zmq` endpoint (its `over` and `hwm` are the queue's keys).
@@ -195,6 +198,7 @@ impl Default for EndpointOptions {
             over: TransportKind::Uds,
             hwm: 1000,
             policy: crate::queue::FullPolicy::default(),
+            batch: 1,
             mq_depth: 10,
             zmq_pattern: ZmqPattern::Pair,
         }
@@ -250,6 +254,9 @@ pub enum Endpoint {
         hwm: u32,
         /// What a sender does when its queue is full.
         policy: crate::queue::FullPolicy,
+        /// Frames the sender writes per system call (see [`crate::QueueTx::batched`]).
+        #[serde(default = "one")]
+        batch: u32,
     },
     /// Two POSIX message queues created by the parent.
     Mq {
@@ -354,6 +361,7 @@ impl Endpoint {
                     over: Box::new(Endpoint::prepare(opts.over, dir, opts)?),
                     hwm: opts.hwm,
                     policy: opts.policy,
+                    batch: opts.batch.max(1),
                 }
             }
         })
@@ -431,7 +439,9 @@ impl fmt::Display for Endpoint {
             Endpoint::Shm { path, wait, .. } => {
                 write!(f, "shm {} ({})", path.display(), wait.name())
             }
-            Endpoint::Queue { over, hwm, .. } => write!(f, "queue (hwm {hwm}) over {over}"),
+            Endpoint::Queue {
+                over, hwm, batch, ..
+            } => write!(f, "queue (hwm {hwm}, batch {batch}) over {over}"),
             Endpoint::Mq {
                 a_to_b,
                 b_to_a,
@@ -451,4 +461,8 @@ impl fmt::Display for Endpoint {
             }
         }
     }
+}
+
+fn one() -> u32 {
+    1
 }

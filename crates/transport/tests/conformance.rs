@@ -923,6 +923,65 @@ conformance!(
     ipcbench_transport::Queue<ipcbench_transport::Shm>,
     Block
 );
+// The queue writing every frame in batches (`queue_batch`), over a stream and a ring.
+conformance!(queue_uds_batched, crate::queue_batched::OverUds, Spin);
+conformance!(queue_shm_batched, crate::queue_batched::OverShm, Block);
+
+/// The queue with every frame queued and written up to 16 per system call: `Queue<X>`
+/// prepared with that batch (the peer process dispatches on the endpoint, which carries
+/// it).
+mod queue_batched {
+    use ipcbench_transport::{Endpoint, EndpointOptions, Queue, SetupError, Transport};
+    use std::time::Duration;
+
+    macro_rules! batched {
+        ($name:ident, $over:ty) => {
+            pub struct $name;
+            impl Transport for $name {
+                const KIND: ipcbench_transport::TransportKind =
+                    ipcbench_transport::TransportKind::Queue;
+                type Tx = <Queue<$over> as Transport>::Tx;
+                type Rx = <Queue<$over> as Transport>::Rx;
+                type Listener = <Queue<$over> as Transport>::Listener;
+                fn prepare(
+                    dir: &std::path::Path,
+                    opts: &EndpointOptions,
+                ) -> Result<Endpoint, SetupError> {
+                    let opts = EndpointOptions {
+                        batch: 16,
+                        ..opts.clone()
+                    };
+                    Queue::<$over>::prepare(dir, &opts)
+                }
+                fn listen(e: &Endpoint) -> Result<Self::Listener, SetupError> {
+                    Queue::<$over>::listen(e)
+                }
+                fn resolved(l: &Self::Listener) -> Endpoint {
+                    Queue::<$over>::resolved(l)
+                }
+                fn accept(
+                    l: Self::Listener,
+                    t: Duration,
+                ) -> Result<(Self::Tx, Self::Rx), SetupError> {
+                    Queue::<$over>::accept(l, t)
+                }
+                #[allow(clippy::type_complexity)]
+                fn try_accept(
+                    l: Self::Listener,
+                    t: Duration,
+                ) -> Result<Result<(Self::Tx, Self::Rx), Self::Listener>, SetupError> {
+                    Queue::<$over>::try_accept(l, t)
+                }
+                fn connect(e: &Endpoint, t: Duration) -> Result<(Self::Tx, Self::Rx), SetupError> {
+                    Queue::<$over>::connect(e, t)
+                }
+            }
+        };
+    }
+    batched!(OverUds, ipcbench_transport::Uds);
+    batched!(OverShm, ipcbench_transport::Shm);
+}
+
 // The peers: the libraries and kernel queues a user would otherwise pick.
 conformance!(mq, ipcbench_transport::Mq, Block, peer);
 #[cfg(feature = "iceoryx2")]

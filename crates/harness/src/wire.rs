@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context};
 use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
 use hdrhistogram::Histogram;
-use ipcbench_transport::{Endpoint, Transport};
+use ipcbench_transport::{Endpoint, Link};
 use ipcbench_workloads::Measurement;
 use serde::{Deserialize, Serialize};
 
@@ -242,7 +242,7 @@ pub fn finish(result: anyhow::Result<RoleReport>) -> u8 {
 
 /// Listens on `endpoint` (reporting what it resolved) or connects to it, and reports
 /// `connected`.
-pub fn connect<T: Transport>(
+pub fn connect<T: Link>(
     endpoint: &Endpoint,
     listen: bool,
     setup: Duration,
@@ -264,7 +264,7 @@ pub fn connect<T: Transport>(
 
 /// A two-role workload's role: the first role listens on `endpoint`, the other connects
 /// to what it resolved; both wait for the start barrier, then run `work` on the halves.
-pub fn connected<T: Transport>(
+pub fn connected<T: Link>(
     job: &RoleJob,
     endpoint: &Endpoint,
     listen: bool,

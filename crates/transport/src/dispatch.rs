@@ -22,7 +22,7 @@
 //! ```
 
 use crate::{
-    Endpoint, Mq, Pipe, Queue, Shm, StreamRx, StreamTx, Tcp, Transport, TransportKind, Uds,
+    Endpoint, Link, Mq, Pipe, Queue, Shm, StreamRx, StreamTx, Tcp, Transport, TransportKind, Uds,
 };
 
 /// Code generic over a transport, run by [`dispatch`] with the concrete type.
@@ -115,13 +115,43 @@ pub fn dispatch_bare<V: WithStream>(
     })
 }
 
-/// Code generic over a transport whose halves lend their memory ([`LoanTx`],
-/// [`LoanRx`]), run by [`dispatch_loans`].
+/// Code generic over a [`Link`]: a role that keeps both halves on its own thread, run by
+/// [`dispatch_link`].
+pub trait WithLink {
+    /// What the code returns.
+    type Output;
+    /// Runs the code with `L` the endpoint's link.
+    fn call<L: Link>(self) -> Self::Output;
+}
+
+/// Runs `code` with the link `endpoint` names: its transport, except where a setup
+/// whose halves stay on one thread is what a user of the library would pick (iceoryx2's
+/// local `ipc` service, [`crate::Iceoryx2Local`], rather than its thread-safe one).
+pub fn dispatch_link<V: WithLink>(
+    endpoint: &Endpoint,
+    code: V,
+) -> Result<V::Output, DispatchError> {
+    struct Any<V>(V);
+    impl<V: WithLink> WithTransport for Any<V> {
+        type Output = V::Output;
+        fn call<T: Transport>(self) -> V::Output {
+            self.0.call::<T>()
+        }
+    }
+    match endpoint.kind() {
+        #[cfg(feature = "iceoryx2")]
+        TransportKind::Iceoryx2 => Ok(code.call::<crate::Iceoryx2Local>()),
+        _ => dispatch(endpoint, Any(code)),
+    }
+}
+
+/// Code generic over a link whose halves lend their memory ([`LoanTx`], [`LoanRx`]),
+/// run by [`dispatch_loans`] (a role that keeps both halves on its thread).
 pub trait WithLoans {
     /// What the code returns.
     type Output;
-    /// Runs the code with `T` the endpoint's transport.
-    fn call<T: Transport>(self) -> Self::Output
+    /// Runs the code with `T` the endpoint's link.
+    fn call<T: Link>(self) -> Self::Output
     where
         T::Tx: crate::LoanTx,
         T::Rx: crate::LoanRx;
@@ -136,7 +166,7 @@ pub fn dispatch_loans<V: WithLoans>(
     Ok(match kind {
         TransportKind::Shm => code.call::<Shm>(),
         #[cfg(feature = "iceoryx2")]
-        TransportKind::Iceoryx2 => code.call::<crate::Iceoryx2>(),
+        TransportKind::Iceoryx2 => code.call::<crate::Iceoryx2Local>(),
         other => return Err(DispatchError::NoLoans(other)),
     })
 }
@@ -146,7 +176,7 @@ pub fn lends(kind: TransportKind) -> bool {
     struct Probe;
     impl WithLoans for Probe {
         type Output = ();
-        fn call<T: Transport>(self)
+        fn call<T: Link>(self)
         where
             T::Tx: crate::LoanTx,
             T::Rx: crate::LoanRx,

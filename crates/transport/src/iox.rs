@@ -37,6 +37,7 @@ use iceoryx2::port::publisher::Publisher;
 use iceoryx2::port::subscriber::Subscriber;
 use iceoryx2::prelude::*;
 use iceoryx2::sample::Sample;
+use iceoryx2::service::Service;
 
 use crate::peer::{Hello, HELLO_LEN};
 use crate::{
@@ -49,7 +50,8 @@ pub use crate::peer::LIVENESS;
 /// Samples a subscriber's buffer holds.
 pub const BUFFER: usize = crate::IOX_BUFFER;
 
-type S = ipc_threadsafe::Service;
+/// The service of the [`Transport`]: thread-safe ports, so the halves are `Send`.
+type Threadsafe = ipc_threadsafe::Service;
 type Bytes = [u8];
 
 /// The handshake: a magic and the sender's process id.
@@ -119,14 +121,14 @@ pub(crate) fn prepare(dir: &Path, opts: &EndpointOptions) -> Result<Endpoint, Se
 
 /// What both halves of a side keep alive: the node and the services (dropped after the
 /// ports, which hold the last `Arc` of it).
-struct Side {
+struct Side<S: Service> {
     services: [iceoryx2::service::port_factory::publish_subscribe::PortFactory<S, Bytes, ()>; 2],
     _events: Option<[iceoryx2::service::port_factory::event::PortFactory<S>; 2]>,
     _node: Node<S>,
 }
 
 /// The ports of one side, before the handshake.
-struct Ports {
+struct Ports<S: Service> {
     publisher: Publisher<S, Bytes, ()>,
     flow: Arc<Flow>,
     subscriber: Subscriber<S, Bytes, ()>,
@@ -134,12 +136,12 @@ struct Ports {
     listener: Option<Listener<S>>,
     /// Index in `side.services` of the service this side subscribes to.
     inbound: usize,
-    side: Arc<Side>,
+    side: Arc<Side<S>>,
     max_frame: usize,
     wait: WaitStrategy,
 }
 
-fn open(endpoint: &Endpoint, listens: bool) -> Result<Ports, SetupError> {
+fn open<S: Service>(endpoint: &Endpoint, listens: bool) -> Result<Ports<S>, SetupError> {
     let Endpoint::Iceoryx2 {
         prefix,
         root,
@@ -245,7 +247,7 @@ fn open(endpoint: &Endpoint, listens: bool) -> Result<Ports, SetupError> {
 
 /// Publishes one frame (and notifies, with block waits); `Ok(false)` when it reached no
 /// subscriber (a full buffer, or none connected yet).
-fn publish(
+fn publish<S: Service>(
     publisher: &Publisher<S, Bytes, ()>,
     notifier: Option<&Notifier<S>>,
     frame: &[u8],
@@ -264,8 +266,8 @@ fn publish(
     Ok(reached > 0)
 }
 
-fn handshake(
-    p: &Ports,
+fn handshake<S: Service>(
+    p: &Ports<S>,
     deadline: Instant,
     target: &str,
     timeout: Duration,
@@ -308,7 +310,7 @@ fn handshake(
     Ok(peer)
 }
 
-fn halves(p: Ports, peer: u32) -> (IoxTx, IoxRx) {
+fn halves<S: Service>(p: Ports<S>, peer: u32) -> (IoxTxOf<S>, IoxRxOf<S>) {
     let Ports {
         publisher,
         flow,
@@ -324,7 +326,7 @@ fn halves(p: Ports, peer: u32) -> (IoxTx, IoxRx) {
     flow.give_up
         .store(false, std::sync::atomic::Ordering::Relaxed);
     (
-        IoxTx {
+        IoxTxOf {
             publisher,
             flow,
             notifier,
@@ -333,7 +335,7 @@ fn halves(p: Ports, peer: u32) -> (IoxTx, IoxRx) {
             max_frame,
             side: side.clone(),
         },
-        IoxRx {
+        IoxRxOf {
             held: None,
             subscriber,
             listener,
@@ -347,8 +349,8 @@ fn halves(p: Ports, peer: u32) -> (IoxTx, IoxRx) {
     )
 }
 
-/// The sending half of an `iceoryx2` endpoint.
-pub struct IoxTx {
+/// The sending half of an `iceoryx2` endpoint, over the service `S`.
+pub struct IoxTxOf<S: Service> {
     publisher: Publisher<S, Bytes, ()>,
     flow: Arc<Flow>,
     notifier: Option<Notifier<S>>,
@@ -356,11 +358,11 @@ pub struct IoxTx {
     /// Index in `side.services` of the service this half publishes on.
     outbound: usize,
     max_frame: usize,
-    side: Arc<Side>,
+    side: Arc<Side<S>>,
 }
 
-/// The receiving half of an `iceoryx2` endpoint.
-pub struct IoxRx {
+/// The receiving half of an `iceoryx2` endpoint, over the service `S`.
+pub struct IoxRxOf<S: Service> {
     /// A sample longer than the caller's buffer, kept for the next call.
     held: Option<Sample<S, Bytes, ()>>,
     subscriber: Subscriber<S, Bytes, ()>,
@@ -370,22 +372,22 @@ pub struct IoxRx {
     max_frame: usize,
     wait: WaitStrategy,
     closed: bool,
-    side: Arc<Side>,
+    side: Arc<Side<S>>,
 }
 
-impl std::fmt::Debug for IoxTx {
+impl<S: Service> std::fmt::Debug for IoxTxOf<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("IoxTx").field("peer", &self.peer).finish()
     }
 }
 
-impl std::fmt::Debug for IoxRx {
+impl<S: Service> std::fmt::Debug for IoxRxOf<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("IoxRx").field("peer", &self.peer).finish()
     }
 }
 
-impl IoxTx {
+impl<S: Service> IoxTxOf<S> {
     /// Whether the peer's subscriber is gone, or the peer itself.
     fn peer_left(&self) -> bool {
         self.side.services[self.outbound]
@@ -406,7 +408,7 @@ impl IoxTx {
     }
 }
 
-impl Tx for IoxTx {
+impl<S: Service> Tx for IoxTxOf<S> {
     fn send(&mut self, frame: &[u8]) -> Result<(), SendError> {
         self.checked(frame.len())?;
         // Waits for room in the handler (give_up is false outside try_send).
@@ -436,7 +438,7 @@ impl Tx for IoxTx {
     }
 }
 
-impl IoxRx {
+impl<S: Service> IoxRxOf<S> {
     /// Whether the peer's publisher is gone, or the peer itself.
     fn peer_left(&self) -> bool {
         self.side.services[self.inbound]
@@ -541,7 +543,7 @@ impl IoxRx {
     }
 }
 
-impl Rx for IoxRx {
+impl<S: Service> Rx for IoxRxOf<S> {
     fn recv(&mut self, buf: &mut [u8]) -> Result<usize, RecvError> {
         loop {
             if let Some(s) = self.next_sample(None)? {
@@ -572,17 +574,56 @@ impl Rx for IoxRx {
 }
 
 /// The listening side: its node and ports made, waiting for the peer's hello.
-pub struct IoxListener {
-    ports: Ports,
+pub struct IoxListenerOf<S: Service> {
+    ports: Ports<S>,
     endpoint: Endpoint,
 }
 
-impl std::fmt::Debug for IoxListener {
+impl<S: Service> std::fmt::Debug for IoxListenerOf<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("IoxListener")
             .field("endpoint", &self.endpoint)
             .finish()
     }
+}
+
+/// The sending half of the [`Iceoryx2`] transport.
+pub type IoxTx = IoxTxOf<Threadsafe>;
+/// The receiving half of the [`Iceoryx2`] transport.
+pub type IoxRx = IoxRxOf<Threadsafe>;
+/// The listening side of the [`Iceoryx2`] transport.
+pub type IoxListener = IoxListenerOf<Threadsafe>;
+
+fn listen<S: Service>(endpoint: &Endpoint) -> Result<IoxListenerOf<S>, SetupError> {
+    Ok(IoxListenerOf {
+        ports: open(endpoint, true)?,
+        endpoint: endpoint.clone(),
+    })
+}
+
+fn accept<S: Service>(
+    listener: IoxListenerOf<S>,
+    timeout: Duration,
+) -> Result<(IoxTxOf<S>, IoxRxOf<S>), SetupError> {
+    let target = listener.endpoint.to_string();
+    let peer = handshake(
+        &listener.ports,
+        Instant::now() + timeout,
+        &target,
+        timeout,
+        false,
+    )?;
+    Ok(halves(listener.ports, peer))
+}
+
+fn connect<S: Service>(
+    endpoint: &Endpoint,
+    timeout: Duration,
+) -> Result<(IoxTxOf<S>, IoxRxOf<S>), SetupError> {
+    let target = endpoint.to_string();
+    let ports = open(endpoint, false)?;
+    let peer = handshake(&ports, Instant::now() + timeout, &target, timeout, true)?;
+    Ok(halves(ports, peer))
 }
 
 impl Transport for Iceoryx2 {
@@ -592,24 +633,13 @@ impl Transport for Iceoryx2 {
     type Listener = IoxListener;
 
     fn listen(endpoint: &Endpoint) -> Result<IoxListener, SetupError> {
-        Ok(IoxListener {
-            ports: open(endpoint, true)?,
-            endpoint: endpoint.clone(),
-        })
+        listen(endpoint)
     }
     fn resolved(listener: &IoxListener) -> Endpoint {
         listener.endpoint.clone()
     }
     fn accept(listener: IoxListener, timeout: Duration) -> Result<(IoxTx, IoxRx), SetupError> {
-        let target = listener.endpoint.to_string();
-        let peer = handshake(
-            &listener.ports,
-            Instant::now() + timeout,
-            &target,
-            timeout,
-            false,
-        )?;
-        Ok(halves(listener.ports, peer))
+        accept(listener, timeout)
     }
     fn try_accept(
         listener: IoxListener,
@@ -621,20 +651,47 @@ impl Transport for Iceoryx2 {
         Self::accept(listener, timeout).map(Ok)
     }
     fn connect(endpoint: &Endpoint, timeout: Duration) -> Result<(IoxTx, IoxRx), SetupError> {
-        let target = endpoint.to_string();
-        let ports = open(endpoint, false)?;
-        let peer = handshake(&ports, Instant::now() + timeout, &target, timeout, true)?;
-        Ok(halves(ports, peer))
+        connect(endpoint, timeout)
+    }
+}
+
+/// iceoryx2 for two roles that each use both halves on one thread (the harness's
+/// latency and throughput roles): the local `ipc` service, whose ports are not `Send` and
+/// skip the thread-safe ports' locking, as iceoryx2's own benchmarks and a single-threaded
+/// application use it. A [`Link`](crate::Link), not a [`Transport`]: its halves cannot go
+/// to other threads.
+#[derive(Debug, Clone, Copy)]
+pub struct Iceoryx2Local;
+
+impl crate::Link for Iceoryx2Local {
+    type Tx = IoxTxOf<ipc::Service>;
+    type Rx = IoxRxOf<ipc::Service>;
+    type Listener = IoxListenerOf<ipc::Service>;
+
+    fn listen(endpoint: &Endpoint) -> Result<Self::Listener, SetupError> {
+        listen(endpoint)
+    }
+    fn resolved(listener: &Self::Listener) -> Endpoint {
+        listener.endpoint.clone()
+    }
+    fn accept(
+        listener: Self::Listener,
+        timeout: Duration,
+    ) -> Result<(Self::Tx, Self::Rx), SetupError> {
+        accept(listener, timeout)
+    }
+    fn connect(endpoint: &Endpoint, timeout: Duration) -> Result<(Self::Tx, Self::Rx), SetupError> {
+        connect(endpoint, timeout)
     }
 }
 
 /// A frame lent in place: a sample of the publisher's pool, sent by `commit`.
-pub struct IoxLoan<'a> {
+pub struct IoxLoan<'a, S: Service> {
     sample: iceoryx2::sample_mut::SampleMut<S, Bytes, ()>,
     notifier: Option<&'a Notifier<S>>,
 }
 
-impl std::fmt::Debug for IoxLoan<'_> {
+impl<S: Service> std::fmt::Debug for IoxLoan<'_, S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("IoxLoan")
             .field("len", &self.sample.payload().len())
@@ -642,20 +699,20 @@ impl std::fmt::Debug for IoxLoan<'_> {
     }
 }
 
-impl std::ops::Deref for IoxLoan<'_> {
+impl<S: Service> std::ops::Deref for IoxLoan<'_, S> {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
         self.sample.payload()
     }
 }
 
-impl std::ops::DerefMut for IoxLoan<'_> {
+impl<S: Service> std::ops::DerefMut for IoxLoan<'_, S> {
     fn deref_mut(&mut self) -> &mut [u8] {
         self.sample.payload_mut()
     }
 }
 
-impl TxLoan for IoxLoan<'_> {
+impl<S: Service> TxLoan for IoxLoan<'_, S> {
     fn commit(self) {
         // Waits for room in the handler as `send` does; a peer that went meanwhile loses
         // the frame, and the next `loan` reports it.
@@ -669,10 +726,10 @@ impl TxLoan for IoxLoan<'_> {
     }
 }
 
-impl LoanTx for IoxTx {
-    type Loan<'a> = IoxLoan<'a>;
+impl<S: Service + 'static> LoanTx for IoxTxOf<S> {
+    type Loan<'a> = IoxLoan<'a, S>;
 
-    fn loan(&mut self, len: usize) -> Result<IoxLoan<'_>, SendError> {
+    fn loan(&mut self, len: usize) -> Result<IoxLoan<'_, S>, SendError> {
         self.checked(len)?;
         // A commit that found the peer gone gave its frame up: say so now.
         if self.flow.lost.load(std::sync::atomic::Ordering::Relaxed) {
@@ -692,7 +749,7 @@ impl LoanTx for IoxTx {
 /// A loaned sample's bytes as they are, as the other transports' loans lend theirs (the
 /// caller writes what it sends; nothing is zeroed first).
 #[allow(unsafe_code)]
-fn assume_bytes(
+fn assume_bytes<S: Service>(
     sample: iceoryx2::sample_mut_uninit::SampleMutUninit<S, [std::mem::MaybeUninit<u8>], ()>,
 ) -> iceoryx2::sample_mut::SampleMut<S, Bytes, ()> {
     // SAFETY: the payload lies in the publisher's data segment, a shared-memory mapping of
@@ -704,11 +761,11 @@ fn assume_bytes(
 }
 
 /// A frame read in place: the received sample, released when dropped.
-pub struct IoxFrame {
+pub struct IoxFrame<S: Service> {
     sample: Sample<S, Bytes, ()>,
 }
 
-impl std::fmt::Debug for IoxFrame {
+impl<S: Service> std::fmt::Debug for IoxFrame<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("IoxFrame")
             .field("len", &self.sample.payload().len())
@@ -716,17 +773,17 @@ impl std::fmt::Debug for IoxFrame {
     }
 }
 
-impl std::ops::Deref for IoxFrame {
+impl<S: Service> std::ops::Deref for IoxFrame<S> {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
         self.sample.payload()
     }
 }
 
-impl LoanRx for IoxRx {
-    type Frame<'a> = IoxFrame;
+impl<S: Service + 'static> LoanRx for IoxRxOf<S> {
+    type Frame<'a> = IoxFrame<S>;
 
-    fn recv_borrowed(&mut self) -> Result<IoxFrame, RecvError> {
+    fn recv_borrowed(&mut self) -> Result<IoxFrame<S>, RecvError> {
         loop {
             if let Some(sample) = self.next_sample(None)? {
                 return Ok(IoxFrame { sample });

@@ -60,7 +60,7 @@ pub use error::{
     Corruption, RecvError, RecvTimeoutError, SendError, SetupError, TryRecvError, TrySendError,
 };
 #[cfg(feature = "iceoryx2")]
-pub use iox::{Iceoryx2, IoxRx, IoxTx};
+pub use iox::{Iceoryx2, Iceoryx2Local, IoxRx, IoxRxOf, IoxTx, IoxTxOf};
 pub use mq::{Mq, MqRx, MqTx};
 pub use queue::{Queue, QueueTx};
 pub use shm::{shm_max_frame, SegmentRegion, Shm, ShmFrame, ShmListener, ShmLoan, ShmRx, ShmTx};
@@ -148,6 +148,50 @@ pub trait LoanRx: Rx {
         Self: 'a;
     /// Waits for the next frame and lends it in place.
     fn recv_borrowed(&mut self) -> Result<Self::Frame<'_>, RecvError>;
+}
+
+/// How the two halves of a connection are set up from an [`Endpoint`], for a role that
+/// keeps both on its own thread: every [`Transport`] (through the blanket impl), and the
+/// setups whose halves cannot move between threads ([`Iceoryx2Local`]).
+pub trait Link {
+    /// The sending half.
+    type Tx: Tx;
+    /// The receiving half.
+    type Rx: Rx;
+    /// A bound, not yet connected, listening side.
+    type Listener;
+    /// Binds or opens the listening side of `endpoint`.
+    fn listen(endpoint: &Endpoint) -> Result<Self::Listener, SetupError>;
+    /// The endpoint the connecting side must use.
+    fn resolved(listener: &Self::Listener) -> Endpoint;
+    /// Waits at most `timeout` for the peer, then checks the handshake.
+    fn accept(
+        listener: Self::Listener,
+        timeout: Duration,
+    ) -> Result<(Self::Tx, Self::Rx), SetupError>;
+    /// Connects to a listening peer, retrying until `timeout`, then checks the handshake.
+    fn connect(endpoint: &Endpoint, timeout: Duration) -> Result<(Self::Tx, Self::Rx), SetupError>;
+}
+
+impl<T: Transport> Link for T {
+    type Tx = T::Tx;
+    type Rx = T::Rx;
+    type Listener = T::Listener;
+    fn listen(endpoint: &Endpoint) -> Result<Self::Listener, SetupError> {
+        T::listen(endpoint)
+    }
+    fn resolved(listener: &Self::Listener) -> Endpoint {
+        T::resolved(listener)
+    }
+    fn accept(
+        listener: Self::Listener,
+        timeout: Duration,
+    ) -> Result<(Self::Tx, Self::Rx), SetupError> {
+        T::accept(listener, timeout)
+    }
+    fn connect(endpoint: &Endpoint, timeout: Duration) -> Result<(Self::Tx, Self::Rx), SetupError> {
+        T::connect(endpoint, timeout)
+    }
 }
 
 /// A kind of transport: how its two halves are set up from an [`Endpoint`].

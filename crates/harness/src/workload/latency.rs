@@ -8,7 +8,7 @@ use std::path::Path;
 
 use ipcbench_transport::dispatch::{dispatch_loans, WithLoans};
 use ipcbench_transport::{
-    baseline, Endpoint, LoanRx, LoanTx, Rx, StreamRx, StreamTx, Transport, TransportKind, Tx,
+    baseline, Endpoint, Link, LoanRx, LoanTx, Rx, StreamRx, StreamTx, TransportKind, Tx,
 };
 use ipcbench_workloads::latency::{self, LatencyParams};
 use ipcbench_workloads::{new_histogram, Measurement};
@@ -106,7 +106,7 @@ impl Workload for Latency {
             struct InPlace<'a>(&'a RoleJob, &'a Task, &'a mut dyn BufRead);
             impl WithLoans for InPlace<'_> {
                 type Output = anyhow::Result<RoleReport>;
-                fn call<T: Transport>(self) -> anyhow::Result<RoleReport>
+                fn call<T: Link>(self) -> anyhow::Result<RoleReport>
                 where
                     T::Tx: LoanTx,
                     T::Rx: LoanRx,

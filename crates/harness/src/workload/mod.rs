@@ -11,8 +11,8 @@
 use std::io::BufRead;
 use std::path::Path;
 
-use ipcbench_transport::dispatch::{self, WithStream, WithTransport};
-use ipcbench_transport::{Endpoint, Rx, StreamRx, StreamTx, Transport, TransportKind, Tx};
+use ipcbench_transport::dispatch::{self, WithLink, WithStream};
+use ipcbench_transport::{Endpoint, Link, Rx, StreamRx, StreamTx, Transport, TransportKind, Tx};
 use ipcbench_workloads::Measurement;
 
 use crate::params::{p, ParamDef, ParamType, MSG};
@@ -179,9 +179,9 @@ pub fn run_pair<R: PairRole>(
         role: &'a R,
         stdin: &'a mut dyn BufRead,
     }
-    impl<R: PairRole> WithTransport for Visit<'_, R> {
+    impl<R: PairRole> WithLink for Visit<'_, R> {
         type Output = anyhow::Result<RoleReport>;
-        fn call<T: Transport>(self) -> Self::Output {
+        fn call<T: Link>(self) -> Self::Output {
             let role = self.role;
             connected::<T>(
                 self.job,
@@ -192,7 +192,9 @@ pub fn run_pair<R: PairRole>(
             )
         }
     }
-    dispatch::dispatch(role.endpoint(), Visit { job, role, stdin })?
+    // Both halves stay on this thread (`work` takes them as `impl Tx`, `impl Rx`): a
+    // library is used as a single-threaded application would (iceoryx2's local service).
+    dispatch::dispatch_link(role.endpoint(), Visit { job, role, stdin })?
 }
 
 /// A [`PairRole`]'s bare baseline: the same exchange as the stream's plain system calls.

@@ -68,6 +68,8 @@ type Axes = BTreeMap<String, (Vec<Value>, usize)>;
 struct RawConfig {
     defaults: Option<RawTable>,
     #[serde(default)]
+    hosts: BTreeMap<Spanned<String>, Spanned<toml::Value>>,
+    #[serde(default)]
     experiment: Vec<Spanned<RawTable>>,
 }
 
@@ -145,6 +147,22 @@ pub fn parse(
             return Err(errs.list);
         }
     };
+    // The hosts, each table checked whole.
+    let mut hosts = crate::hosts::Hosts::new();
+    for (name, table) in &raw.hosts {
+        let line = line_of(text, name.span().start);
+        let key = format!("hosts.{}", name.get_ref());
+        match crate::hosts::Host::deserialize(table.get_ref().clone()) {
+            Ok(h) => {
+                for why in crate::hosts::check(name.get_ref(), &h) {
+                    errs.push(line, Some(&key), why);
+                }
+                hosts.insert(name.get_ref().clone(), h);
+            }
+            Err(e) => errs.push(line, Some(&key), e.to_string().trim().to_string()),
+        }
+    }
+    let hosts = std::sync::Arc::new(hosts);
     if raw.experiment.is_empty() {
         errs.push(0, None, "no [[experiment]] table: nothing to run");
         return Err(errs.list);
@@ -274,7 +292,10 @@ pub fn parse(
                     continue;
                 }
             };
+            let mut run = run;
+            run.hosts = hosts.clone();
             let mut problems = check_common(&run, &machine);
+            problems.extend(crate::hosts::check_run(&run));
             problems.extend(run.point.validate(&run.common, &machine));
             for p in problems {
                 errs.push(line_of_key(p.key), Some(p.key), p.message);
@@ -680,6 +701,7 @@ fn expand(
                     "transport" => common.transport_label(),
                     "msg_bytes" => format!("{v}B"),
                     "cores" => format!("c{}", sanitize(&v.to_string())),
+                    "link" if v.to_string().trim().is_empty() => "link-none".to_string(),
                     k => format!("{k}{}", sanitize(&v.to_string())),
                 });
             }
@@ -719,6 +741,7 @@ fn expand(
                 labels: labels.clone(),
                 wait_label: wait_label.clone(),
                 params_label: params_label.clone(),
+                hosts: Default::default(),
             }));
         }
     }

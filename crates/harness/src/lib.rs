@@ -35,6 +35,7 @@ pub mod config;
 pub mod envinfo;
 pub mod exit;
 pub mod floor;
+pub mod hosts;
 pub mod leftovers;
 pub mod matrix;
 pub mod params;

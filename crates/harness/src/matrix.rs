@@ -556,12 +556,26 @@ fn run_once(
     bar: &indicatif::ProgressBar,
 ) -> anyhow::Result<Take> {
     let dir = runner::run_dir()?;
-    let (outcome, after) = match spec.point.plan(spec, dir.path(), results) {
-        Ok(Prepared {
-            plan,
-            endpoints,
-            after,
-        }) => {
+    let planned = spec.point.plan(spec, dir.path(), results).and_then(|p| {
+        // The link shaped for this run only (removed when `shaped` drops).
+        let shaped = crate::hosts::Shaped::apply(spec).map_err(anyhow::Error::msg)?;
+        Ok((p, shaped))
+    });
+    let (outcome, after) = match planned {
+        Ok((
+            Prepared {
+                mut plan,
+                endpoints,
+                after,
+            },
+            _shaped,
+        )) => {
+            // Roles on other hosts start through their launcher.
+            for (i, role) in plan.roles.iter_mut().enumerate() {
+                if let Some(h) = spec.host(i) {
+                    role.host = Some(crate::hosts::Placement::new(spec.host_name(i), h, exe));
+                }
+            }
             let tick = || {
                 if let Some(p) = after.as_ref().and_then(|a| a.progress()) {
                     bar.set_message(p);

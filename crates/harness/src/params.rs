@@ -39,6 +39,10 @@ pub enum ParamType {
     Choice(&'static [&'static str]),
     /// A list of core ids, one per role.
     Cores,
+    /// A list of host names, one per role (`local` or a `[hosts.NAME]` table).
+    Hosts,
+    /// How the link between hosts is shaped ("" for as it is).
+    Link,
     /// A transport name.
     Transport,
     /// A transport the queue runs over.
@@ -57,6 +61,11 @@ impl ParamType {
             ParamType::Path => "file path (\"\": built in)".into(),
             ParamType::Choice(c) => format!("one of {}", c.join(", ")),
             ParamType::Cores => "list of core ids, one per role".into(),
+            ParamType::Hosts => "list of host names, one per role".into(),
+            ParamType::Link => {
+                "\"\" (as it is), \"rate <n>kbit|mbit|gbit\", \"loss <p>%\" or \"delay <n>ms\""
+                    .into()
+            }
             ParamType::Transport => format!(
                 "one of {}",
                 TransportKind::ALL.map(TransportKind::name).join(", ")
@@ -169,6 +178,8 @@ pub enum Value {
     Str(String),
     /// Core ids, one per role.
     Cores(Vec<usize>),
+    /// Host names, one per role.
+    Names(Vec<String>),
 }
 
 impl Value {
@@ -181,6 +192,9 @@ impl Value {
             Value::Str(s) => toml::Value::String(s.clone()),
             Value::Cores(c) => {
                 toml::Value::Array(c.iter().map(|i| toml::Value::Integer(*i as i64)).collect())
+            }
+            Value::Names(n) => {
+                toml::Value::Array(n.iter().map(|s| toml::Value::String(s.clone())).collect())
             }
         }
     }
@@ -197,6 +211,7 @@ impl fmt::Display for Value {
                 let s: Vec<String> = c.iter().map(|c| c.to_string()).collect();
                 f.write_str(&s.join(";"))
             }
+            Value::Names(n) => f.write_str(&n.join(";")),
         }
     }
 }
@@ -314,6 +329,39 @@ fn check_scalar(def: &ParamDef, v: &toml::Value) -> Result<Value, String> {
             }
             Ok(Value::Cores(cores))
         }
+        (ParamType::Hosts, toml::Value::Array(items)) => {
+            if items.len() > MAX_CORES {
+                return Err(format!("{} hosts listed: at most {MAX_CORES}", items.len()));
+            }
+            let mut names = Vec::new();
+            for item in items {
+                match item {
+                    toml::Value::String(s)
+                        if !s.is_empty()
+                            && s.len() <= 64
+                            && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) =>
+                    {
+                        names.push(s.clone())
+                    }
+                    toml::Value::String(s) => {
+                        return Err(format!(
+                            "host `{}`: a name of letters, digits, - _ . (`local` or a [hosts.NAME] table)",
+                            shorten(s)
+                        ))
+                    }
+                    other => {
+                        return Err(format!("host names are strings, found {}", type_name(other)))
+                    }
+                }
+            }
+            if names.is_empty() {
+                return Err("an empty list of hosts".into());
+            }
+            Ok(Value::Names(names))
+        }
+        (ParamType::Link, toml::Value::String(s)) => crate::hosts::Shaping::parse(s)
+            .map(|_| Value::Str(s.clone()))
+            .map_err(|e| format!("link `{}`: {e}", shorten(s))),
         (ParamType::Transport, toml::Value::String(s)) => s
             .parse::<TransportKind>()
             .map_err(|_| None)
@@ -378,6 +426,12 @@ pub fn candidates(def: &ParamDef, v: &toml::Value) -> Result<Vec<Value>, String>
             items.iter().map(|i| check_scalar(def, i)).collect()
         }
         (ParamType::Cores, _) => Ok(vec![check_scalar(def, v)?]),
+        (ParamType::Hosts, toml::Value::Array(items))
+            if !items.is_empty() && items.iter().all(|i| matches!(i, toml::Value::Array(_))) =>
+        {
+            items.iter().map(|i| check_scalar(def, i)).collect()
+        }
+        (ParamType::Hosts, _) => Ok(vec![check_scalar(def, v)?]),
         (_, toml::Value::Array(items)) => {
             if matches!(def.key, "workload" | "name" | "repetitions") {
                 return Err(format!("`{}` takes one value, not a list", def.key));

@@ -252,6 +252,14 @@ pub fn figures(
 /// when the row is made, and again at the end of the matrix against the reference taken
 /// over the whole matrix. `report` is the measuring role's (its histogram not needed).
 pub fn set_floor(spec: &RunSpec, report: &RoleReport, f: &mut Figures, floor: Option<&Floor>) {
+    if spec.crosses_hosts() {
+        // This host's cache-line round trip says nothing of a link between hosts; the
+        // bare TCP round trip between them, which would, is not measured yet.
+        f.floor_ns = None;
+        f.ratio = None;
+        f.floor_of = Some("none: roles on other hosts".into());
+        return;
+    }
     let row = floor.and_then(|fl| spec.point.floor(fl, report, f.latency.map(|l| l[0])));
     f.floor_ns = row.as_ref().map(|r| r.ns);
     f.ratio = row.as_ref().and_then(|r| r.ratio);

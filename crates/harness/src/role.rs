@@ -16,6 +16,7 @@ pub fn main() -> ExitCode {
     // If the harness dies, so do we.
     let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
     report_panics();
+    wire::ROLE_PROCESS.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut stdin = std::io::stdin().lock();
     let result = (|| -> anyhow::Result<RoleReport> {
         let mut line = String::new();

@@ -35,6 +35,8 @@ pub struct RolePlan {
     /// Its work, as that code reads it; the roles after the first also get what the first
     /// resolved ([`RoleJob::resolved`]).
     pub task: serde_json::Value,
+    /// Where it runs, when not on this host: started through the host's launcher.
+    pub host: Option<crate::hosts::Placement>,
 }
 
 impl RolePlan {
@@ -53,6 +55,7 @@ impl RolePlan {
             core,
             workload,
             task,
+            host: None,
         })
     }
 }
@@ -178,20 +181,36 @@ impl Proc {
 fn spawn(
     idx: usize,
     exe: &Path,
+    host: Option<&crate::hosts::Placement>,
     job: &RoleJob,
     dir: &Path,
     events: Sender<Msg>,
 ) -> anyhow::Result<Proc> {
     let log = dir.join(format!("{}.stderr", job.role));
     let err = private_file(&log)?;
-    let mut child = Command::new(exe)
+    // On another host: its launcher, then the harness there.
+    let (mut command, name) = match host {
+        Some(h) => {
+            let mut c = Command::new(&h.command[0]);
+            c.args(&h.command[1..]);
+            (c, format!("{} on {}", job.role, h.name))
+        }
+        None => (Command::new(exe), job.role.clone()),
+    };
+    let mut child = command
         .arg("__role")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(err)
         .process_group(0)
         .spawn()
-        .with_context(|| format!("spawning role {} ({})", job.role, exe.display()))?;
+        .with_context(|| match host {
+            Some(h) => format!(
+                "starting role {name} with its launcher `{}`",
+                h.command.join(" ")
+            ),
+            None => format!("spawning role {} ({})", job.role, exe.display()),
+        })?;
     let mut stdin = child.stdin.take();
     let stdout = child.stdout.take();
     let line = serde_json::to_string(job)?;
@@ -215,7 +234,7 @@ fn spawn(
         })
     });
     Ok(Proc {
-        name: job.role.clone(),
+        name,
         child,
         stdin,
         log,
@@ -469,14 +488,27 @@ fn run_phases(
         run_id: plan.run_id.clone(),
         role: plan.roles[i].name.clone(),
         core: plan.roles[i].core,
-        parent_pid,
+        // A role on another host has a launcher for a parent: it watches its stdin
+        // instead (see `wire::wait_for_go`).
+        parent_pid: if plan.roles[i].host.is_some() {
+            0
+        } else {
+            parent_pid
+        },
         setup_timeout_ms: plan.setup_timeout.as_millis() as u64,
         workload: plan.roles[i].workload.to_string(),
         task: plan.roles[i].task.clone(),
         resolved,
     };
     let spawn_or_fail = |procs: &mut Vec<Proc>, i: usize, resolved| -> Result<(), Stop> {
-        match spawn(i, exe, &job(i, resolved), &plan.dir, tx.clone()) {
+        match spawn(
+            i,
+            exe,
+            plan.roles[i].host.as_ref(),
+            &job(i, resolved),
+            &plan.dir,
+            tx.clone(),
+        ) {
             Ok(p) => {
                 procs.push(p);
                 Ok(())

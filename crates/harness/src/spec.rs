@@ -64,6 +64,18 @@ pub const COMMON: &[ParamDef] = &[
         "core per role, in role order ([[0, 1], [0, 0]] sweeps placements)",
     ),
     p(
+        "hosts",
+        ParamType::Hosts,
+        Some("[\"local\"]"),
+        "host per role, in role order (`local` or a [hosts.NAME] table; roles past the list take the last); [[\"local\", \"local\"], [\"local\", \"nsb\"]] sweeps placements",
+    ),
+    p(
+        "link",
+        ParamType::Link,
+        Some("\"\""),
+        "how the link between the run's hosts is shaped on each host's `interface` for the run: \"rate 100mbit\" (tbf), \"loss 1%\" (nftables), \"delay 1ms\" (netem, where the kernel has it)",
+    ),
+    p(
         "max_frame",
         ParamType::Int {
             min: 8,
@@ -200,6 +212,8 @@ pub struct Common {
     pub retakes: u32,
     pub timeout_s: f64,
     pub cores: Vec<usize>,
+    pub hosts: Vec<String>,
+    pub link: String,
     pub max_frame: u32,
     pub wait: Wait,
     pub shm_capacity: u32,
@@ -565,6 +579,8 @@ pub struct RunSpec {
     pub wait_label: String,
     /// The CSV's params column: the workload's own keys but `msg_bytes`, `k=v;k=v`.
     pub params_label: String,
+    /// The config's `[hosts.NAME]` tables.
+    pub hosts: std::sync::Arc<crate::hosts::Hosts>,
 }
 
 impl RunSpec {
@@ -585,6 +601,33 @@ impl RunSpec {
         }
     }
 
+    /// The host of role `i`: the `hosts` key's `i`-th name, the last for roles past
+    /// the list.
+    pub fn host_name(&self, i: usize) -> &str {
+        let h = &self.common.hosts;
+        h.get(i)
+            .or(h.last())
+            .map_or(crate::hosts::LOCAL, String::as_str)
+    }
+
+    /// The table of role `i`'s host; `None` on this host (or a name without a table,
+    /// which the config check refused).
+    pub fn host(&self, i: usize) -> Option<&crate::hosts::Host> {
+        self.hosts.get(self.host_name(i))
+    }
+
+    /// Whether its roles run on more than one host.
+    pub fn crosses_hosts(&self) -> bool {
+        let first = self.host_name(0);
+        self.common.hosts.iter().any(|h| h != first)
+    }
+
+    /// The address the network endpoints that role `i` listens on bind to: its host's,
+    /// if the config names one (loopback otherwise).
+    pub fn bind_address(&self, i: usize) -> Option<std::net::IpAddr> {
+        self.host(i).and_then(|h| h.address)
+    }
+
     /// The two cores its floor is measured between: its first two roles' (or the first
     /// twice, for a run on one core).
     pub fn core_pair(&self) -> [usize; 2] {
@@ -597,6 +640,10 @@ impl RunSpec {
     /// system caps it), not `max_frame`.
     pub fn endpoint_options(&self) -> EndpointOptions {
         let mut opts = self.common.endpoint_options();
+        // The first role listens: its host's address, where the config names one.
+        if let Some(addr) = self.bind_address(0) {
+            opts.tcp_host = addr;
+        }
         if self.common.transport == TransportKind::Mq {
             if let Some(f) = self.point.largest_frame(&self.common) {
                 opts.max_frame = opts
@@ -630,7 +677,11 @@ impl RunSpec {
         let what = match c.transport {
             TransportKind::Pipe => "write/read on two FIFOs, u32 length prefix".to_string(),
             TransportKind::Uds => "send/recv on a Unix stream socket, u32 length prefix".into(),
-            TransportKind::Tcp => "send/recv on loopback TCP, TCP_NODELAY, u32 length prefix".into(),
+            TransportKind::Tcp => format!(
+                "send/recv on TCP ({}), TCP_NODELAY, u32 length prefix",
+                self.bind_address(0)
+                    .map_or_else(|| "loopback".to_string(), |a| format!("to {a}"))
+            ),
             TransportKind::Shm => format!("ipcbench SPSC rings of {} bytes", o.shm_capacity),
             TransportKind::Queue => format!(
                 "ipcbench queue (PUSH/PULL, hwm {}, policy {}, {}) over {}",
@@ -666,10 +717,17 @@ impl RunSpec {
         } else {
             moved
         };
-        match self.point.how_note(c) {
-            Some(note) => format!("{what}; {moved}; {wait}; {note}"),
-            None => format!("{what}; {moved}; {wait}"),
+        let mut how = format!("{what}; {moved}; {wait}");
+        if let Some(note) = self.point.how_note(c) {
+            how.push_str("; ");
+            how.push_str(note);
         }
+        let hosts = crate::hosts::describe(self);
+        if !hosts.is_empty() {
+            how.push_str("; ");
+            how.push_str(&hosts);
+        }
+        how
     }
 
     /// The setup bound of its plan: at most 20 s, at least 5 s or the run's own bound.

@@ -26,7 +26,8 @@ pub struct RoleJob {
     pub role: String,
     /// Core to pin to.
     pub core: Option<usize>,
-    /// The harness's pid: the role exits if its parent is gone.
+    /// The harness's pid: the role exits if its parent is gone (0 for a role started
+    /// through a launcher, whose parent is the launcher).
     pub parent_pid: i32,
     /// Bound on connecting and on waiting for `go`.
     pub setup_timeout_ms: u64,
@@ -196,7 +197,40 @@ pub fn wait_for_go(stdin: &mut dyn BufRead) -> anyhow::Result<()> {
     if let Some(cpu) = process_cpu() {
         let _ = WINDOW.set((std::time::Instant::now(), cpu));
     }
+    watch_stdin();
     Ok(())
+}
+
+/// Set by the role mode's entry ([`crate::role::main`]).
+pub static ROLE_PROCESS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// After `go` the harness writes nothing more to a role; it closes the role's stdin only
+/// when it is done with it (or gone: killed, or its launcher's session cut). Then the
+/// role and its helpers end at once, on any host: a role started through `ssh` or
+/// `kubectl exec` has no other way to learn that the harness is gone.
+fn watch_stdin() {
+    use std::os::fd::AsFd;
+    // Only in a role process (its stdin the harness's pipe, its group its own), never in
+    // a test that runs role code in its own process.
+    if !ROLE_PROCESS.load(std::sync::atomic::Ordering::Relaxed) {
+        return;
+    }
+    let _ = std::thread::Builder::new()
+        .name("stdin-watch".into())
+        .spawn(|| {
+            let stdin = std::io::stdin();
+            let mut buf = [0u8; 64];
+            loop {
+                match nix::unistd::read(stdin.as_fd(), &mut buf) {
+                    Ok(0) => break,
+                    Err(nix::errno::Errno::EINTR) | Ok(_) => {}
+                    Err(_) => break,
+                }
+            }
+            // The role leads its process group: its helpers (the tasks workers) go too.
+            let _ =
+                nix::sys::signal::killpg(nix::unistd::getpgrp(), nix::sys::signal::Signal::SIGKILL);
+        });
 }
 
 /// The CPU share of this process since the start barrier, percent.
@@ -210,7 +244,7 @@ fn cpu_since_go() -> Option<f64> {
 /// Checks that the parent is the one the job names and pins this process: the first
 /// step of every role.
 pub fn take_up(job: &RoleJob) -> anyhow::Result<()> {
-    if nix::unistd::getppid().as_raw() != job.parent_pid {
+    if job.parent_pid != 0 && nix::unistd::getppid().as_raw() != job.parent_pid {
         bail!("the harness (pid {}) is gone", job.parent_pid);
     }
     if let Some(core) = job.core {

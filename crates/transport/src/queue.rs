@@ -94,6 +94,13 @@ struct State {
     lingering: bool,
 }
 
+/// What a thread waits for in an outbox.
+#[derive(Clone, Copy)]
+enum Waiting {
+    Frame,
+    Room,
+}
+
 /// A bounded FIFO of frames between a sender and a drain thread.
 #[derive(Debug)]
 pub struct Outbox {
@@ -138,15 +145,30 @@ impl Outbox {
             if left.is_zero() {
                 break;
             }
-            st.empty_waiters += 1;
-            st = self
-                .not_empty
-                .wait_timeout(st, left)
-                .map(|(g, _)| g)
-                .unwrap_or_else(|p| p.into_inner().0);
-            st.empty_waiters -= 1;
+            st = self.wait(st, Waiting::Frame, left);
         }
         st.lingering = false;
+    }
+
+    /// Waits at most `left` for a frame or for room, counted among those waiting for it
+    /// (a push or take notifies only when someone waits).
+    fn wait<'a>(
+        &'a self,
+        mut st: MutexGuard<'a, State>,
+        what: Waiting,
+        left: Duration,
+    ) -> MutexGuard<'a, State> {
+        let (cv, count): (&Condvar, fn(&mut State) -> &mut usize) = match what {
+            Waiting::Frame => (&self.not_empty, |s| &mut s.empty_waiters),
+            Waiting::Room => (&self.not_full, |s| &mut s.full_waiters),
+        };
+        *count(&mut st) += 1;
+        let mut st = cv
+            .wait_timeout(st, left)
+            .map(|(g, _)| g)
+            .unwrap_or_else(|p| p.into_inner().0);
+        *count(&mut st) -= 1;
+        st
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -193,13 +215,7 @@ impl Outbox {
                 if left.is_zero() || st.closed {
                     break;
                 }
-                st.full_waiters += 1;
-                st = self
-                    .not_full
-                    .wait_timeout(st, left)
-                    .map(|(g, _)| g)
-                    .unwrap_or_else(|p| p.into_inner().0);
-                st.full_waiters -= 1;
+                st = self.wait(st, Waiting::Room, left);
                 if matches!(self.policy, FullPolicy::Block { .. }) && st.frames.len() < self.hwm {
                     break;
                 }
@@ -322,13 +338,7 @@ impl Outbox {
             if st.closed || left.is_zero() {
                 return (st, false);
             }
-            st.empty_waiters += 1;
-            st = self
-                .not_empty
-                .wait_timeout(st, left)
-                .map(|(g, _)| g)
-                .unwrap_or_else(|p| p.into_inner().0);
-            st.empty_waiters -= 1;
+            st = self.wait(st, Waiting::Frame, left);
         }
     }
 

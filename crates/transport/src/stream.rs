@@ -158,30 +158,7 @@ impl StreamTx {
     }
 
     fn write_all_blocking(&self, head: &[u8], body: &[u8]) -> Result<(), SendError> {
-        let total = head.len() + body.len();
-        let mut off = 0;
-        while off < total {
-            let res = if off < head.len() {
-                self.write_blocking(&[IoSlice::new(&head[off..]), IoSlice::new(body)])
-            } else {
-                self.write_blocking(&[IoSlice::new(&body[off - head.len()..])])
-            };
-            match res {
-                Ok(n) => off += n,
-                Err(Errno::EINTR) => {}
-                // A blocking descriptor should not say EAGAIN; if it does, wait properly.
-                Err(Errno::EAGAIN) => {
-                    wait_for(
-                        self.fd.as_fd(),
-                        PollFlags::POLLOUT,
-                        Some(Instant::now() + Duration::from_secs(1)),
-                    )
-                    .map_err(SendError::Io)?;
-                }
-                Err(e) => return Err(send_errno(e)),
-            }
-        }
-        Ok(())
+        self.write_all_parts(&[head, body])
     }
 
     /// Writes all of `parts`, in order, blocking, with as few system calls as the kernel

@@ -260,6 +260,8 @@ mod tests {
                         ParamType::Path => Value::Str(String::new()),
                         ParamType::Choice(c) => Value::Str(c[0].into()),
                         ParamType::Cores => Value::Cores(vec![0, 1]),
+                        ParamType::Hosts => Value::Names(vec!["local".into()]),
+                        ParamType::Link => Value::Str(String::new()),
                         ParamType::Transport => Value::Str("uds".into()),
                         ParamType::QueueOver => Value::Str("uds".into()),
                     },

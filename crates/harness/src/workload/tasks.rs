@@ -655,24 +655,31 @@ impl Point for TasksPoint {
         } else {
             over
         };
+        // The client listens on the link and the results (at its host's address, the
+        // workers on the gateway's host connect to it); the gateway on the tasks and the
+        // control (its workers are on its host: loopback).
+        let mut client_opts = opts.clone();
+        if let Some(addr) = run.bind_address(0) {
+            client_opts.tcp_host = addr;
+        }
         let mut made = super::Made::default();
-        let mut prepare = |name: String| -> anyhow::Result<Endpoint> {
+        let mut prepare = |name: String, opts: &EndpointOptions| -> anyhow::Result<Endpoint> {
             let sub = dir.join(name);
             crate::runner::private_dir(&sub)?;
-            made.prepare(kind, &sub, &opts)
+            made.prepare(kind, &sub, opts)
         };
         let n = if zmq { 1 } else { slots(&p) };
-        let link = prepare("link".into())?;
+        let link = prepare("link".into(), &client_opts)?;
         let control = if zmq {
-            Some(prepare("control".into())?)
+            Some(prepare("control".into(), &opts)?)
         } else {
             None
         };
         let results = (0..n)
-            .map(|k| prepare(format!("r{k}")))
+            .map(|k| prepare(format!("r{k}"), &client_opts))
             .collect::<anyhow::Result<Vec<_>>>()?;
         let tasks_eps = (0..n)
-            .map(|k| prepare(format!("t{k}")))
+            .map(|k| prepare(format!("t{k}"), &opts))
             .collect::<anyhow::Result<Vec<_>>>()?;
         let cores = run.role_cores();
         let task = |role: TasksRole, data: &str, name: &str| Task {

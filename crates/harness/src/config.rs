@@ -295,7 +295,7 @@ pub fn parse(
             let mut run = run;
             run.hosts = hosts.clone();
             let mut problems = check_common(&run, &machine);
-            problems.extend(crate::hosts::check_run(&run));
+            problems.extend(check_hosts(&run));
             problems.extend(run.point.validate(&run.common, &machine));
             for p in problems {
                 errs.push(line_of_key(p.key), Some(p.key), p.message);
@@ -593,6 +593,76 @@ fn check_common(run: &RunSpec, machine: &Machine) -> Vec<Problem> {
                 run.run_id.len()
             ),
         ));
+    }
+    out
+}
+
+/// A run's problems with its hosts and link, each naming its key: a host without a
+/// table, a transport that cannot cross hosts, a one-way figure without a shared clock,
+/// a shaping with no interface to apply it to or that this kernel cannot do.
+fn check_hosts(run: &RunSpec) -> Vec<Problem> {
+    use crate::hosts::{Shaping, LOCAL};
+    use TransportKind as K;
+    let mut out = Vec::new();
+    let c = &run.common;
+    for name in &c.hosts {
+        if name != LOCAL && !run.hosts.contains_key(name) {
+            let known: Vec<&str> = std::iter::once(LOCAL)
+                .chain(run.hosts.keys().map(String::as_str))
+                .collect();
+            out.push(Problem::new(
+                "hosts",
+                format!(
+                    "no host `{name}`: add a [hosts.{name}] table (hosts: {})",
+                    known.join(", ")
+                ),
+            ));
+        }
+    }
+    if run.crosses_hosts() {
+        let over_tcp = c.over == K::Tcp;
+        let crosses = match c.transport {
+            K::Tcp => true,
+            K::Queue | K::Zmq => over_tcp,
+            _ => false,
+        };
+        if !crosses {
+            out.push(Problem::new(
+                "hosts",
+                format!(
+                    "{} cannot cross hosts (its roles are on {}): tcp, queue over tcp and zmq over tcp can",
+                    c.transport_label(),
+                    c.hosts.join(", ")
+                ),
+            ));
+        }
+        let shared = crate::hosts::shared_clock(&c.hosts, &run.hosts);
+        if run.workload.about().name == "vectors" && !shared {
+            out.push(Problem::new(
+                "hosts",
+                "vectors measures one-way latency, send to receipt: across hosts their clocks must be one (clock = \"shared\" in each [hosts.NAME]) or its figure means nothing",
+            ));
+        }
+    }
+    match Shaping::parse(&c.link) {
+        Ok(Shaping::None) | Err(_) => {}
+        Ok(shaping) => {
+            let shaped: Vec<&str> = c
+                .hosts
+                .iter()
+                .filter(|h| run.hosts.get(*h).is_some_and(|t| t.interface.is_some()))
+                .map(String::as_str)
+                .collect();
+            if shaped.is_empty() {
+                out.push(Problem::new(
+                    "link",
+                    "no host of this run names an `interface` to shape (set one in its [hosts.NAME])",
+                ));
+            }
+            if let Some(missing) = crate::hosts::missing_tool(shaping) {
+                out.push(Problem::new("link", missing));
+            }
+        }
     }
     out
 }

@@ -185,79 +185,6 @@ impl Shaping {
     }
 }
 
-/// A run's problems with its hosts and link, each naming its key: a host without a
-/// table, a transport that cannot cross hosts, a one-way figure without a shared clock,
-/// a shaping with no interface to apply it to or that this kernel cannot do.
-pub fn check_run(run: &crate::spec::RunSpec) -> Vec<crate::spec::Problem> {
-    use crate::spec::Problem;
-    use ipcbench_transport::TransportKind as K;
-    let mut out = Vec::new();
-    let c = &run.common;
-    for name in &c.hosts {
-        if name != LOCAL && !run.hosts.contains_key(name) {
-            let known: Vec<&str> = std::iter::once(LOCAL)
-                .chain(run.hosts.keys().map(String::as_str))
-                .collect();
-            out.push(Problem::new(
-                "hosts",
-                format!(
-                    "no host `{name}`: add a [hosts.{name}] table (hosts: {})",
-                    known.join(", ")
-                ),
-            ));
-        }
-    }
-    if run.crosses_hosts() {
-        let over_tcp = c.over == K::Tcp;
-        let crosses = match c.transport {
-            K::Tcp => true,
-            K::Queue | K::Zmq => over_tcp,
-            _ => false,
-        };
-        if !crosses {
-            out.push(Problem::new(
-                "hosts",
-                format!(
-                    "{} cannot cross hosts (its roles are on {}): tcp, queue over tcp and zmq over tcp can",
-                    c.transport_label(),
-                    c.hosts.join(", ")
-                ),
-            ));
-        }
-        let shared = c
-            .hosts
-            .iter()
-            .all(|h| h == LOCAL || run.hosts.get(h).is_some_and(|t| t.clock == Clock::Shared));
-        if run.workload.about().name == "vectors" && !shared {
-            out.push(Problem::new(
-                "hosts",
-                "vectors measures one-way latency, send to receipt: across hosts their clocks must be one (clock = \"shared\" in each [hosts.NAME]) or its figure means nothing",
-            ));
-        }
-    }
-    match Shaping::parse(&c.link) {
-        Ok(Shaping::None) | Err(_) => {}
-        Ok(shaping) => {
-            let shaped: Vec<&str> = c
-                .hosts
-                .iter()
-                .filter(|h| run.hosts.get(*h).is_some_and(|t| t.interface.is_some()))
-                .map(String::as_str)
-                .collect();
-            if shaped.is_empty() {
-                out.push(Problem::new(
-                    "link",
-                    "no host of this run names an `interface` to shape (set one in its [hosts.NAME])",
-                ));
-            }
-            if let Some(missing) = missing_tool(shaping) {
-                out.push(Problem::new("link", missing));
-            }
-        }
-    }
-    out
-}
-
 /// What this machine lacks to apply `shaping`, if anything: a shaping the kernel
 /// cannot do is refused, never imitated in user space.
 pub fn missing_tool(shaping: Shaping) -> Option<String> {
@@ -350,19 +277,20 @@ pub struct Shaped {
 }
 
 impl Shaped {
-    /// Shapes the interface of every host of `run` that names one, as its `link` says.
-    pub fn apply(run: &crate::spec::RunSpec) -> Result<Shaped, String> {
+    /// Shapes the interface of every host in `names` whose table names one, as `link`
+    /// says.
+    pub fn apply(names: &[String], table: &Hosts, link: &str) -> Result<Shaped, String> {
         let mut shaped = Shaped {
             applied: Vec::new(),
             table: format!("ipcbench_{}", std::process::id()),
         };
-        let shaping = Shaping::parse(&run.common.link)?;
+        let shaping = Shaping::parse(link)?;
         if shaping == Shaping::None {
             return Ok(shaped);
         }
         let mut seen = std::collections::BTreeSet::new();
-        for name in &run.common.hosts {
-            let Some(host) = run.hosts.get(name) else {
+        for name in names {
+            let Some(host) = table.get(name) else {
                 continue;
             };
             let Some(interface) = &host.interface else {
@@ -377,7 +305,7 @@ impl Shaped {
                 .push((host.launcher.clone(), interface.clone(), shaping));
             shaped
                 .add(&host.launcher, interface, shaping)
-                .map_err(|e| format!("shaping `{}` on host {name}: {e}", run.common.link))?;
+                .map_err(|e| format!("shaping `{link}` on host {name}: {e}"))?;
         }
         Ok(shaped)
     }
@@ -466,26 +394,29 @@ impl Drop for Shaped {
 }
 
 /// The row's account of where the roles ran: `""` on this host alone, else each
-/// role's host, the link's shaping, and which clock the figures use.
-pub fn describe(run: &crate::spec::RunSpec) -> String {
-    if run.common.hosts.iter().all(|h| h == LOCAL) && run.common.link.trim().is_empty() {
+/// role's host (`names`), the link's shaping, and which clock the figures use.
+pub fn describe(names: &[String], table: &Hosts, link: &str) -> String {
+    if names.iter().all(|h| h == LOCAL) && link.trim().is_empty() {
         return String::new();
     }
-    let shared = run
-        .common
-        .hosts
-        .iter()
-        .all(|h| h == LOCAL || run.hosts.get(h).is_some_and(|t| t.clock == Clock::Shared));
-    let mut out = format!("hosts {}", run.common.hosts.join("→"));
-    if !run.common.link.trim().is_empty() {
-        out.push_str(&format!(", link {}", run.common.link.trim()));
+    let crosses = names.iter().any(|h| h != &names[0]);
+    let mut out = format!("hosts {}", names.join("→"));
+    if !link.trim().is_empty() {
+        out.push_str(&format!(", link {}", link.trim()));
     }
-    out.push_str(if !run.crosses_hosts() {
+    out.push_str(if !crosses {
         ", one host's clock"
-    } else if shared {
+    } else if shared_clock(names, table) {
         ", clocks shared (as configured)"
     } else {
         ", round trips only (own clocks)"
     });
     out
+}
+
+/// Whether every host in `names` keeps this host's clock.
+pub fn shared_clock(names: &[String], table: &Hosts) -> bool {
+    names
+        .iter()
+        .all(|h| h == LOCAL || table.get(h).is_some_and(|t| t.clock == Clock::Shared))
 }

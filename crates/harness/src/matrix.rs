@@ -558,7 +558,9 @@ fn run_once(
     let dir = runner::run_dir()?;
     let planned = spec.point.plan(spec, dir.path(), results).and_then(|p| {
         // The link shaped for this run only (removed when `shaped` drops).
-        let shaped = crate::hosts::Shaped::apply(spec).map_err(anyhow::Error::msg)?;
+        let shaped =
+            crate::hosts::Shaped::apply(&spec.common.hosts, &spec.hosts, &spec.common.link)
+                .map_err(anyhow::Error::msg)?;
         Ok((p, shaped))
     });
     let (outcome, after) = match planned {

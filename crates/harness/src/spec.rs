@@ -722,7 +722,7 @@ impl RunSpec {
             how.push_str("; ");
             how.push_str(note);
         }
-        let hosts = crate::hosts::describe(self);
+        let hosts = crate::hosts::describe(&c.hosts, &self.hosts, &c.link);
         if !hosts.is_empty() {
             how.push_str("; ");
             how.push_str(&hosts);

@@ -258,6 +258,17 @@ fn roles_across_two_namespaces_over_tcp_with_the_link_shaped_and_restored() {
         how.iter().any(|h| h.contains("link rate 100mbit")),
         "{how:?}"
     );
+    // A row across the pair is compared with the bare TCP round trip between the same
+    // hosts; a row on one host with the cache-line round trip.
+    for r in &rows {
+        let of = &r[col("floor_of")];
+        if r[col("how")].contains("hosts a→b") {
+            assert!(of.starts_with("bare TCP round trip a→b"), "{r:?}");
+            assert!(r[col("floor_ns")].parse::<f64>().unwrap() > 0.0, "{r:?}");
+        } else {
+            assert!(!of.contains("TCP"), "{r:?}");
+        }
+    }
     // 100 Mbit/s is 12.5 MB/s: the shaped stream is held to it (within 10 %), far below
     // the veth's own rate.
     let rate = rows

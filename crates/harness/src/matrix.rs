@@ -114,6 +114,8 @@ pub fn run_matrix(
     );
     // Every row written, to be set against the final reference at the end.
     let mut rows: Vec<Row> = Vec::new();
+    // The bare TCP round trip between each placement of roles on hosts, once measured.
+    let mut host_floors: BTreeMap<String, Option<f64>> = BTreeMap::new();
     // Each point's headline (or p50, or msgs/s) in its runs so far that ended ok.
     let mut seen: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     let mut failed = 0;
@@ -228,6 +230,13 @@ pub fn run_matrix(
         let (mut figures, hist) = match report::figures(spec, &outcome, floor.as_ref()) {
             Ok(mut x) => {
                 x.0.watch = watch;
+                if spec.crosses_hosts() {
+                    x.0.host_floor_ns =
+                        host_floor(&mut host_floors, spec, &exe, &results, interrupted, &bar);
+                    if let Some(Some(report)) = outcome.reports.first() {
+                        report::set_floor(spec, report, &mut x.0, floor.as_ref());
+                    }
+                }
                 x
             }
             Err(e) => {
@@ -545,6 +554,68 @@ type Take = (
     Option<Box<dyn crate::spec::After>>,
     tempfile::TempDir,
 );
+
+/// The floor of a row whose roles ran on other hosts: the bare TCP round trip between
+/// the same hosts and cores (64 B, 2000 round trips, p50, ns), measured the first time a
+/// placement is seen and kept for the matrix. `None` if it could not be measured.
+fn host_floor(
+    cache: &mut BTreeMap<String, Option<f64>>,
+    spec: &RunSpec,
+    exe: &Path,
+    results: &Path,
+    interrupted: &AtomicBool,
+    bar: &indicatif::ProgressBar,
+) -> Option<f64> {
+    let key = format!("{:?} {:?}", spec.common.hosts, spec.common.cores);
+    if let Some(v) = cache.get(&key) {
+        return *v;
+    }
+    let measured = (|| -> anyhow::Result<f64> {
+        #[derive(serde::Serialize)]
+        struct Tables<'a> {
+            hosts: &'a crate::hosts::Hosts,
+        }
+        let mut text = toml::to_string(&Tables { hosts: &spec.hosts })?;
+        let list = |v: Vec<String>| v.join(", ");
+        text.push_str(&format!(
+            "\n[[experiment]]\nname = \"host-floor\"\nworkload = \"latency\"\ntransport = \"tcp\"\nbare = true\nmsg_bytes = 64\ncount = 2000\nwarmup = 100\ntimeout_s = 60\nhosts = [{}]\ncores = [{}]\n",
+            list(spec.common.hosts.iter().map(|h| format!("{h:?}")).collect()),
+            list(spec.common.cores.iter().map(|c| c.to_string()).collect()),
+        ));
+        let probe =
+            crate::config::parse("(host floor)", &text, &spec.common.cores).map_err(|e| {
+                anyhow::anyhow!(
+                    "{}",
+                    e.iter()
+                        .map(|e| e.to_string())
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                )
+            })?;
+        let probe = probe.first().context("no run")?;
+        let (outcome, _, _dir) = run_once(exe, probe, results, interrupted, bar)?;
+        if outcome.status != Status::Ok {
+            anyhow::bail!("{:?}", outcome.status);
+        }
+        let (f, _) = report::figures(probe, &outcome, None)?;
+        f.latency.map(|l| l[0]).context("no round trips")
+    })();
+    let v = match measured {
+        Ok(ns) => Some(ns),
+        Err(e) => {
+            tell(
+                bar,
+                format!(
+                    "harness: the bare TCP round trip between hosts {} could not be measured: {e:#}",
+                    spec.common.hosts.join(", ")
+                ),
+            );
+            None
+        }
+    };
+    cache.insert(key, v);
+    v
+}
 
 /// Plans and runs one take of `spec` in a private directory; its outcome, its checks
 /// after, and the directory (removed when dropped, after the checks).

@@ -169,6 +169,9 @@ pub struct Figures {
     pub cpu: Vec<Option<f64>>,
     /// Which floor `floor_ns` is.
     pub floor_of: Option<String>,
+    /// For a row whose roles ran on more than one host: the bare TCP round trip between
+    /// the same hosts (64 B, p50, ns), its floor in place of the cache-line round trip.
+    pub host_floor_ns: Option<f64>,
     /// The host's state around the run: the cache-line round trip just before and just
     /// after it (ns), and whether it moved beyond [`crate::matrix::HOST_MOVED`].
     pub watch: Watch,
@@ -253,11 +256,23 @@ pub fn figures(
 /// over the whole matrix. `report` is the measuring role's (its histogram not needed).
 pub fn set_floor(spec: &RunSpec, report: &RoleReport, f: &mut Figures, floor: Option<&Floor>) {
     if spec.crosses_hosts() {
-        // This host's cache-line round trip says nothing of a link between hosts; the
-        // bare TCP round trip between them, which would, is not measured yet.
-        f.floor_ns = None;
-        f.ratio = None;
-        f.floor_of = Some("none: roles on other hosts".into());
+        // This host's cache-line round trip says nothing of a link between hosts: the
+        // floor is the bare TCP round trip between the same hosts, measured by the
+        // matrix before the first such run; p50 over it for round trips.
+        f.floor_ns = f.host_floor_ns;
+        f.ratio = match (f.host_floor_ns, f.latency) {
+            (Some(ns), Some(l)) if ns > 0.0 && spec.workload.about().name == "latency" => {
+                Some(l[0] / ns)
+            }
+            _ => None,
+        };
+        f.floor_of = Some(match f.host_floor_ns {
+            Some(_) => format!(
+                "bare TCP round trip {} (64 B, p50)",
+                spec.common.hosts.join("→")
+            ),
+            None => "none: the bare TCP round trip between these hosts failed".into(),
+        });
         return;
     }
     let row = floor.and_then(|fl| spec.point.floor(fl, report, f.latency.map(|l| l[0])));

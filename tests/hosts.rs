@@ -485,3 +485,91 @@ fn a_remote_role_killed_or_the_link_cut_fails_its_run_and_nothing_is_left() {
         let _ = ip(&["-n", &ns.b, "link", "set", &ns.vb, "up"]);
     }
 }
+
+/// Processes whose environment names `tmpdir` as TMPDIR, whose command line has
+/// `__role` and that run in a session other than this test's: the role processes of one
+/// test's harness started out of its reach.
+fn roles_of(tmpdir: &Path) -> Vec<u32> {
+    let own = nix::unistd::getsid(None).unwrap().as_raw().to_string();
+    let marker = format!("TMPDIR={}", tmpdir.display());
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let rest: Vec<&str> = stat
+                .rsplit_once(") ")
+                .map_or(vec![], |(_, r)| r.split_whitespace().collect());
+            // After the command: state, ppid, pgrp, session.
+            let zombie = rest.first() == Some(&"Z");
+            let elsewhere = rest.get(3).is_some_and(|s| *s != own);
+            !zombie
+                && elsewhere
+                && String::from_utf8_lossy(&cmd).contains("__role")
+                && env.split(|b| *b == 0).any(|v| v == marker.as_bytes())
+        })
+        .collect()
+}
+
+#[test]
+fn a_role_started_out_of_reach_of_the_harness_dies_when_its_stdin_closes() {
+    // `setsid --wait` starts the role in a session of its own: neither the harness's kill
+    // of the launcher's group nor the role's parent-death signal reaches it, as with a
+    // role started over ssh. Only its stdin closing tells it the harness is gone.
+    if !on_path("setsid") {
+        eprintln!("skipped: no `setsid` on the PATH");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let tmp = dir.path().join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let cfg = dir.path().join("far.toml");
+    std::fs::write(
+        &cfg,
+        "[hosts.far]\nlauncher = [\"setsid\", \"--wait\"]\n\n\
+         [[experiment]]\nname = \"far\"\nworkload = \"latency\"\ntransport = \"tcp\"\nhosts = [\"far\", \"far\"]\n\
+         msg_bytes = 64\ncount = 60000\nrate = 2000\nwarmup = 0\ntimeout_s = 60\n",
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let mut h = Command::new(env!("CARGO_BIN_EXE_harness"))
+        .args([
+            "--config",
+            cfg.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .env("TMPDIR", &tmp)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Both roles of the run (after the floor's come and gone).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let roles = loop {
+        let r = roles_of(&tmp);
+        if r.len() >= 2 {
+            std::thread::sleep(Duration::from_millis(700));
+            if roles_of(&tmp) == r {
+                break r;
+            }
+        }
+        assert!(Instant::now() < deadline, "the roles never started");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    h.kill().unwrap();
+    h.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !roles_of(&tmp).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "roles {:?} (of {roles:?}) outlived the harness",
+            roles_of(&tmp)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

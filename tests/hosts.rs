@@ -174,26 +174,52 @@ impl Drop for Netns {
     }
 }
 
-fn harness(dir: &Path, args: &[&str]) -> Output {
+/// The harness started with `args`, its TMPDIR `dir/tmp`.
+fn start(dir: &Path, args: &[&str]) -> std::process::Child {
     let tmp = dir.join("tmp");
     std::fs::create_dir_all(&tmp).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_harness"))
+    Command::new(env!("CARGO_BIN_EXE_harness"))
         .args(args)
         .env("TMPDIR", &tmp)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(300);
+        .unwrap()
+}
+
+/// Waits at most `bound` for `child` to end; what it wrote.
+fn finish(mut child: std::process::Child, bound: Duration) -> Output {
+    let deadline = Instant::now() + bound;
     while child.try_wait().unwrap().is_none() {
         assert!(
             Instant::now() < deadline,
-            "the harness did not end in 300 s"
+            "the harness did not end in {bound:?}"
         );
         std::thread::sleep(Duration::from_millis(50));
     }
     child.wait_with_output().unwrap()
+}
+
+fn harness(dir: &Path, args: &[&str]) -> Output {
+    finish(start(dir, args), Duration::from_secs(300))
+}
+
+/// Waits until `find` gives at least `n` processes that stay for 0.7 s (the floor's
+/// ping and pong come and go in less).
+fn stable(find: impl Fn() -> Vec<u32>, n: usize, what: &str) -> Vec<u32> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let p = find();
+        if p.len() >= n {
+            std::thread::sleep(Duration::from_millis(700));
+            if find() == p {
+                return p;
+            }
+        }
+        assert!(Instant::now() < deadline, "{what}: never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 fn rows(out: &Path) -> (Vec<String>, Vec<csv::StringRecord>) {
@@ -412,33 +438,17 @@ fn a_remote_role_killed_or_the_link_cut_fails_its_run_and_nothing_is_left() {
     for fault in ["kill the remote role", "cut the link"] {
         let out = dir.path().join(format!("out-{}", fault.len()));
         let tmp = dir.path().join("tmp");
-        std::fs::create_dir_all(&tmp).unwrap();
-        let mut h = Command::new(env!("CARGO_BIN_EXE_harness"))
-            .args([
+        let h = start(
+            dir.path(),
+            &[
                 "--config",
                 cfg.to_str().unwrap(),
                 "--out",
                 out.to_str().unwrap(),
-            ])
-            .env("TMPDIR", &tmp)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        // The role in b, once it runs (after the floor's ping and pong have come and gone).
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let remote = loop {
-            let p = pids_in(&ns.b);
-            if !p.is_empty() {
-                std::thread::sleep(Duration::from_millis(700));
-                if pids_in(&ns.b) == p {
-                    break p;
-                }
-            }
-            assert!(Instant::now() < deadline, "{fault}: no role started in b");
-            std::thread::sleep(Duration::from_millis(50));
-        };
+            ],
+        );
+        // The role in b, once it runs.
+        let remote = stable(|| pids_in(&ns.b), 1, fault);
         if fault == "kill the remote role" {
             for p in &remote {
                 let _ = nix::sys::signal::kill(
@@ -450,12 +460,7 @@ fn a_remote_role_killed_or_the_link_cut_fails_its_run_and_nothing_is_left() {
             let o = ip(&["-n", &ns.b, "link", "set", &ns.vb, "down"]);
             assert!(o.status.success());
         }
-        let end = Instant::now() + Duration::from_secs(120);
-        while h.try_wait().unwrap().is_none() {
-            assert!(Instant::now() < end, "{fault}: the harness did not end");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let o = h.wait_with_output().unwrap();
+        let o = finish(h, Duration::from_secs(120));
         let err = String::from_utf8_lossy(&o.stderr);
         assert_eq!(o.status.code(), Some(1), "{fault}: {err}");
         let (header, rows) = rows(&out);
@@ -525,7 +530,6 @@ fn a_role_started_out_of_reach_of_the_harness_dies_when_its_stdin_closes() {
     }
     let dir = tempfile::tempdir().unwrap();
     let tmp = dir.path().join("tmp");
-    std::fs::create_dir_all(&tmp).unwrap();
     let cfg = dir.path().join("far.toml");
     std::fs::write(
         &cfg,
@@ -535,32 +539,17 @@ fn a_role_started_out_of_reach_of_the_harness_dies_when_its_stdin_closes() {
     )
     .unwrap();
     let out = dir.path().join("out");
-    let mut h = Command::new(env!("CARGO_BIN_EXE_harness"))
-        .args([
+    let mut h = start(
+        dir.path(),
+        &[
             "--config",
             cfg.to_str().unwrap(),
             "--out",
             out.to_str().unwrap(),
-        ])
-        .env("TMPDIR", &tmp)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    // Both roles of the run (after the floor's come and gone).
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let roles = loop {
-        let r = roles_of(&tmp);
-        if r.len() >= 2 {
-            std::thread::sleep(Duration::from_millis(700));
-            if roles_of(&tmp) == r {
-                break r;
-            }
-        }
-        assert!(Instant::now() < deadline, "the roles never started");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+        ],
+    );
+    // Both roles of the run.
+    let roles = stable(|| roles_of(&tmp), 2, "the far roles");
     h.kill().unwrap();
     h.wait().unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -641,7 +641,7 @@ pub fn worker<X: Transport>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     // Test code: a failed unwrap is a failed test, with its message.
     #![allow(clippy::unwrap_used)]
     use super::*;
@@ -689,25 +689,33 @@ mod tests {
             Ok(())
         }
         fn exited(&mut self) -> Vec<(usize, bool)> {
-            let done: Vec<usize> = self
-                .running
-                .iter()
-                .filter(|(_, h)| h.is_finished())
-                .map(|(s, _)| *s)
-                .collect();
-            done.into_iter()
-                .map(|s| {
-                    let r = self.running.remove(&s).unwrap().join().unwrap();
-                    if let Ok(e) = &r {
-                        self.exits.lock().unwrap().push(*e);
-                    }
-                    (s, r.is_ok())
-                })
-                .collect()
+            reap(&mut self.running, &self.exits)
         }
         fn kill(&mut self, _slot: usize) {
             unreachable!("threads cannot be killed; the harness tests this with processes")
         }
+    }
+
+    /// Thread workers that have ended: each slot and whether it ended cleanly; how each
+    /// clean one left goes to `exits` (the test's `Workers::exited`, over queue or zmq).
+    pub(crate) fn reap(
+        running: &mut BTreeMap<usize, JoinHandle<Result<WorkerExit, WorkloadError>>>,
+        exits: &Mutex<Vec<WorkerExit>>,
+    ) -> Vec<(usize, bool)> {
+        let done: Vec<usize> = running
+            .iter()
+            .filter(|(_, h)| h.is_finished())
+            .map(|(s, _)| *s)
+            .collect();
+        done.into_iter()
+            .map(|s| {
+                let r = running.remove(&s).unwrap().join().unwrap();
+                if let Ok(e) = &r {
+                    exits.lock().unwrap().push(*e);
+                }
+                (s, r.is_ok())
+            })
+            .collect()
     }
 
     fn params() -> TasksParams {

@@ -476,21 +476,7 @@ mod tests {
             Ok(())
         }
         fn exited(&mut self) -> Vec<(usize, bool)> {
-            let done: Vec<usize> = self
-                .running
-                .iter()
-                .filter(|(_, h)| h.is_finished())
-                .map(|(s, _)| *s)
-                .collect();
-            done.into_iter()
-                .map(|s| {
-                    let r = self.running.remove(&s).unwrap().join().unwrap();
-                    if let Ok(e) = &r {
-                        self.exits.lock().unwrap().push(*e);
-                    }
-                    (s, r.is_ok())
-                })
-                .collect()
+            crate::tasks::tests::reap(&mut self.running, &self.exits)
         }
         fn kill(&mut self, _slot: usize) {}
     }

@@ -262,6 +262,45 @@ pub(crate) fn look_up(
     work
 }
 
+/// What a frame from the client asks of the gateway.
+pub(crate) enum FromClient {
+    /// Hand out this `TASK` frame (the batch's lines looked up).
+    Task {
+        /// The batch.
+        id: u32,
+        /// Its `TASK` frame.
+        frame: Vec<u8>,
+    },
+    /// Every result is back: the pills may go.
+    JobDone,
+}
+
+/// Reads a frame from the client: a batch, looked up (unknown lines counted in
+/// `unknown`), or the end of the job; anything else is an integrity error.
+pub(crate) fn read_client(
+    frame: &[u8],
+    table: &HashMap<(Ipv4Addr, Command), Answer>,
+    p: &TasksParams,
+    unknown: &mut u64,
+) -> Result<FromClient, WorkloadError> {
+    match Message::decode(frame)? {
+        Message::Lines { id, lines } => {
+            let work = look_up(lines, table, p, unknown);
+            Ok(FromClient::Task {
+                id,
+                frame: Message::Task { id, work }.encode(),
+            })
+        }
+        Message::JobDone => Ok(FromClient::JobDone),
+        other => Err(WorkloadError::Integrity(format!(
+            "the gateway got {other:?} from the client"
+        ))),
+    }
+}
+
+/// How long the workers have to take their pills and go once the job is done.
+pub(crate) const LEAVING: Duration = Duration::from_secs(10);
+
 /// A worker's run of batch `id`: its `TASK_DONE` frame.
 pub(crate) fn run_task(id: u32, index: u32, work: &[Work], p: &TasksParams) -> Vec<u8> {
     let (result, cpu) = run_batch(work, p.kind, p.threads);
@@ -432,24 +471,17 @@ pub fn gateway<X: Transport>(
         let mut wait = Duration::from_millis(1);
         loop {
             match from_client.recv_timeout(&mut buf, wait) {
-                Ok(n) => match Message::decode(&buf[..n])? {
-                    Message::Lines { id, lines } => {
-                        let work = look_up(lines, table, p, &mut c.unknown);
-                        if let Err(e) = push.send(&Message::Task { id, work }.encode()) {
+                Ok(n) => match read_client(&buf[..n], table, p, &mut c.unknown)? {
+                    FromClient::Task { frame, .. } => {
+                        if let Err(e) = push.send(&frame) {
                             return Err(WorkloadError::Integrity(format!(
                                 "push to the workers: {e}"
                             )));
                         }
                     }
-                    Message::JobDone => {
+                    FromClient::JobDone => {
                         job_done = true;
-                        // Leave the workers a bounded time to take their pills and go.
-                        deadline = Instant::now() + Duration::from_secs(10);
-                    }
-                    other => {
-                        return Err(WorkloadError::Integrity(format!(
-                            "the gateway got {other:?} from the client"
-                        )))
+                        deadline = Instant::now() + LEAVING;
                     }
                 },
                 Err(PullError::Timeout) => break,

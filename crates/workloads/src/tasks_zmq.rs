@@ -36,8 +36,8 @@ use ipcbench_transport::zmq_pattern::Socket;
 use ipcbench_transport::{RecvError, RecvTimeoutError, TrySendError};
 
 use crate::tasks::{
-    lines_frame, look_up, run_task, stopped_because, GatewayCounts, Tally, TasksParams, WorkerExit,
-    Workers, BUF, HANDSHAKE, PILL_GRACE,
+    lines_frame, read_client, run_task, stopped_because, FromClient, GatewayCounts, Tally,
+    TasksParams, WorkerExit, Workers, BUF, HANDSHAKE, LEAVING, PILL_GRACE,
 };
 use crate::tasks_data::{Answer, ClientLine, Command};
 use crate::tasks_exec::Message;
@@ -202,24 +202,17 @@ pub fn gateway(
             let mut wait = Duration::from_millis(1);
             loop {
                 match from_client.recv_timeout(&mut buf, wait) {
-                    Ok(n) => match Message::decode(&buf[..n])? {
-                        Message::Lines { id, lines } => {
-                            let work = look_up(lines, table, p, &mut c.unknown);
-                            if !push(to_workers, &Message::Task { id, work }.encode(), p.policy)? {
+                    Ok(n) => match read_client(&buf[..n], table, p, &mut c.unknown)? {
+                        FromClient::Task { id, frame } => {
+                            if !push(to_workers, &frame, p.policy)? {
                                 return Err(WorkloadError::Integrity(format!(
                                     "push to the workers: batch {id} given up, every worker's queue full"
                                 )));
                             }
                         }
-                        Message::JobDone => {
+                        FromClient::JobDone => {
                             job_done = true;
-                            // Leave the workers a bounded time to take their pills and go.
-                            deadline = Instant::now() + Duration::from_secs(10);
-                        }
-                        other => {
-                            return Err(WorkloadError::Integrity(format!(
-                                "the gateway got {other:?} from the client"
-                            )))
+                            deadline = Instant::now() + LEAVING;
                         }
                     },
                     Err(RecvTimeoutError::Timeout) => break,

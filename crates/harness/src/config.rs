@@ -598,7 +598,7 @@ fn check_common(run: &RunSpec, machine: &Machine) -> Vec<Problem> {
 }
 
 /// A run's problems with its hosts and link, each naming its key: a host without a
-/// table, a transport that cannot cross hosts, a one-way figure without a shared clock,
+/// table, a transport that cannot cross hosts,
 /// a shaping with no interface to apply it to or that this kernel cannot do.
 fn check_hosts(run: &RunSpec) -> Vec<Problem> {
     use crate::hosts::{Shaping, LOCAL};
@@ -634,13 +634,6 @@ fn check_hosts(run: &RunSpec) -> Vec<Problem> {
                     c.transport_label(),
                     c.hosts.join(", ")
                 ),
-            ));
-        }
-        let shared = crate::hosts::shared_clock(&c.hosts, &run.hosts);
-        if run.workload.about().name == "vectors" && !shared {
-            out.push(Problem::new(
-                "hosts",
-                "vectors measures one-way latency, send to receipt: across hosts their clocks must be one (clock = \"shared\" in each [hosts.NAME]) or its figure means nothing",
             ));
         }
     }

@@ -409,7 +409,7 @@ pub fn describe(names: &[String], table: &Hosts, link: &str) -> String {
     } else if shared_clock(names, table) {
         ", clocks shared (as configured)"
     } else {
-        ", round trips only (own clocks)"
+        ", own clocks: one-way figures are half round trips"
     });
     out
 }

@@ -116,6 +116,11 @@ pub struct VectorsParams {
     /// vector from a cold core, which shows in the latency tail.
     #[serde(default)]
     pub spin_pacing: bool,
+    /// Roles on hosts with their own clocks: the consumer echoes each vector's send stamp
+    /// back and the producer records half the round trip on its own clock, in place of
+    /// the one-way time (which needs one clock).
+    #[serde(default)]
+    pub echo: bool,
 }
 
 impl VectorsParams {
@@ -337,10 +342,12 @@ fn info(p: &VectorsParams) -> u64 {
 /// filled from both neighbours, so it needs one after it), nor, with `low_s > 0`, the first.
 pub fn producer<T: Tx, R: Rx>(
     tx: &mut T,
-    _rx: &mut R,
+    rx: &mut R,
     p: &VectorsParams,
 ) -> Result<Measurement, WorkloadError> {
     p.check()?;
+    // With `echo`: half of each round trip, send to echo, on this clock.
+    let mut echoes = Echoes::new(p.echo);
     let pool = Pool::new(p);
     let mut noise = noise_for(&p.noise, p.seed);
     let mut frame = vec![0u8; p.frame_bytes()];
@@ -374,13 +381,18 @@ pub fn producer<T: Tx, R: Rx>(
         }
         if let Some(iv) = interval {
             let due = start + Duration::from_secs_f64(seq as f64 * iv);
-            if p.spin_pacing {
+            if echoes.on {
+                // The echoes are taken as they come, while waiting for the slot.
+                echoes.take_until(rx, &ticks, due)?;
+            } else if p.spin_pacing {
                 while Instant::now() < due {
                     std::hint::spin_loop();
                 }
             } else {
                 wait_until(due);
             }
+        } else if echoes.on {
+            echoes.take_until(rx, &ticks, Instant::now())?;
         }
         if keep {
             stamp = ticks.now();
@@ -399,8 +411,9 @@ pub fn producer<T: Tx, R: Rx>(
     header(&mut frame, seq, ticks.now(), 0, info(p) | END);
     tx.send(&frame[..HEADER])?;
     tx.flush()?;
+    echoes.take_last(rx, &ticks)?;
     Ok(Measurement {
-        histogram: None,
+        histogram: echoes.hist,
         count: sent,
         bytes: sent * p.payload_bytes() as u64,
         duration: elapsed,
@@ -410,6 +423,106 @@ pub fn producer<T: Tx, R: Rx>(
             ("rate_target_hz".into(), p.rate),
         ],
     })
+}
+
+/// An echo: a vector's sequence number and its send stamp (`u64::MAX`: no more).
+fn echo(seq: u64, stamp: u64) -> [u8; 16] {
+    let mut e = [0u8; 16];
+    e[..8].copy_from_slice(&seq.to_le_bytes());
+    e[8..].copy_from_slice(&stamp.to_le_bytes());
+    e
+}
+
+/// The producer's half round trips, from the consumer's echoes.
+struct Echoes {
+    on: bool,
+    hist: Option<hdrhistogram::Histogram<u64>>,
+    /// Echoes taken so far.
+    taken: u64,
+}
+
+/// How long the producer waits for the echoes still on their way after the end frame.
+const LAST_ECHOES: Duration = Duration::from_secs(10);
+
+impl Echoes {
+    fn new(on: bool) -> Echoes {
+        Echoes {
+            on,
+            hist: on.then(new_histogram),
+            taken: 0,
+        }
+    }
+
+    /// Records one echo; `true` for the last.
+    fn record(&mut self, buf: &[u8], ticks: &Ticks) -> Result<bool, WorkloadError> {
+        let now = ticks.now();
+        if buf.len() != 16 {
+            return Err(WorkloadError::Integrity(format!(
+                "a {}-byte echo, expected 16",
+                buf.len()
+            )));
+        }
+        let (seq, stamp) = (word(buf, 0), word(buf, 1));
+        if seq == u64::MAX {
+            return Ok(true);
+        }
+        self.taken += 1;
+        if let Some(h) = self.hist.as_mut() {
+            h.saturating_record(ticks.ns(stamp, now) / 2);
+        }
+        Ok(false)
+    }
+
+    /// Takes the echoes that come until `due` (at least those already there).
+    fn take_until<R: Rx>(
+        &mut self,
+        rx: &mut R,
+        ticks: &Ticks,
+        due: Instant,
+    ) -> Result<(), WorkloadError> {
+        let mut buf = [0u8; 16];
+        loop {
+            let left = due.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(&mut buf, left) {
+                Ok(n) => {
+                    if self.record(&buf[..n], ticks)? {
+                        return Err(WorkloadError::Integrity(
+                            "the consumer ended before the stream did".into(),
+                        ));
+                    }
+                }
+                Err(ipcbench_transport::RecvTimeoutError::Timeout) => return Ok(()),
+                Err(ipcbench_transport::RecvTimeoutError::Recv(e)) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// After the end frame: the echoes still on their way, up to the consumer's last.
+    fn take_last<R: Rx>(&mut self, rx: &mut R, ticks: &Ticks) -> Result<(), WorkloadError> {
+        if !self.on {
+            return Ok(());
+        }
+        let deadline = Instant::now() + LAST_ECHOES;
+        let mut buf = [0u8; 16];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(&mut buf, left) {
+                Ok(n) => {
+                    if self.record(&buf[..n], ticks)? {
+                        return Ok(());
+                    }
+                }
+                Err(ipcbench_transport::RecvTimeoutError::Timeout) => {
+                    return Err(WorkloadError::Integrity(format!(
+                        "the consumer's last echo did not come within {} s ({} taken)",
+                        LAST_ECHOES.as_secs(),
+                        self.taken
+                    )))
+                }
+                Err(ipcbench_transport::RecvTimeoutError::Recv(e)) => return Err(e.into()),
+            }
+        }
+    }
 }
 
 /// Where the consumer writes its batches and timeline (CSV; results/README.md).
@@ -701,7 +814,7 @@ fn io(e: std::io::Error) -> WorkloadError {
 /// the gaps and fills each missing vector by interpolation, keeps the rate window, the
 /// one-way latency histogram and the batch analytics, until the end frame.
 pub fn consumer<T: Tx, R: Rx, W: Write>(
-    _tx: &mut T,
+    tx: &mut T,
     rx: &mut R,
     p: &VectorsParams,
     out: &mut Outputs<W>,
@@ -754,6 +867,10 @@ pub fn consumer<T: Tx, R: Rx, W: Write>(
             )));
         }
         if inf & END != 0 {
+            if p.echo {
+                tx.send(&echo(u64::MAX, 0))?;
+                tx.flush()?;
+            }
             // `seq` is the number of slots: a missing tail is a loss.
             if seq != expected {
                 return Err(WorkloadError::Integrity(format!(
@@ -807,10 +924,15 @@ pub fn consumer<T: Tx, R: Rx, W: Write>(
             }
         }
         received += 1;
-        let latency = ticks.ns(sent, now);
-        // Into the interval's histogram only; it is merged into the run's at each
-        // timeline row (one record per vector, not two).
-        interval_hist.saturating_record(latency);
+        if p.echo {
+            // Its stamp goes back; the producer's clock times the round trip.
+            tx.send(&echo(seq, sent))?;
+        } else {
+            let latency = ticks.ns(sent, now);
+            // Into the interval's histogram only; it is merged into the run's at each
+            // timeline row (one record per vector, not two).
+            interval_hist.saturating_record(latency);
+        }
         if let Some((t, s)) = last_arrival {
             rates.push(seq - s, ticks.ns(t, now));
         }
@@ -854,7 +976,8 @@ pub fn consumer<T: Tx, R: Rx, W: Write>(
         _ => (0.0, Duration::ZERO),
     };
     Ok(Measurement {
-        histogram: Some(hist),
+        // With echoes, the producer's half round trips are the latency.
+        histogram: (!p.echo).then_some(hist),
         count: received,
         bytes: received * p.payload_bytes() as u64,
         duration: span,
@@ -887,6 +1010,7 @@ mod tests {
             seed: 11,
             display_interval_s: 0.05,
             spin_pacing: false,
+            echo: false,
         }
     }
 
@@ -917,6 +1041,25 @@ mod tests {
 
     fn metric(m: &Measurement, k: &str) -> f64 {
         m.metric(k).unwrap()
+    }
+
+    #[test]
+    fn with_echoes_the_producer_times_half_of_every_round_trip_on_its_clock() {
+        let p = VectorsParams {
+            echo: true,
+            ..params(NoiseSpec::DropInterval {
+                low_s: 0.05,
+                high_s: 0.1,
+            })
+        };
+        let (m, c, _, _) = run(&p);
+        let c = c.unwrap();
+        // One half round trip per vector received; the consumer keeps no one-way times.
+        let sent = metric(&m, "vectors_sent");
+        assert_eq!(m.histogram.as_ref().unwrap().len() as f64, sent);
+        assert_eq!(metric(&c, "vectors_received"), sent);
+        assert!(c.histogram.is_none());
+        assert_eq!(metric(&c, "drops_detected"), metric(&m, "drops_injected"));
     }
 
     #[test]

@@ -188,6 +188,7 @@ impl Params {
             seed: self.seed,
             display_interval_s: self.display_interval_s,
             spin_pacing: common.spinning(),
+            echo: false,
         }
     }
 }
@@ -331,7 +332,11 @@ impl Point for Params {
         })
     }
     fn plan(&self, run: &RunSpec, dir: &Path, results: &Path) -> anyhow::Result<Prepared> {
-        let params = self.role_params(&run.common);
+        let mut params = self.role_params(&run.common);
+        // Between hosts with their own clocks a one-way time means nothing: half the
+        // round trip, on the producer's clock (the `how` column says so).
+        params.echo =
+            run.crosses_hosts() && !crate::hosts::shared_clock(&run.common.hosts, &run.hosts);
         let (plan, endpoint) = pair_plan(run, dir, NAME, ROLES, |endpoint, producer| Task {
             endpoint: endpoint.clone(),
             producer,

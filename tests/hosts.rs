@@ -368,6 +368,42 @@ fn a_launcher_that_fails_fails_its_run_naming_the_host_and_the_matrix_goes_on() 
     assert!(left.is_empty(), "{left:?}");
 }
 
+/// Whether this kernel has netem (built in, loaded or loadable).
+fn kernel_has_netem() -> bool {
+    if Path::new("/sys/module/sch_netem").exists() {
+        return true;
+    }
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let base = Path::new("/lib/modules").join(release.trim());
+    ["modules.dep", "modules.builtin"]
+        .iter()
+        .any(|f| std::fs::read_to_string(base.join(f)).is_ok_and(|t| t.contains("/sch_netem.ko")))
+}
+
+#[test]
+fn a_delay_is_refused_where_the_kernel_has_no_netem_never_imitated() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("d.toml");
+    std::fs::write(
+        &cfg,
+        "[hosts.b]\nlauncher = [\"ip\", \"netns\", \"exec\", \"b\"]\ninterface = \"vb\"\n\n\
+         [[experiment]]\nname = \"d\"\nworkload = \"latency\"\ntransport = \"tcp\"\nhosts = [\"local\", \"b\"]\n\
+         link = \"delay 1ms\"\nmsg_bytes = 64\n",
+    )
+    .unwrap();
+    let o = harness(dir.path(), &["validate", "--config", cfg.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    if kernel_has_netem() || !on_path("tc") {
+        eprintln!("skipped: this kernel has netem (or there is no tc): nothing to refuse");
+        return;
+    }
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("key `link`") && err.contains("sch_netem"),
+        "{err}"
+    );
+}
+
 #[test]
 fn what_cannot_cross_hosts_is_refused_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();

@@ -627,13 +627,11 @@ fn run_once(
     bar: &indicatif::ProgressBar,
 ) -> anyhow::Result<Take> {
     let dir = runner::run_dir()?;
-    let planned = spec.point.plan(spec, dir.path(), results).and_then(|p| {
-        // The link shaped for this run only (removed when `shaped` drops).
-        let shaped =
-            crate::hosts::Shaped::apply(&spec.common.hosts, &spec.hosts, &spec.common.link)
-                .map_err(anyhow::Error::msg)?;
-        Ok((p, shaped))
-    });
+    // The link shaped for this run only (removed when `shaped` drops), before anything
+    // is planned: a shaping that fails leaves no endpoint behind.
+    let planned = crate::hosts::Shaped::apply(&spec.common.hosts, &spec.hosts, &spec.common.link)
+        .map_err(anyhow::Error::msg)
+        .and_then(|shaped| Ok((spec.point.plan(spec, dir.path(), results)?, shaped)));
     let (outcome, after) = match planned {
         Ok((
             Prepared {

@@ -35,8 +35,8 @@ use crate::{
 
 const HEADER: usize = 4;
 
-/// The most slices one `writev`/`sendmsg` takes (Linux's `IOV_MAX`).
-const IOV_MAX: usize = 1024;
+/// The most slices one write of ours hands the kernel (Linux takes up to 1024).
+const SLICES: usize = 64;
 
 /// Frames shorter than this are copied into one buffer when sent in a batch.
 const COALESCE: usize = 512;
@@ -161,23 +161,21 @@ impl StreamTx {
         self.write_all_parts(&[head, body])
     }
 
-    /// Writes all of `parts`, in order, blocking, with as few system calls as the kernel
-    /// takes (at most [`IOV_MAX`] slices each).
+    /// Writes all of `parts`, in order, blocking, at most [`SLICES`] slices per system
+    /// call, resuming a part the kernel took only some of. Allocates nothing: a `send` is
+    /// this with two parts.
     fn write_all_parts(&self, parts: &[&[u8]]) -> Result<(), SendError> {
         let (mut i, mut off) = (0usize, 0usize);
-        let mut iov: Vec<IoSlice<'_>> = Vec::with_capacity(parts.len().min(IOV_MAX));
+        let mut iov = [IoSlice::new(&[]); SLICES];
         while i < parts.len() {
-            iov.clear();
-            iov.push(IoSlice::new(&parts[i][off..]));
-            iov.extend(
-                parts[i + 1..]
-                    .iter()
-                    .take(IOV_MAX - 1)
-                    .map(|p| IoSlice::new(p)),
-            );
-            match self.write_blocking(&iov) {
+            let k = (parts.len() - i).min(SLICES);
+            iov[0] = IoSlice::new(&parts[i][off..]);
+            for (slot, part) in iov[1..k].iter_mut().zip(&parts[i + 1..i + k]) {
+                *slot = IoSlice::new(part);
+            }
+            match self.write_blocking(&iov[..k]) {
                 Ok(mut n) => {
-                    // Past the slices written whole, into the one written in part.
+                    // Past the parts written whole, into the one written in part.
                     while i < parts.len() && n >= parts[i].len() - off {
                         n -= parts[i].len() - off;
                         i += 1;
@@ -1276,7 +1274,7 @@ mod tests {
     fn a_batch_arrives_whole_and_in_order_even_past_the_socket_buffer() {
         let (mut tx, mut rx) = pair(4096);
         // 3000 frames of 1-3000 bytes (4.5 MB): far past one socket buffer and past
-        // IOV_MAX slices, so the writes stop in the middle of slices.
+        // one write's slices, so the writes stop in the middle of slices.
         let frames: Vec<Vec<u8>> = (1..=3000u32)
             .map(|i| (0..i).map(|k| (k ^ i) as u8).collect())
             .collect();

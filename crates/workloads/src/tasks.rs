@@ -612,6 +612,10 @@ pub fn gateway<X: Transport>(
     })
 }
 
+/// A worker's connection to the client, being made on a thread of its own.
+pub type Connecting<X> =
+    std::thread::JoinHandle<Result<(<X as Transport>::Tx, <X as Transport>::Rx), WorkloadError>>;
+
 /// How a worker ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WorkerExit {
@@ -626,18 +630,23 @@ pub enum WorkerExit {
 pub fn worker<X: Transport>(
     index: u32,
     gateway: (X::Tx, X::Rx),
-    client: (X::Tx, X::Rx),
+    client: Connecting<X>,
     p: &TasksParams,
 ) -> Result<WorkerExit, WorkloadError> {
     let mut pull = Pull::new_manual(vec![gateway]);
-    let mut push = Push::new(vec![client], p.hwm as usize, p.policy);
+    // The connection to the client is made while the first batch runs: on a lossy link a
+    // lost SYN costs a second, which would otherwise come before the batch.
+    let mut client = Some(client);
+    let mut push: Option<Push<X::Tx, X::Rx>> = None;
     let idle = Duration::from_secs_f64(p.idle_timeout_s.max(0.001));
     let mut buf = vec![0u8; BUF];
     loop {
         let n = match pull.recv_timeout(&mut buf, idle) {
             Ok(n) => n,
             Err(PullError::Timeout) => {
-                push.finish(Duration::from_secs(5));
+                if let Some(push) = push.as_mut() {
+                    push.finish(Duration::from_secs(5));
+                }
                 return Ok(WorkerExit::Idle);
             }
             Err(PullError::Disconnected) => {
@@ -652,6 +661,17 @@ pub fn worker<X: Transport>(
         match Message::decode(&buf[..n])? {
             Message::Task { id, work } => {
                 let done = run_task(id, index, &work, p);
+                if let Some(connecting) = client.take() {
+                    let link = connecting.join().map_err(|_| {
+                        WorkloadError::Integrity("connecting to the client failed (panic)".into())
+                    })??;
+                    push = Some(Push::new(vec![link], p.hwm as usize, p.policy));
+                }
+                let Some(push) = push.as_mut() else {
+                    return Err(WorkloadError::Integrity(
+                        "no connection to the client".into(),
+                    ));
+                };
                 push.send(&done)
                     .map_err(|e| WorkloadError::Integrity(format!("push to the client: {e}")))?;
                 // Acknowledge the batch only once its result is on its way.
@@ -664,7 +684,9 @@ pub fn worker<X: Transport>(
             }
             Message::Die => {
                 pull.done(false)?;
-                push.finish(Duration::from_secs(5));
+                if let Some(push) = push.as_mut() {
+                    push.finish(Duration::from_secs(5));
+                }
                 return Ok(WorkerExit::Pill);
             }
             other => return Err(WorkloadError::Integrity(format!("a worker got {other:?}"))),
@@ -714,7 +736,9 @@ pub(crate) mod tests {
                 slot,
                 std::thread::spawn(move || {
                     let g = Uds::connect(&g, T).unwrap();
-                    let c = Uds::connect(&c, T).unwrap();
+                    let c = std::thread::spawn(move || {
+                        Uds::connect(&c, T).map_err(|e| WorkloadError::Param(e.to_string()))
+                    });
                     worker::<Uds>(slot as u32, g, c, &p)
                 }),
             );

@@ -867,7 +867,12 @@ impl WithTransport for Role<'_> {
                 };
                 // Forked by the gateway's server when it needs it: no barrier to wait at.
                 let to_gateway = X::connect(to_g, setup)?;
-                let to_client = X::connect(to_c, setup)?;
+                // Connected while the first batch runs (see `tasks::worker`).
+                let to_c = to_c.clone();
+                let to_client = std::thread::spawn(move || {
+                    X::connect(&to_c, setup)
+                        .map_err(|e| WorkloadError::Param(format!("connecting to the client: {e}")))
+                });
                 let exit = tasks::worker::<X>(slot, to_gateway, to_client, params)?;
                 RoleReport::from_measurement(&ipcbench_workloads::Measurement {
                     metrics: vec![("left".into(), f64::from(u8::from(exit == WorkerExit::Idle)))],

@@ -48,91 +48,26 @@ impl Netns {
             ip_a: format!("10.213.{}.1", id % 250),
             ip_b: format!("10.213.{}.2", id % 250),
         };
-        let steps: Vec<Vec<String>> = vec![
-            vec!["netns".into(), "add".into(), n.a.clone()],
-            vec!["netns".into(), "add".into(), n.b.clone()],
-            vec![
-                "link".into(),
-                "add".into(),
-                n.va.clone(),
-                "type".into(),
-                "veth".into(),
-                "peer".into(),
-                "name".into(),
-                n.vb.clone(),
-            ],
-            vec![
-                "link".into(),
-                "set".into(),
-                n.va.clone(),
-                "netns".into(),
-                n.a.clone(),
-            ],
-            vec![
-                "link".into(),
-                "set".into(),
-                n.vb.clone(),
-                "netns".into(),
-                n.b.clone(),
-            ],
-            vec![
-                "-n".into(),
-                n.a.clone(),
-                "addr".into(),
-                "add".into(),
-                format!("{}/24", n.ip_a),
-                "dev".into(),
-                n.va.clone(),
-            ],
-            vec![
-                "-n".into(),
-                n.b.clone(),
-                "addr".into(),
-                "add".into(),
-                format!("{}/24", n.ip_b),
-                "dev".into(),
-                n.vb.clone(),
-            ],
-            vec![
-                "-n".into(),
-                n.a.clone(),
-                "link".into(),
-                "set".into(),
-                n.va.clone(),
-                "up".into(),
-            ],
-            vec![
-                "-n".into(),
-                n.b.clone(),
-                "link".into(),
-                "set".into(),
-                n.vb.clone(),
-                "up".into(),
-            ],
-            vec![
-                "-n".into(),
-                n.a.clone(),
-                "link".into(),
-                "set".into(),
-                "lo".into(),
-                "up".into(),
-            ],
-            vec![
-                "-n".into(),
-                n.b.clone(),
-                "link".into(),
-                "set".into(),
-                "lo".into(),
-                "up".into(),
-            ],
+        // Each step an `ip` command line (names and addresses have no spaces).
+        let steps = [
+            format!("netns add {}", n.a),
+            format!("netns add {}", n.b),
+            format!("link add {} type veth peer name {}", n.va, n.vb),
+            format!("link set {} netns {}", n.va, n.a),
+            format!("link set {} netns {}", n.vb, n.b),
+            format!("-n {} addr add {}/24 dev {}", n.a, n.ip_a, n.va),
+            format!("-n {} addr add {}/24 dev {}", n.b, n.ip_b, n.vb),
+            format!("-n {} link set {} up", n.a, n.va),
+            format!("-n {} link set {} up", n.b, n.vb),
+            format!("-n {} link set lo up", n.a),
+            format!("-n {} link set lo up", n.b),
         ];
-        for s in steps {
-            let args: Vec<&str> = s.iter().map(String::as_str).collect();
+        for step in steps {
+            let args: Vec<&str> = step.split_whitespace().collect();
             let o = ip(&args);
             if !o.status.success() {
                 return Err(format!(
-                    "ip {}: {}",
-                    s.join(" "),
+                    "ip {step}: {}",
                     String::from_utf8_lossy(&o.stderr).trim()
                 ));
             }

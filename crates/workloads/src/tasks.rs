@@ -404,6 +404,30 @@ pub struct GatewayCounts {
     pub failed: u64,
 }
 
+/// What a gateway reports when its deadline passes with workers still there: stopping
+/// early (the pills sent, how many took theirs), the pills not taken, or the job not done.
+pub(crate) fn overdue(
+    stopping: &Option<String>,
+    interrupt: &AtomicBool,
+    job_done: bool,
+    pilled: usize,
+    live: usize,
+    p: &TasksParams,
+) -> String {
+    if let Some(why) = stopped_because(stopping, interrupt) {
+        format!(
+            "{why}: poison pills sent to the {pilled} workers running; {} took theirs \
+             and left, {live} still busy {} s later were killed",
+            pilled.saturating_sub(live),
+            PILL_GRACE.as_secs()
+        )
+    } else if job_done {
+        format!("{live} workers did not leave after their poison pill")
+    } else {
+        format!("the job was not done within {} ms", p.timeout_ms)
+    }
+}
+
 impl GatewayCounts {
     /// The gateway's metrics.
     pub(crate) fn metrics(&self) -> Vec<(String, f64)> {
@@ -569,22 +593,7 @@ pub fn gateway<X: Transport>(
             break;
         }
         if Instant::now() >= deadline {
-            let what = if let Some(why) = stopped_because(&stopping, interrupt) {
-                format!(
-                    "{why}: poison pills sent to the {pilled} workers running; {} took theirs \
-                     and left, {} still busy with a batch {} s later were killed",
-                    pilled.saturating_sub(live.len()),
-                    live.len(),
-                    PILL_GRACE.as_secs()
-                )
-            } else if job_done {
-                format!(
-                    "{} workers did not leave after their poison pill",
-                    live.len()
-                )
-            } else {
-                format!("the job was not done within {} ms", p.timeout_ms)
-            };
+            let what = overdue(&stopping, interrupt, job_done, pilled, live.len(), p);
             for s in &live {
                 workers.kill(*s);
             }

@@ -36,7 +36,7 @@ use ipcbench_transport::zmq_pattern::Socket;
 use ipcbench_transport::{RecvError, RecvTimeoutError, TrySendError};
 
 use crate::tasks::{
-    lines_frame, read_client, run_task, stopped_because, FromClient, GatewayCounts, Tally,
+    lines_frame, overdue, read_client, run_task, stopped_because, FromClient, GatewayCounts, Tally,
     TasksParams, WorkerExit, Workers, BUF, HANDSHAKE, LEAVING, PILL_GRACE,
 };
 use crate::tasks_data::{Answer, ClientLine, Command};
@@ -269,22 +269,7 @@ pub fn gateway(
             break;
         }
         if Instant::now() >= deadline {
-            let what = if let Some(why) = stopped_because(&stopping, interrupt) {
-                format!(
-                    "{why}: poison pills sent to the {pilled} workers running; {} took theirs \
-                     and left, {} still busy {} s later were killed",
-                    pilled.saturating_sub(live.len()),
-                    live.len(),
-                    PILL_GRACE.as_secs()
-                )
-            } else if job_done {
-                format!(
-                    "{} workers did not leave after their poison pill",
-                    live.len()
-                )
-            } else {
-                format!("the job was not done within {} ms", p.timeout_ms)
-            };
+            let what = overdue(&stopping, interrupt, job_done, pilled, live.len(), p);
             for s in &live {
                 workers.kill(*s);
             }

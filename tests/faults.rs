@@ -10,7 +10,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
-use common::{alive, children};
+use common::{alive, children, group};
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -212,23 +212,6 @@ impl Run {
             .collect();
         assert!(left.is_empty(), "left in TMPDIR: {left:?}");
     }
-}
-
-/// The live processes of process group `pgid` (a gateway and its workers).
-fn group(pgid: u32) -> Vec<u32> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            // Field 5 of stat, after the command in parentheses, is the group; a zombie
-            // (state Z) has ended.
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            let rest = stat.rsplit_once(") ").map_or("", |(_, r)| r);
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            f.len() > 2 && f[0] != "Z" && f[2] == pgid.to_string()
-        })
-        .collect()
 }
 
 /// The first segment of `kind` this harness made, once it exists.

@@ -5,6 +5,8 @@
 // Test code: a failed unwrap is a failed test, with its message.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -73,6 +75,13 @@ impl Netns {
             }
         }
         Ok(n)
+    }
+
+    /// The pair, or `None` with the reason printed (the test is then skipped).
+    fn or_skip(tag: &str) -> Option<Netns> {
+        Netns::new(tag)
+            .map_err(|why| eprintln!("skipped: {why}"))
+            .ok()
     }
 
     /// The `[hosts]` tables of the two namespaces.
@@ -172,12 +181,8 @@ fn rows(out: &Path) -> (Vec<String>, Vec<csv::StringRecord>) {
 
 #[test]
 fn roles_across_two_namespaces_over_tcp_with_the_link_shaped_and_restored() {
-    let ns = match Netns::new("x") {
-        Ok(n) => n,
-        Err(why) => {
-            eprintln!("skipped: {why}");
-            return;
-        }
+    let Some(ns) = Netns::or_skip("x") else {
+        return;
     };
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("hosts.toml");
@@ -303,18 +308,6 @@ fn a_launcher_that_fails_fails_its_run_naming_the_host_and_the_matrix_goes_on() 
     assert!(left.is_empty(), "{left:?}");
 }
 
-/// Whether this kernel has netem (built in, loaded or loadable).
-fn kernel_has_netem() -> bool {
-    if Path::new("/sys/module/sch_netem").exists() {
-        return true;
-    }
-    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let base = Path::new("/lib/modules").join(release.trim());
-    ["modules.dep", "modules.builtin"]
-        .iter()
-        .any(|f| std::fs::read_to_string(base.join(f)).is_ok_and(|t| t.contains("/sch_netem.ko")))
-}
-
 #[test]
 fn a_delay_is_refused_where_the_kernel_has_no_netem_never_imitated() {
     let dir = tempfile::tempdir().unwrap();
@@ -328,7 +321,7 @@ fn a_delay_is_refused_where_the_kernel_has_no_netem_never_imitated() {
     .unwrap();
     let o = harness(dir.path(), &["validate", "--config", cfg.to_str().unwrap()]);
     let err = String::from_utf8_lossy(&o.stderr);
-    if kernel_has_netem() || !on_path("tc") {
+    if ipcbench_harness::hosts::kernel_has("sch_netem") || !on_path("tc") {
         eprintln!("skipped: this kernel has netem (or there is no tc): nothing to refuse");
         return;
     }
@@ -392,12 +385,8 @@ fn pids_in(ns: &str) -> Vec<u32> {
 
 #[test]
 fn a_remote_role_killed_or_the_link_cut_fails_its_run_and_nothing_is_left() {
-    let ns = match Netns::new("f") {
-        Ok(n) => n,
-        Err(why) => {
-            eprintln!("skipped: {why}");
-            return;
-        }
+    let Some(ns) = Netns::or_skip("f") else {
+        return;
     };
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("long.toml");
@@ -473,27 +462,18 @@ fn a_remote_role_killed_or_the_link_cut_fails_its_run_and_nothing_is_left() {
 /// `__role` and that run in a session other than this test's: the role processes of one
 /// test's harness started out of its reach.
 fn roles_of(tmpdir: &Path) -> Vec<u32> {
-    let own = nix::unistd::getsid(None).unwrap().as_raw().to_string();
+    let own = nix::unistd::getsid(None).unwrap().as_raw() as u32;
     let marker = format!("TMPDIR={}", tmpdir.display());
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            let rest: Vec<&str> = stat
-                .rsplit_once(") ")
-                .map_or(vec![], |(_, r)| r.split_whitespace().collect());
-            // After the command: state, ppid, pgrp, session.
-            let zombie = rest.first() == Some(&"Z");
-            let elsewhere = rest.get(3).is_some_and(|s| *s != own);
-            !zombie
-                && elsewhere
+    common::processes()
+        .into_iter()
+        .filter(|p| {
+            let cmd = std::fs::read(format!("/proc/{}/cmdline", p.pid)).unwrap_or_default();
+            let env = std::fs::read(format!("/proc/{}/environ", p.pid)).unwrap_or_default();
+            p.session != own
                 && String::from_utf8_lossy(&cmd).contains("__role")
                 && env.split(|b| *b == 0).any(|v| v == marker.as_bytes())
         })
+        .map(|p| p.pid)
         .collect()
 }
 

@@ -212,7 +212,7 @@ pub fn missing_tool(shaping: Shaping) -> Option<String> {
 }
 
 /// Whether the running kernel has module `name`, built in or loadable.
-fn kernel_has(name: &str) -> bool {
+pub fn kernel_has(name: &str) -> bool {
     if std::path::Path::new("/sys/module").join(name).exists() {
         return true;
     }
@@ -318,51 +318,29 @@ impl Shaped {
             .collect()
     }
 
+    /// `tc qdisc replace dev INTERFACE root QDISC...` there.
+    fn qdisc(launcher: &[String], interface: &str, qdisc: &[&str]) -> Result<(), String> {
+        let mut words = vec!["tc", "qdisc", "replace", "dev", interface, "root"];
+        words.extend_from_slice(qdisc);
+        run_tool(&Self::tool(launcher, &words), "")
+    }
+
     fn add(&self, launcher: &[String], interface: &str, shaping: Shaping) -> Result<(), String> {
         match shaping {
             Shaping::None => Ok(()),
             Shaping::Rate(bits) => {
                 // A bucket of 10 ms at the rate, at least 16 KiB (a few full frames).
                 let burst = (bits / 8 / 100).max(16 << 10);
-                run_tool(
-                    &Self::tool(
-                        launcher,
-                        &[
-                            "tc",
-                            "qdisc",
-                            "replace",
-                            "dev",
-                            interface,
-                            "root",
-                            "tbf",
-                            "rate",
-                            &format!("{bits}bit"),
-                            "burst",
-                            &format!("{burst}b"),
-                            "latency",
-                            "100ms",
-                        ],
-                    ),
-                    "",
+                let (rate, burst) = (format!("{bits}bit"), format!("{burst}b"));
+                Self::qdisc(
+                    launcher,
+                    interface,
+                    &["tbf", "rate", &rate, "burst", &burst, "latency", "100ms"],
                 )
             }
-            Shaping::Delay(ms) => run_tool(
-                &Self::tool(
-                    launcher,
-                    &[
-                        "tc",
-                        "qdisc",
-                        "replace",
-                        "dev",
-                        interface,
-                        "root",
-                        "netem",
-                        "delay",
-                        &format!("{ms}ms"),
-                    ],
-                ),
-                "",
-            ),
+            Shaping::Delay(ms) => {
+                Self::qdisc(launcher, interface, &["netem", "delay", &format!("{ms}ms")])
+            }
             Shaping::Loss(p) => {
                 // Per 10 000: 1% drops when a random number below 10 000 is under 100.
                 let under = (p * 100.0).round().max(1.0) as u64;

@@ -77,7 +77,7 @@ fn push(s: &mut Socket, frame: &[u8], policy: FullPolicy) -> Result<bool, Worklo
             // Room is taken as soon as it is there.
             FullPolicy::Block { .. } => {
                 let end = Instant::now() + step;
-                while Instant::now() < end && !s.wait_ready(true, end - Instant::now()) {}
+                while Instant::now() < end && !s.wait_writable(end - Instant::now()) {}
                 if s.try_send(frame).is_ok() {
                     return Ok(true);
                 }
@@ -367,7 +367,7 @@ pub fn worker(
                     "the client did not take a result in time".into(),
                 ));
             }
-            to_client.wait_ready(true, CONTROL_EVERY);
+            to_client.wait_writable(CONTROL_EVERY);
         }
         idle_since = Instant::now();
     }

@@ -210,10 +210,9 @@ impl Socket {
         }
     }
 
-    /// Waits at most `timeout` until a message can be sent (`true`) or received.
-    pub fn wait_ready(&self, out: bool, timeout: Duration) -> bool {
-        let what = if out { zmq::POLLOUT } else { zmq::POLLIN };
-        (self.held.is_some() && !out) || self.sock.poll(what, ms(timeout)).unwrap_or(0) > 0
+    /// Waits at most `timeout` until some peer has room for a message; whether one has.
+    pub fn wait_writable(&self, timeout: Duration) -> bool {
+        self.sock.poll(zmq::POLLOUT, ms(timeout)).unwrap_or(0) > 0
     }
 
     /// Receives one message into `buf`, waiting at most `timeout`. A message longer than
@@ -255,11 +254,6 @@ impl Socket {
     /// [`Socket::LINGER`] for a peer to take it (a peer that is gone never will).
     pub fn abandon_unsent(&self) -> Result<(), SendError> {
         self.sock.set_linger(0).map_err(|e| SendError::Io(errno(e)))
-    }
-
-    /// The longest message this socket takes or sends.
-    pub fn max_frame_len(&self) -> usize {
-        self.max_frame
     }
 
     /// How long a dropped socket waits for its last messages to leave.
